@@ -1,0 +1,1 @@
+"""Trial tests for :mod:`piko`, mirroring the package layout."""
