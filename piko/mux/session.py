@@ -1,0 +1,530 @@
+# -*- test-case-name: piko.test.mux.test_session -*-
+"""
+A yamux session: many streams over one byte transport.
+
+The session is a plain Twisted :class:`~twisted.internet.protocol.Protocol`,
+so it runs over a TCP connection, a WebSocket adapter (:mod:`piko.ws`) or a
+:class:`~twisted.internet.testing.StringTransport` in tests.  Time comes
+from an injected :class:`~twisted.internet.interfaces.IReactorTime`.
+
+Roles follow Go Piko: the server side opens streams (even ids from 2), the
+client side (the agent) accepts them (odd ids from 1 if it ever opens).
+
+Backpressure: the session registers itself as a streaming producer on its
+transport.  While the transport is paused, streams keep their outgoing data
+and pause their own producers; incoming data is bounded per stream by the
+receive window, which is only granted back as each stream's consumer drains.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from attrs import frozen
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IProtocol,
+    IProtocolFactory,
+    IPushProducer,
+    IReactorTime,
+)
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from piko.mux.errors import (
+    KeepAliveTimeout,
+    MuxError,
+    ProtocolError,
+    RemoteGoAway,
+    SessionClosed,
+    StreamOpenTimeout,
+    WriteTimeout,
+)
+from piko.mux.frames import (
+    HEADER,
+    PROTOCOL_VERSION,
+    Flag,
+    FrameDecoder,
+    FrameType,
+    GoAwayCode,
+)
+
+if TYPE_CHECKING:
+    from piko.mux.stream import Stream
+
+_pack_header = HEADER.pack
+_DATA = FrameType.DATA
+_WINDOW_UPDATE = FrameType.WINDOW_UPDATE
+_SYN = Flag.SYN
+_ACK = Flag.ACK
+_FIN = Flag.FIN
+_RST = Flag.RST
+
+
+@frozen
+class SessionConfig:
+    """
+    Session tunables; the defaults are ``yamux.DefaultConfig()`` as Go Piko uses it.
+
+    :param accept_backlog: streams the peer may open that we have not
+        accepted yet; more are refused with RST.  Also the number of our own
+        opens that may wait for an ACK before further opens wait.
+    :param max_stream_window: the per-stream receive window (and the
+        initial send window): 256 KiB.
+    :param keepalive_interval: seconds between our pings; ``None`` disables.
+    :param keepalive_timeout: seconds a ping may stay unanswered before the
+        session is closed (Go uses its connection write timeout, 10 s).
+    :param stream_open_timeout: seconds an opened stream may wait for its
+        ACK; Go closes the whole session when it runs out.
+    :param stream_close_timeout: seconds a half-closed stream waits for the
+        peer's FIN before it is reset and forgotten.
+    :param write_timeout: seconds the transport may refuse our writes
+        (stay paused) before the session is presumed dead.
+    :param max_frame_payload: the largest Data frame we send.
+    :param coalesce_control: carry a new stream's SYN or ACK on its first
+        Data frame when it is written in the same reactor turn, saving a
+        frame (and a WebSocket message).  Go peers accept SYN and ACK on Data
+        frames; ``False`` sends them alone, exactly as Go does.
+    """
+
+    accept_backlog: int = 256
+    max_stream_window: int = 256 * 1024
+    keepalive_interval: float | None = 30.0
+    keepalive_timeout: float = 10.0
+    stream_open_timeout: float = 75.0
+    stream_close_timeout: float = 300.0
+    write_timeout: float = 10.0
+    max_frame_payload: int = 256 * 1024
+    coalesce_control: bool = True
+
+
+@implementer(IPushProducer)
+class Session(Protocol):
+    """
+    One end of a yamux session.
+
+    :param clock: the source of time for keepalives and timeouts.
+    :param client: ``True`` for the side that accepts in Piko (the agent,
+        odd stream ids), ``False`` for the server (even ids).
+    :param config: the tunables.
+    :param on_closed: called once with the reason when the session ends.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        *,
+        client: bool,
+        config: SessionConfig | None = None,
+        on_closed: Callable[[Failure], object] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.client = client
+        self.config = config if config is not None else SessionConfig()
+        self._on_closed = on_closed
+        self._next_stream_id = 1 if client else 2
+        self._streams: dict[int, Stream] = {}
+        self._backlog: deque[Stream] = deque()
+        self._factory: IProtocolFactory | None = None
+        self._decoder = FrameDecoder(self.config.max_stream_window)
+        self._unacked_opens = 0
+        self._open_waiters: deque[Deferred[None]] = deque()
+        self._pending_flush: dict[Stream, None] = {}
+        self._output_paused = False
+        self._write_timer: IDelayedCall | None = None
+        self._ping_id = 0
+        self._ping_timer: IDelayedCall | None = None
+        self._ping_waiters: dict[int, tuple[float, list[Deferred[float]]]] = {}
+        self._keepalive_call: IDelayedCall | None = None
+        self.local_go_away = False
+        self.remote_go_away = False
+        self.closed = False
+        self._close_reason: Failure | None = None
+        self._closed_waiters: list[Deferred[BaseException]] = []
+
+    # -- Protocol -----------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        """Start keepalives and take part in the transport's flow control."""
+        assert self.transport is not None
+        self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        self._schedule_keepalive()
+
+    def dataReceived(self, data: bytes) -> None:
+        """Decode frames and dispatch them; a protocol error ends the session."""
+        if self.closed:
+            return
+        try:
+            frames = self._decoder.feed(data)
+            for frame_type, flags, stream_id, length, payload in frames:
+                if frame_type <= _WINDOW_UPDATE:  # Data or WindowUpdate
+                    self._on_stream_frame(frame_type, flags, stream_id, length, payload)
+                elif frame_type == FrameType.PING:
+                    self._on_ping(flags, length)
+                else:
+                    self._on_go_away(length)
+                if self.closed:
+                    return
+        except ProtocolError as error:
+            self.log.warn("yamux protocol error: {error}", error=str(error))
+            self._send_go_away(GoAwayCode.PROTOCOL_ERROR)
+            self._terminate(Failure(error))
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
+        """The transport ended: every stream ends with it."""
+        self.transport = None
+        self._terminate(reason)
+
+    # -- IPushProducer (the transport's view of us) ---------------------------
+
+    def pauseProducing(self) -> None:
+        """The transport is full: hold stream data until it drains."""
+        if self._output_paused or self.closed:
+            return
+        self._output_paused = True
+        self._write_timer = self.clock.callLater(self.config.write_timeout, self._write_timed_out)
+        for stream in list(self._streams.values()):
+            stream._output_paused()
+
+    def resumeProducing(self) -> None:
+        """The transport drained: send what the streams hold, fairly."""
+        if not self._output_paused:
+            return
+        self._output_paused = False
+        if self._write_timer is not None and self._write_timer.active():
+            self._write_timer.cancel()
+        self._write_timer = None
+        pending = self._pending_flush
+        while pending and not self._output_paused and not self.closed:
+            stream = next(iter(pending))
+            del pending[stream]
+            stream._flush()
+        if not self._output_paused:
+            for stream in list(self._streams.values()):
+                stream._output_resumed()
+
+    def stopProducing(self) -> None:
+        """The transport is going away."""
+        self.close()
+
+    # -- public API ---------------------------------------------------------
+
+    @property
+    def is_paused(self) -> bool:
+        """Whether the transport currently refuses more data."""
+        return self._output_paused
+
+    @property
+    def stream_count(self) -> int:
+        """The number of live streams."""
+        return len(self._streams)
+
+    def listen(self, factory: IProtocolFactory | None) -> None:
+        """
+        Accept the peer's streams with ``factory`` from now on (``None`` stops).
+
+        Streams that arrived before a factory was set wait in the backlog and
+        are accepted now, in arrival order.
+        """
+        self._factory = factory
+        while factory is not None and self._backlog and self._factory is factory:
+            stream = self._backlog.popleft()
+            if not stream.finished:
+                self._accept(stream, factory)
+
+    def open_stream(self, protocol: IProtocol) -> Stream:
+        """
+        Open a stream now and connect ``protocol`` to it.
+
+        Data may be written at once, before the peer's ACK.  Use
+        :meth:`wait_for_open_slot` first to respect the peer's backlog.
+
+        :raises SessionClosed: when the session is closed.
+        :raises RemoteGoAway: when the peer sent GoAway(0) or we did.
+        """
+        from piko.mux.stream import Stream
+
+        if self.closed:
+            raise SessionClosed("session closed")
+        if self.remote_go_away:
+            raise RemoteGoAway("remote end is not accepting connections")
+        if self.local_go_away:
+            raise SessionClosed("session is going away")
+        stream_id = self._next_stream_id
+        self._next_stream_id += 2
+        if stream_id > 0xFFFFFFFF:
+            raise SessionClosed("stream ids exhausted")
+        stream = Stream(self, stream_id, opened_locally=True)
+        self._streams[stream_id] = stream
+        self._unacked_opens += 1
+        stream._open_timer = self.clock.callLater(
+            self.config.stream_open_timeout, self._open_timed_out, stream
+        )
+        if self.config.coalesce_control:
+            stream._pending_flags = _SYN
+            stream._control_call = self.clock.callLater(0, stream._send_pending_control)
+        else:
+            self.send_frame(_WINDOW_UPDATE, _SYN, stream_id, 0)
+        stream._connect(protocol)
+        return stream
+
+    def wait_for_open_slot(self) -> Deferred[None]:
+        """
+        Fire when fewer than ``accept_backlog`` of our opens await an ACK.
+
+        Go blocks ``OpenStream`` in the same situation; the peer would refuse
+        the excess with RST.
+        """
+        if self._unacked_opens < self.config.accept_backlog or self.closed:
+            d: Deferred[None] = Deferred()
+            d.callback(None)
+            return d
+        waiter: Deferred[None] = Deferred()
+        self._open_waiters.append(waiter)
+        return waiter
+
+    def go_away(self, code: int = GoAwayCode.NORMAL) -> None:
+        """
+        Tell the peer to open no more streams; existing streams go on.
+
+        After a local GoAway new streams from the peer are refused with RST.
+        """
+        if self.closed or self.local_go_away:
+            return
+        self.local_go_away = True
+        self._send_go_away(code)
+
+    def close(self, reason: Failure | None = None) -> None:
+        """
+        Close the transport at once; every stream ends.
+
+        Like Go's ``Session.Close``, no GoAway is sent.
+        """
+        self._terminate(reason or Failure(SessionClosed("session closed")))
+
+    def ping(self) -> Deferred[float]:
+        """Send a ping and fire with the round trip time in seconds."""
+        d: Deferred[float] = Deferred()
+        if self.closed:
+            d.errback(SessionClosed("session closed"))
+            return d
+        self._send_ping(d)
+        return d
+
+    def when_closed(self) -> Deferred[BaseException]:
+        """Fire with the reason (an exception, not an errback) once the session has ended."""
+        d: Deferred[BaseException] = Deferred()
+        if self.closed:
+            assert self._close_reason is not None
+            d.callback(self._close_reason.value)
+        else:
+            self._closed_waiters.append(d)
+        return d
+
+    # -- frame output (used by streams) -------------------------------------
+
+    def send_frame(
+        self, frame_type: int, flags: int, stream_id: int, length: int, payload: bytes = b""
+    ) -> None:
+        """Write one frame, header and payload in one transport write."""
+        transport = self.transport
+        if transport is None:
+            return
+        header = _pack_header(PROTOCOL_VERSION, frame_type, flags, stream_id, length)
+        transport.write(header + payload if payload else header)
+
+    def _want_flush(self, stream: Stream) -> None:
+        self._pending_flush[stream] = None
+
+    # -- frame input --------------------------------------------------------
+
+    def _on_stream_frame(
+        self, frame_type: int, flags: int, stream_id: int, length: int, payload: bytes
+    ) -> None:
+        stream = self._streams.get(stream_id)
+        if flags & _SYN:
+            if stream is not None:
+                raise ProtocolError(f"duplicate stream declared: {stream_id}")
+            stream = self._incoming_stream(stream_id)
+            if stream is None:
+                return
+        elif stream is None:
+            if frame_type == _DATA and length:
+                self.log.debug(
+                    "discarding {length} data bytes for unknown stream {id}",
+                    length=length,
+                    id=stream_id,
+                )
+            return
+        if flags & _ACK and stream._open_timer is not None:
+            self._stream_acked(stream)
+        if frame_type == _DATA:
+            if length:
+                stream._data_received(payload)
+        elif length:
+            stream._window_update(length)
+        if flags & (_FIN | _RST):
+            if flags & _RST:
+                stream._reset_received()
+            else:
+                stream._on_fin()
+
+    def _incoming_stream(self, stream_id: int) -> Stream | None:
+        from piko.mux.stream import Stream
+
+        if stream_id == 0 or (stream_id % 2 == 1) == self.client:
+            raise ProtocolError(f"stream id {stream_id} has the wrong parity")
+        if self.local_go_away:
+            self.send_frame(_WINDOW_UPDATE, _RST, stream_id, 0)
+            return None
+        stream = Stream(self, stream_id, opened_locally=False)
+        factory = self._factory
+        if factory is None:
+            if len(self._backlog) >= self.config.accept_backlog:
+                self.log.warn("backlog exceeded, forcing stream {id} reset", id=stream_id)
+                self.send_frame(_WINDOW_UPDATE, _RST, stream_id, 0)
+                return None
+            self._streams[stream_id] = stream
+            self._backlog.append(stream)
+            return stream
+        self._streams[stream_id] = stream
+        self._accept(stream, factory)
+        return stream if not stream.finished else None
+
+    def _accept(self, stream: Stream, factory: IProtocolFactory) -> None:
+        if self.config.coalesce_control:
+            stream._pending_flags = _ACK
+            stream._control_call = self.clock.callLater(0, stream._send_pending_control)
+        else:
+            self.send_frame(_WINDOW_UPDATE, _ACK, stream.stream_id, 0)
+        protocol = factory.buildProtocol(stream.getPeer())
+        if protocol is None:
+            stream.abortConnection()
+            return
+        stream._connect(protocol)
+
+    def _stream_acked(self, stream: Stream) -> None:
+        timer = stream._open_timer
+        stream._open_timer = None
+        if timer is not None and timer.active():
+            timer.cancel()
+        self._unacked_opens -= 1
+        while self._open_waiters and self._unacked_opens < self.config.accept_backlog:
+            self._open_waiters.popleft().callback(None)
+
+    def _stream_finished(self, stream: Stream) -> None:
+        """Forget a stream that has ended (called by the stream)."""
+        if self._streams.get(stream.stream_id) is stream:
+            del self._streams[stream.stream_id]
+        self._pending_flush.pop(stream, None)
+        if stream._open_timer is not None:
+            self._stream_acked(stream)
+
+    def _on_ping(self, flags: int, value: int) -> None:
+        if flags & _SYN:
+            self.send_frame(FrameType.PING, _ACK, 0, value)
+        elif flags & _ACK:
+            entry = self._ping_waiters.pop(value, None)
+            if entry is None:
+                return
+            if self._ping_timer is not None and self._ping_timer.active():
+                self._ping_timer.cancel()
+            self._ping_timer = None
+            sent, waiters = entry
+            rtt = self.clock.seconds() - sent
+            for d in waiters:
+                d.callback(rtt)
+
+    def _on_go_away(self, code: int) -> None:
+        if code == GoAwayCode.NORMAL:
+            self.remote_go_away = True
+            return
+        if code == GoAwayCode.PROTOCOL_ERROR:
+            error: MuxError = SessionClosed("yamux protocol error (remote GoAway 1)")
+        elif code == GoAwayCode.INTERNAL_ERROR:
+            error = SessionClosed("yamux internal error (remote GoAway 2)")
+        else:
+            error = SessionClosed(f"unexpected GoAway code {code}")
+        self._terminate(Failure(error))
+
+    # -- keepalive and timeouts ---------------------------------------------
+
+    def _schedule_keepalive(self) -> None:
+        interval = self.config.keepalive_interval
+        if interval is not None and not self.closed:
+            self._keepalive_call = self.clock.callLater(interval, self._keepalive)
+
+    def _keepalive(self) -> None:
+        self._keepalive_call = None
+        self._send_ping(None)
+        self._schedule_keepalive()
+
+    def _send_ping(self, waiter: Deferred[float] | None) -> None:
+        ping_id = self._ping_id
+        self._ping_id = (ping_id + 1) & 0xFFFFFFFF
+        self._ping_waiters[ping_id] = (self.clock.seconds(), [waiter] if waiter else [])
+        if self._ping_timer is None:
+            self._ping_timer = self.clock.callLater(
+                self.config.keepalive_timeout, self._ping_timed_out
+            )
+        self.send_frame(FrameType.PING, _SYN, 0, ping_id)
+
+    def _ping_timed_out(self) -> None:
+        self._ping_timer = None
+        self.log.warn("yamux keepalive timeout")
+        self._terminate(Failure(KeepAliveTimeout("keepalive timeout")))
+
+    def _open_timed_out(self, stream: Stream) -> None:
+        stream._open_timer = None
+        self.log.warn("yamux stream {id} was not acknowledged in time", id=stream.stream_id)
+        self._terminate(Failure(StreamOpenTimeout("stream open timeout")))
+
+    def _write_timed_out(self) -> None:
+        self._write_timer = None
+        self._terminate(Failure(WriteTimeout("connection write timeout")))
+
+    # -- ending -------------------------------------------------------------
+
+    def _send_go_away(self, code: int) -> None:
+        self.send_frame(FrameType.GO_AWAY, 0, 0, code)
+
+    def _terminate(self, reason: Failure) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._close_reason = reason
+        for call in (self._keepalive_call, self._ping_timer, self._write_timer):
+            if call is not None and call.active():
+                call.cancel()
+        self._keepalive_call = self._ping_timer = self._write_timer = None
+        transport = self.transport
+        if transport is not None:
+            transport.unregisterProducer()  # type: ignore[attr-defined]
+            transport.loseConnection()
+        stream_reason = reason
+        if not reason.check(SessionClosed):
+            stream_reason = Failure(SessionClosed(str(reason.value)))
+        for stream in list(self._streams.values()):
+            stream._session_closed(stream_reason)
+        self._streams.clear()
+        self._backlog.clear()
+        self._pending_flush.clear()
+        for _sent, ping_waiters in self._ping_waiters.values():
+            for ping_waiter in ping_waiters:
+                ping_waiter.errback(SessionClosed("session closed"))
+        self._ping_waiters.clear()
+        while self._open_waiters:
+            self._open_waiters.popleft().callback(None)
+        if self._on_closed is not None:
+            self._on_closed(reason)
+        waiters_closed, self._closed_waiters = self._closed_waiters, []
+        for d in waiters_closed:
+            d.callback(reason.value)

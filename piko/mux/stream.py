@@ -1,0 +1,407 @@
+# -*- test-case-name: piko.test.mux.test_session -*-
+"""
+A yamux stream as a real Twisted transport.
+
+A :class:`Stream` provides ``ITransport``, ``IConsumer`` and
+``IPushProducer``, so any :class:`~twisted.internet.protocol.Protocol` runs
+on it unchanged, a producer (say the downstream TCP transport) can be
+registered on it, and it can be registered as the producer of another
+transport.
+
+Flow control is yamux's per-stream window:
+
+- outgoing, we never send more than the peer's window; what does not fit
+  waits in the stream, and a registered producer is paused while that
+  backlog is above a high-water mark;
+- incoming, data is handed to the protocol at once unless it paused us,
+  and window is granted back (in deltas of at least half the window, as Go
+  does) only for data the protocol has taken.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from attrs import frozen
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import (
+    IAddress,
+    IConsumer,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IProducer,
+    IProtocol,
+    IPushProducer,
+    ITransport,
+)
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from piko.mux.errors import StreamReset
+from piko.mux.frames import Flag, FrameType
+
+if TYPE_CHECKING:
+    from piko.mux.session import Session
+
+_DATA = FrameType.DATA
+_WINDOW_UPDATE = FrameType.WINDOW_UPDATE
+_FIN = Flag.FIN
+_RST = Flag.RST
+
+#: Pause a registered producer when this much outgoing data waits.
+HIGH_WATER = 64 * 1024
+
+
+@implementer(IAddress)
+@frozen
+class StreamAddress:
+    """
+    The address of one end of a yamux stream.
+
+    :param stream_id: the yamux stream id.
+    :param address: the address of the transport the session runs on (for
+        the agent, the Piko server's address, as Go reports it).
+    """
+
+    stream_id: int
+    address: IAddress | None
+
+
+@implementer(ITransport, IConsumer, IPushProducer)
+class Stream:
+    """
+    One yamux stream.  Made by :class:`~piko.mux.session.Session` only.
+
+    :ivar stream_id: the yamux stream id.
+    :ivar disconnecting: ``True`` once we have half-closed (sent FIN).
+    """
+
+    def __init__(self, session: Session, stream_id: int, *, opened_locally: bool) -> None:
+        self._session = session
+        self.stream_id = stream_id
+        self.opened_locally = opened_locally
+        window = session.config.max_stream_window
+        self._max_window = window
+        self._send_window = window
+        self._recv_window = window
+        self._send_buffer = bytearray()
+        self._recv_buffer: list[bytes] = []
+        self._recv_buffered = 0
+        self.protocol: IProtocol | None = None
+        self._producer: IProducer | None = None
+        self._producer_paused = False
+        self._streaming_producer = True
+        self._reading_paused = False
+        self._pending_flags = 0
+        self._control_call: IDelayedCall | None = None
+        self._open_timer: IDelayedCall | None = None
+        self._close_timer: IDelayedCall | None = None
+        self._write_closing = False  # loseConnection asked; FIN once the buffer drains
+        self._fin_sent = False
+        self._fin_received = False
+        self._eof_delivered = False
+        self.disconnecting = False
+        self.connected = False
+        self.finished = False
+
+    def __repr__(self) -> str:
+        return f"<Stream {self.stream_id}>"
+
+    # -- connecting ---------------------------------------------------------
+
+    def _connect(self, protocol: IProtocol) -> None:
+        self.protocol = protocol
+        self.connected = True
+        protocol.makeConnection(self)
+        self._deliver()
+
+    def _send_pending_control(self) -> None:
+        """Send a SYN or ACK that found no Data frame to ride on."""
+        self._control_call = None
+        flags = self._pending_flags
+        if flags and not self.finished:
+            self._pending_flags = 0
+            self._session.send_frame(_WINDOW_UPDATE, flags, self.stream_id, 0)
+
+    def _take_flags(self) -> int:
+        flags = self._pending_flags
+        if flags:
+            self._pending_flags = 0
+            call = self._control_call
+            if call is not None and call.active():
+                call.cancel()
+            self._control_call = None
+        return flags
+
+    # -- ITransport ---------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Send ``data``, at once if the window and the transport allow."""
+        if not data or self._write_closing or self.finished:
+            return
+        session = self._session
+        size = len(data)
+        if (
+            not self._send_buffer
+            and size <= self._send_window
+            and size <= session.config.max_frame_payload
+            and not session._output_paused
+        ):
+            self._send_window -= size
+            session.send_frame(_DATA, self._take_flags(), self.stream_id, size, bytes(data))
+            return
+        self._send_buffer += data
+        self._flush()
+
+    def writeSequence(self, data: list[bytes]) -> None:  # type: ignore[override]
+        """Send the concatenation of ``data``."""
+        self.write(b"".join(data))
+
+    def loseConnection(self) -> None:
+        """Half-close: FIN once buffered data is sent; reading goes on until the peer's FIN."""
+        if self._write_closing or self.finished:
+            return
+        self._write_closing = True
+        self.disconnecting = True
+        if self._producer is not None and not self._streaming_producer:
+            # A pull producer would never be asked again; drop it.
+            self._producer = None
+        self._flush()
+
+    def loseWriteConnection(self) -> None:
+        """Half-close the stream (the ``ITCPTransport`` spelling)."""
+        self.loseConnection()
+
+    def abortConnection(self) -> None:
+        """Reset the stream (RST) and drop buffered data both ways."""
+        if self.finished:
+            return
+        self._session.send_frame(_WINDOW_UPDATE, self._take_flags() | _RST, self.stream_id, 0)
+        self._finish(Failure(StreamReset("stream aborted")))
+
+    def getPeer(self) -> IAddress:
+        """The peer address of the transport the session runs on."""
+        transport = self._session.transport
+        return transport.getPeer() if transport is not None else StreamAddress(self.stream_id, None)
+
+    def getHost(self) -> IAddress:
+        """The local address of the transport the session runs on."""
+        transport = self._session.transport
+        return transport.getHost() if transport is not None else StreamAddress(self.stream_id, None)
+
+    # -- IConsumer ----------------------------------------------------------
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        """Register the producer that writes into this stream."""
+        if self._producer is not None:
+            raise RuntimeError(f"producer {self._producer!r} already registered on {self!r}")
+        if self.finished:
+            producer.stopProducing()
+            return
+        self._producer = producer
+        self._streaming_producer = streaming
+        self._producer_paused = False
+        if not streaming:
+            producer.resumeProducing()  # type: ignore[attr-defined]
+        elif self._send_buffer or self._session._output_paused:
+            self._pause_producer()
+
+    def unregisterProducer(self) -> None:
+        """Forget the registered producer."""
+        self._producer = None
+        self._producer_paused = False
+
+    # -- IPushProducer (our incoming data) ----------------------------------
+
+    def pauseProducing(self) -> None:
+        """Stop delivering received data; window is not granted meanwhile."""
+        self._reading_paused = True
+
+    def resumeProducing(self) -> None:
+        """Deliver held data, then grant window for it."""
+        if not self._reading_paused:
+            return
+        self._reading_paused = False
+        self._deliver()
+
+    def stopProducing(self) -> None:
+        """The consumer of our data is gone: reset the stream."""
+        self.abortConnection()
+
+    # -- flow control: output -----------------------------------------------
+
+    def _flush(self) -> None:
+        session = self._session
+        buffer = self._send_buffer
+        max_frame = session.config.max_frame_payload
+        while buffer and self._send_window > 0 and not session._output_paused:
+            size = min(len(buffer), self._send_window, max_frame)
+            chunk = bytes(buffer[:size])
+            del buffer[:size]
+            self._send_window -= size
+            flags = self._take_flags()
+            if not buffer and self._write_closing:
+                flags |= _FIN
+                self._fin_sent = True
+            session.send_frame(_DATA, flags, self.stream_id, size, chunk)
+            if self.finished:
+                return
+        if buffer:
+            if self._send_window > 0:
+                session._want_flush(self)
+            if len(buffer) > HIGH_WATER:
+                self._pause_producer()
+        else:
+            if self._write_closing and not self._fin_sent:
+                self._fin_sent = True
+                self._session.send_frame(
+                    _WINDOW_UPDATE, self._take_flags() | _FIN, self.stream_id, 0
+                )
+            if self._fin_sent:
+                self._after_fin_sent()
+                return
+            if not session._output_paused:
+                self._resume_producer()
+
+    def _after_fin_sent(self) -> None:
+        if self._fin_received:
+            if self._eof_delivered or not self._recv_buffer:
+                self._finish(Failure(ConnectionDone("stream closed")))
+            return
+        if self._close_timer is None:
+            self._close_timer = self._session.clock.callLater(
+                self._session.config.stream_close_timeout, self._close_timed_out
+            )
+        protocol = self.protocol
+        if protocol is not None and IHalfCloseableProtocol.providedBy(protocol):
+            protocol.writeConnectionLost()
+
+    def _pause_producer(self) -> None:
+        producer = self._producer
+        if producer is not None and not self._producer_paused and self._streaming_producer:
+            self._producer_paused = True
+            producer.pauseProducing()  # type: ignore[attr-defined]
+
+    def _resume_producer(self) -> None:
+        producer = self._producer
+        if producer is None:
+            return
+        if not self._streaming_producer:
+            producer.resumeProducing()  # type: ignore[attr-defined]
+        elif self._producer_paused:
+            self._producer_paused = False
+            producer.resumeProducing()  # type: ignore[attr-defined]
+
+    def _output_paused(self) -> None:
+        """The session's transport is full."""
+        self._pause_producer()
+
+    def _output_resumed(self) -> None:
+        """The session's transport drained."""
+        if not self._send_buffer and not self.finished:
+            self._resume_producer()
+
+    def _window_update(self, delta: int) -> None:
+        self._send_window += delta
+        if self._send_buffer:
+            self._flush()
+
+    # -- flow control: input ------------------------------------------------
+
+    def _data_received(self, data: bytes) -> None:
+        from piko.mux.errors import ProtocolError
+
+        size = len(data)
+        if size > self._recv_window:
+            raise ProtocolError(
+                f"receive window exceeded on stream {self.stream_id}: "
+                f"{size} bytes for a window of {self._recv_window}"
+            )
+        self._recv_window -= size
+        if self._fin_received or self.finished:
+            return
+        protocol = self.protocol
+        if protocol is None or self._reading_paused or self._recv_buffer:
+            self._recv_buffer.append(data)
+            self._recv_buffered += size
+            return
+        protocol.dataReceived(data)
+        self._grant_window()
+
+    def _deliver(self) -> None:
+        """Hand held data (and a held EOF) to the protocol, until it pauses us."""
+        protocol = self.protocol
+        if protocol is None:
+            return
+        buffer = self._recv_buffer
+        while buffer and not self._reading_paused and not self.finished:
+            data = buffer.pop(0)
+            self._recv_buffered -= len(data)
+            protocol.dataReceived(data)
+        if not self.finished:
+            self._grant_window()
+        if not buffer and self._fin_received and not self._reading_paused:
+            self._deliver_eof()
+
+    def _grant_window(self) -> None:
+        delta = self._max_window - self._recv_buffered - self._recv_window
+        if delta < self._max_window // 2 or self.finished or self._fin_received:
+            return
+        self._recv_window += delta
+        self._session.send_frame(_WINDOW_UPDATE, self._take_flags(), self.stream_id, delta)
+
+    # -- ending -------------------------------------------------------------
+
+    def _on_fin(self) -> None:
+        if self.finished or self._fin_received:
+            return
+        self._fin_received = True
+        if not self._recv_buffer and not self._reading_paused and self.protocol is not None:
+            self._deliver_eof()
+
+    def _deliver_eof(self) -> None:
+        if self._eof_delivered or self.finished:
+            return
+        self._eof_delivered = True
+        if self._fin_sent:
+            self._finish(Failure(ConnectionDone("stream closed")))
+            return
+        protocol = self.protocol
+        if protocol is not None and IHalfCloseableProtocol.providedBy(protocol):
+            protocol.readConnectionLost()
+        else:
+            self.loseConnection()
+
+    def _reset_received(self) -> None:
+        self._finish(Failure(StreamReset("stream reset by peer")))
+
+    def _close_timed_out(self) -> None:
+        self._close_timer = None
+        if self.finished:
+            return
+        self._session.send_frame(_WINDOW_UPDATE, _RST, self.stream_id, 0)
+        self._finish(Failure(StreamReset("stream close timeout")))
+
+    def _session_closed(self, reason: Failure) -> None:
+        self._finish(reason)
+
+    def _finish(self, reason: Failure) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.connected = False
+        self.disconnecting = True
+        for call in (self._control_call, self._close_timer):
+            if call is not None and call.active():
+                call.cancel()
+        self._control_call = self._close_timer = None
+        self._send_buffer = bytearray()
+        self._recv_buffer = []
+        self._recv_buffered = 0
+        self._session._stream_finished(self)
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.stopProducing()
+        protocol, self.protocol = self.protocol, None
+        if protocol is not None:
+            protocol.connectionLost(reason)

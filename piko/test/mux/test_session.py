@@ -1,0 +1,435 @@
+"""Tests for :mod:`piko.mux.session` and :mod:`piko.mux.stream`, without sockets."""
+
+from __future__ import annotations
+
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IConsumer, IPushProducer, ITransport
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from piko.mux.errors import (
+    KeepAliveTimeout,
+    ProtocolError,
+    RemoteGoAway,
+    SessionClosed,
+    StreamOpenTimeout,
+    StreamReset,
+    WriteTimeout,
+)
+from piko.mux.frames import Flag, FrameType, encode_frame
+from piko.mux.session import SessionConfig
+from piko.test.mux.helpers import (
+    HalfCloseRecorder,
+    Recorder,
+    RecorderFactory,
+    SessionPair,
+    frames_of,
+)
+
+WINDOW = 256 * 1024
+
+
+@implementer(IPushProducer)
+class FakeProducer:
+    """A push producer that records whether it is paused."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.stopped = False
+        self.pauses = 0
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        self.pauses += 1
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+
+
+class OpenAcceptTests(SynchronousTestCase):
+    def test_data_both_ways(self) -> None:
+        """A stream opened by the server carries data to the client's protocol and back."""
+        pair = SessionPair()
+        accepted = RecorderFactory()
+        pair.client.listen(accepted)
+        opener = Recorder()
+        stream = pair.server.open_stream(opener)
+        stream.write(b"hello")
+        pair.pump()
+        [server_side] = accepted.built
+        self.assertEqual(bytes(server_side.received), b"hello")
+        server_side.transport.write(b"world")
+        pair.pump()
+        self.assertEqual(bytes(opener.received), b"world")
+
+    def test_stream_provides_transport_interfaces(self) -> None:
+        """A stream is a full Twisted transport, consumer and push producer."""
+        pair = SessionPair()
+        stream = pair.server.open_stream(Recorder())
+        for interface in (ITransport, IConsumer, IPushProducer):
+            self.assertTrue(verifyObject(interface, stream))
+
+    def test_server_ids_even_client_ids_odd(self) -> None:
+        """The server opens even ids from 2, the client odd ids from 1."""
+        pair = SessionPair()
+        self.assertEqual(
+            [pair.server.open_stream(Recorder()).stream_id for _ in range(3)], [2, 4, 6]
+        )
+        self.assertEqual(pair.client.open_stream(Recorder()).stream_id, 1)
+
+    def test_syn_rides_first_data(self) -> None:
+        """Data written in the opening turn carries the SYN: one frame, not two."""
+        pair = SessionPair()
+        pair.server.open_stream(Recorder()).write(b"GET /")
+        pair.clock.advance(0)
+        [frame] = frames_of(pair.take_server_output())
+        self.assertEqual(
+            (frame.type, frame.flags, frame.stream_id, frame.payload),
+            (FrameType.DATA, Flag.SYN, 2, b"GET /"),
+        )
+
+    def test_lone_syn_sent_next_turn(self) -> None:
+        """A stream opened without data sends its SYN as a WindowUpdate on the next turn."""
+        pair = SessionPair()
+        pair.server.open_stream(Recorder())
+        self.assertEqual(pair.take_server_output(), b"")
+        pair.clock.advance(0)
+        self.assertEqual(pair.take_server_output(), bytes.fromhex("000100010000000200000000"))
+
+    def test_go_identical_open(self) -> None:
+        """Without coalescing, the open is Go's WindowUpdate|SYN followed by a plain Data frame."""
+        pair = SessionPair(SessionConfig(coalesce_control=False))
+        pair.server.open_stream(Recorder()).write(b"x")
+        self.assertEqual(
+            pair.take_server_output(),
+            bytes.fromhex("000100010000000200000000") + encode_frame(FrameType.DATA, 0, 2, 1, b"x"),
+        )
+
+    def test_accept_acks(self) -> None:
+        """Accepting a stream answers WindowUpdate|ACK, which settles the opener's timer."""
+        pair = SessionPair(SessionConfig(coalesce_control=False))
+        pair.client.listen(RecorderFactory())
+        stream = pair.server.open_stream(Recorder())
+        pair.client.dataReceived(pair.take_server_output())
+        ack = pair.take_client_output()
+        self.assertEqual(ack, bytes.fromhex("000100020000000200000000"))
+        self.assertIsNotNone(stream._open_timer)
+        pair.server.dataReceived(ack)
+        self.assertIsNone(stream._open_timer)
+
+    def test_backlog_waits_for_listen(self) -> None:
+        """Streams that arrive before anyone listens are accepted, with their data, on listen."""
+        pair = SessionPair()
+        pair.server.open_stream(Recorder()).write(b"early")
+        pair.pump()
+        factory = RecorderFactory()
+        pair.client.listen(factory)
+        [protocol] = factory.built
+        self.assertEqual(bytes(protocol.received), b"early")
+
+    def test_backlog_overflow_resets(self) -> None:
+        """The 257th stream waiting to be accepted is refused with RST."""
+        pair = SessionPair()
+        openers = [Recorder() for _ in range(257)]
+        for opener in openers:
+            pair.server.open_stream(opener)
+        pair.pump()
+        self.assertIsNone(openers[255].lost)
+        self.assertIsInstance(openers[256].lost.value, StreamReset)
+        self.assertFalse(pair.server.closed)
+
+    def test_open_slots_bounded_by_backlog(self) -> None:
+        """Opens beyond 256 unacknowledged ones wait until an ACK arrives."""
+        pair = SessionPair()
+        for _ in range(256):
+            pair.server.open_stream(Recorder())
+        waiting = pair.server.wait_for_open_slot()
+        self.assertNoResult(waiting)
+        pair.client.listen(RecorderFactory())
+        pair.pump()
+        self.successResultOf(waiting)
+
+    def test_open_after_close_fails(self) -> None:
+        """Opening a stream on a closed session raises SessionClosed."""
+        pair = SessionPair()
+        pair.server.close()
+        self.assertRaises(SessionClosed, pair.server.open_stream, Recorder())
+
+
+class CloseTests(SynchronousTestCase):
+    def test_half_close_then_full_close(self) -> None:
+        """FIN half-closes: the peer reads EOF, still writes back, and both ends close cleanly."""
+        pair = SessionPair()
+        accepted = RecorderFactory(HalfCloseRecorder)
+        pair.client.listen(accepted)
+        opener = HalfCloseRecorder()
+        stream = pair.server.open_stream(opener)
+        stream.write(b"request")
+        stream.loseConnection()
+        pair.pump()
+        [agent] = accepted.built
+        assert isinstance(agent, HalfCloseRecorder)
+        self.assertTrue(agent.read_closed)
+        self.assertTrue(opener.write_closed)
+        self.assertIsNone(agent.lost)
+        agent.transport.write(b"response")
+        agent.transport.loseConnection()
+        pair.pump()
+        self.assertEqual(bytes(opener.received), b"response")
+        opener.lost.trap(ConnectionDone)
+        agent.lost.trap(ConnectionDone)
+        self.assertEqual((pair.server.stream_count, pair.client.stream_count), (0, 0))
+
+    def test_eof_closes_plain_protocol(self) -> None:
+        """A protocol that cannot half-close answers the peer's FIN by closing too."""
+        pair = SessionPair()
+        accepted = RecorderFactory()
+        pair.client.listen(accepted)
+        opener = Recorder()
+        pair.server.open_stream(opener).loseConnection()
+        pair.pump()
+        [agent] = accepted.built
+        agent.lost.trap(ConnectionDone)
+        opener.lost.trap(ConnectionDone)
+
+    def test_fin_waits_for_buffered_data(self) -> None:
+        """A close after more data than the window sends FIN only with the last byte."""
+        pair = SessionPair()
+        accepted = RecorderFactory()
+        pair.client.listen(accepted)
+        stream = pair.server.open_stream(Recorder())
+        payload = bytes(range(256)) * 4096  # 1 MiB
+        stream.write(payload)
+        stream.loseConnection()
+        pair.pump()
+        [agent] = accepted.built
+        self.assertEqual(bytes(agent.received), payload)
+        agent.lost.trap(ConnectionDone)
+
+    def test_abort_resets_peer(self) -> None:
+        """abortConnection sends RST; the peer's protocol loses the stream with StreamReset."""
+        pair = SessionPair()
+        accepted = RecorderFactory()
+        pair.client.listen(accepted)
+        stream = pair.server.open_stream(Recorder())
+        stream.write(b"x")
+        pair.pump()
+        stream.abortConnection()
+        pair.pump()
+        [agent] = accepted.built
+        self.assertIsInstance(agent.lost.value, StreamReset)
+
+    def test_close_timeout_resets(self) -> None:
+        """A half-closed stream whose peer never FINs is reset after the close timeout."""
+        pair = SessionPair()
+        accepted = RecorderFactory(HalfCloseRecorder)
+        pair.client.listen(accepted)
+        opener = Recorder()
+        pair.server.open_stream(opener).loseConnection()
+        pair.pump()
+        pair.clock.advance(300)
+        self.assertIsInstance(opener.lost.value, StreamReset)
+        pair.pump()
+        self.assertIsInstance(accepted.built[0].lost.value, StreamReset)
+
+    def test_session_close_ends_streams(self) -> None:
+        """Closing the session ends every stream with SessionClosed and drops the transport."""
+        pair = SessionPair()
+        opener = Recorder()
+        pair.server.open_stream(opener)
+        pair.server.close()
+        self.assertIsInstance(opener.lost.value, SessionClosed)
+        self.assertTrue(pair.server_transport.disconnecting)
+        self.assertIsInstance(self.successResultOf(pair.server.when_closed()), SessionClosed)
+
+
+class FlowControlTests(SynchronousTestCase):
+    def test_window_exhaustion_then_resumption(self) -> None:
+        """A paused reader stops the sender at exactly one window; resuming delivers the rest."""
+        pair = SessionPair()
+        accepted = RecorderFactory()
+        pair.client.listen(accepted)
+        opener = Recorder()
+        stream = pair.server.open_stream(opener)
+        producer = FakeProducer()
+        stream.registerProducer(producer, True)
+        stream.write(b"a")
+        pair.pump()
+        [agent] = accepted.built
+        agent.transport.pauseProducing()
+        payload = b"b" * (WINDOW * 3)
+        stream.write(payload)
+        pair.pump()
+        self.assertEqual(len(agent.received), 1)
+        self.assertTrue(producer.paused)
+        self.assertEqual(stream._send_window, 0)
+        self.assertEqual(len(stream._send_buffer), 3 * WINDOW - (WINDOW - 1))
+        agent.transport.resumeProducing()
+        pair.pump()
+        self.assertEqual(bytes(agent.received), b"a" + payload)
+        self.assertFalse(producer.paused)
+
+    def test_window_granted_at_half(self) -> None:
+        """Window is granted back in a delta once half the window has been consumed."""
+        pair = SessionPair()
+        pair.client.listen(RecorderFactory())
+        stream = pair.server.open_stream(Recorder())
+        pair.pump()
+        stream.write(b"x" * (WINDOW // 2 - 1))
+        pair.client.dataReceived(pair.take_server_output())
+        self.assertEqual(frames_of(pair.take_client_output()), [])
+        stream.write(b"x")
+        pair.client.dataReceived(pair.take_server_output())
+        [update] = frames_of(pair.take_client_output())
+        self.assertEqual((update.type, update.length), (FrameType.WINDOW_UPDATE, WINDOW // 2))
+
+    def test_window_overflow_is_protocol_error(self) -> None:
+        """Data past the advertised window gets GoAway(1) and the session closes."""
+        pair = SessionPair()
+        pair.client.listen(RecorderFactory())
+        pair.client.dataReceived(encode_frame(FrameType.WINDOW_UPDATE, Flag.SYN, 2, 0))
+        pair.client._streams[2].pauseProducing()
+        chunk = b"z" * (WINDOW // 2 + 1)
+        pair.client.dataReceived(encode_frame(FrameType.DATA, 0, 2, len(chunk), chunk))
+        pair.client.dataReceived(encode_frame(FrameType.DATA, 0, 2, len(chunk), chunk))
+        self.assertIn(encode_frame(FrameType.GO_AWAY, 0, 0, 1), pair.take_client_output())
+        self.assertTrue(pair.client.closed)
+        self.assertTrue(pair.client_transport.disconnecting)
+        self.assertIsInstance(self.successResultOf(pair.client.when_closed()), ProtocolError)
+
+    def test_transport_backpressure_holds_streams(self) -> None:
+        """While the transport is paused, stream data waits and stream producers pause."""
+        pair = SessionPair()
+        stream = pair.server.open_stream(Recorder())
+        producer = FakeProducer()
+        stream.registerProducer(producer, True)
+        pair.clock.advance(0)
+        pair.take_server_output()
+        pair.server.pauseProducing()
+        self.assertTrue(producer.paused)
+        stream.write(b"held")
+        self.assertEqual(pair.take_server_output(), b"")
+        pair.server.resumeProducing()
+        self.assertEqual(
+            frames_of(pair.take_server_output())[0].payload,
+            b"held",
+        )
+        self.assertFalse(producer.paused)
+
+    def test_write_timeout(self) -> None:
+        """A transport that stays paused past the write timeout kills the session."""
+        pair = SessionPair()
+        pair.server.pauseProducing()
+        pair.clock.advance(10)
+        self.assertIsInstance(self.successResultOf(pair.server.when_closed()), WriteTimeout)
+
+
+class KeepaliveTests(SynchronousTestCase):
+    def test_ping_answered(self) -> None:
+        """A ping is answered with Ping|ACK carrying the same value."""
+        pair = SessionPair()
+        pair.client.dataReceived(encode_frame(FrameType.PING, Flag.SYN, 0, 41))
+        self.assertEqual(pair.take_client_output(), encode_frame(FrameType.PING, Flag.ACK, 0, 41))
+
+    def test_keepalive_every_interval(self) -> None:
+        """Each side pings after 30 s with ids 0, 1, ... like Go."""
+        pair = SessionPair()
+        pair.clock.advance(30)
+        self.assertEqual(pair.take_server_output(), encode_frame(FrameType.PING, Flag.SYN, 0, 0))
+        pair.server.dataReceived(encode_frame(FrameType.PING, Flag.ACK, 0, 0))
+        pair.clock.advance(30)
+        self.assertEqual(pair.take_server_output(), encode_frame(FrameType.PING, Flag.SYN, 0, 1))
+
+    def test_ping_rtt(self) -> None:
+        """ping() fires with the round trip time once the answer arrives."""
+        pair = SessionPair()
+        d = pair.server.ping()
+        pair.clock.advance(0.25)
+        pair.pump()
+        self.assertEqual(self.successResultOf(d), 0.25)
+
+    def test_unanswered_ping_kills_session(self) -> None:
+        """No answer within 10 s closes the session with KeepAliveTimeout."""
+        pair = SessionPair()
+        opener = Recorder()
+        pair.server.open_stream(opener)
+        pair.clock.advance(30)
+        pair.clock.advance(10)
+        self.assertTrue(pair.server.closed)
+        self.assertIsInstance(opener.lost.value, SessionClosed)
+        self.assertIsInstance(self.successResultOf(pair.server.when_closed()), KeepAliveTimeout)
+
+    def test_unacknowledged_open_kills_session(self) -> None:
+        """A stream not acknowledged within 75 s closes the whole session, as Go does."""
+        pair = SessionPair(SessionConfig(keepalive_interval=None))
+        pair.server.open_stream(Recorder())
+        pair.clock.advance(75)
+        self.assertIsInstance(self.successResultOf(pair.server.when_closed()), StreamOpenTimeout)
+
+
+class GoAwayTests(SynchronousTestCase):
+    def test_remote_go_away_normal(self) -> None:
+        """After the peer's GoAway(0) new opens fail while existing streams go on."""
+        pair = SessionPair()
+        accepted = RecorderFactory()
+        pair.client.listen(accepted)
+        stream = pair.server.open_stream(Recorder())
+        pair.pump()
+        pair.client.go_away()
+        pair.pump()
+        self.assertRaises(RemoteGoAway, pair.server.open_stream, Recorder())
+        stream.write(b"still here")
+        pair.pump()
+        self.assertEqual(bytes(accepted.built[0].received), b"still here")
+
+    def test_local_go_away_refuses_new_streams(self) -> None:
+        """After our own GoAway, a SYN from the peer is answered with RST."""
+        pair = SessionPair()
+        pair.client.listen(RecorderFactory())
+        pair.client.go_away()
+        pair.client.dataReceived(encode_frame(FrameType.WINDOW_UPDATE, Flag.SYN, 2, 0))
+        output = frames_of(pair.take_client_output())
+        self.assertEqual(output[-1][:3], (FrameType.WINDOW_UPDATE, Flag.RST, 2))
+
+    def test_go_away_errors_end_session(self) -> None:
+        """GoAway with code 1, 2 or an unknown code ends the receiving session."""
+        for code in (1, 2, 7):
+            pair = SessionPair()
+            pair.server.dataReceived(encode_frame(FrameType.GO_AWAY, 0, 0, code))
+            self.assertTrue(pair.server.closed)
+            self.assertTrue(pair.server_transport.disconnecting)
+
+
+class HostileInputTests(SynchronousTestCase):
+    def test_unknown_stream_drained(self) -> None:
+        """Data for an unknown stream is discarded and the session goes on."""
+        pair = SessionPair()
+        pair.client.dataReceived(encode_frame(FrameType.DATA, 0, 8, 3, b"abc"))
+        self.assertFalse(pair.client.closed)
+        self.assertEqual(pair.take_client_output(), b"")
+
+    def test_duplicate_syn_is_protocol_error(self) -> None:
+        """A SYN on a live stream id gets GoAway(1)."""
+        pair = SessionPair()
+        pair.client.listen(RecorderFactory())
+        syn = encode_frame(FrameType.WINDOW_UPDATE, Flag.SYN, 2, 0)
+        pair.client.dataReceived(syn + syn)
+        self.assertTrue(pair.client.closed)
+        self.assertIn(encode_frame(FrameType.GO_AWAY, 0, 0, 1), pair.take_client_output())
+
+    def test_wrong_parity_is_protocol_error(self) -> None:
+        """A peer opening an id of our own parity breaks the protocol."""
+        pair = SessionPair()
+        pair.client.dataReceived(encode_frame(FrameType.WINDOW_UPDATE, Flag.SYN, 3, 0))
+        self.assertTrue(pair.client.closed)
+
+    def test_bad_version_is_protocol_error(self) -> None:
+        """A frame with version 1 ends the session with GoAway(1)."""
+        pair = SessionPair()
+        pair.client.dataReceived(bytes.fromhex("010100010000000200000000"))
+        self.assertTrue(pair.client.closed)
+        self.assertEqual(pair.take_client_output(), encode_frame(FrameType.GO_AWAY, 0, 0, 1))
