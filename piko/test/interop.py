@@ -47,3 +47,40 @@ def read_jsonl(relative: str) -> list[Any]:
     """Return the records of a JSON-lines transcript file."""
     lines = (interop_dir() / relative).read_text().splitlines()
     return [json.loads(line) for line in lines if line.strip()]
+
+
+def websocket_payloads(raw: bytes, head_len: int) -> bytes:
+    """
+    Join the payloads of the binary WebSocket frames in a captured byte stream.
+
+    A deliberately small, independent RFC 6455 reader (unmasking included)
+    used only to turn recorded captures into the byte stream the yamux layer
+    saw, so the yamux tests do not depend on our own WebSocket code.
+
+    :param raw: the bytes one side sent, starting with its HTTP head.
+    :param head_len: the length of that head.
+    """
+    out = bytearray()
+    offset = head_len
+    while offset < len(raw):
+        opcode = raw[offset] & 0x0F
+        length = raw[offset + 1] & 0x7F
+        masked = raw[offset + 1] & 0x80
+        offset += 2
+        if length == 126:
+            length = int.from_bytes(raw[offset : offset + 2], "big")
+            offset += 2
+        elif length == 127:
+            length = int.from_bytes(raw[offset : offset + 8], "big")
+            offset += 8
+        mask = b""
+        if masked:
+            mask = raw[offset : offset + 4]
+            offset += 4
+        payload = raw[offset : offset + length]
+        offset += length
+        if mask:
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        if opcode in (0, 2):
+            out += payload
+    return bytes(out)
