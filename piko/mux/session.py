@@ -149,6 +149,7 @@ class Session(Protocol):
         self.closed = False
         self._close_reason: Failure | None = None
         self._closed_waiters: list[Deferred[BaseException]] = []
+        self._idle_waiters: list[Deferred[None]] = []
 
     # -- Protocol -----------------------------------------------------------
 
@@ -329,6 +330,19 @@ class Session(Protocol):
             self._closed_waiters.append(d)
         return d
 
+    def when_idle(self) -> Deferred[None]:
+        """
+        Fire once no stream is open (at once if none is), or the session ended.
+
+        A graceful stop sends GoAway(0), then waits on this before closing.
+        """
+        d: Deferred[None] = Deferred()
+        if self.closed or not self._streams:
+            d.callback(None)
+        else:
+            self._idle_waiters.append(d)
+        return d
+
     # -- frame output (used by streams) -------------------------------------
 
     def send_frame(
@@ -427,6 +441,10 @@ class Session(Protocol):
         self._pending_flush.pop(stream, None)
         if stream._open_timer is not None:
             self._stream_acked(stream)
+        if not self._streams and self._idle_waiters:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for d in waiters:
+                d.callback(None)
 
     def _on_ping(self, flags: int, value: int) -> None:
         if flags & _SYN:
@@ -525,6 +543,9 @@ class Session(Protocol):
             self._open_waiters.popleft().callback(None)
         if self._on_closed is not None:
             self._on_closed(reason)
+        idle, self._idle_waiters = self._idle_waiters, []
+        for idle_waiter in idle:
+            idle_waiter.callback(None)
         waiters_closed, self._closed_waiters = self._closed_waiters, []
         for d in waiters_closed:
             d.callback(reason.value)

@@ -1,0 +1,325 @@
+# -*- test-case-name: piko.test.client.test_upstream -*-
+"""
+Listening on a Piko endpoint: Go's ``client.Upstream``, for Twisted factories.
+
+One WebSocket per listener to the server's upstream port
+(``/piko/v1/upstream/<endpoint>``), a yamux client session over it, and each
+stream the server opens served by the user's factory.
+
+The listener reconnects, with exponential backoff and full jitter, after any
+disconnection it did not ask for: a server restart, a node drained or
+rebalanced, a network fault.  (Go's v0.9.0 listener stops instead when the
+server closes the WebSocket.)
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from attrs import frozen
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IListeningPort,
+    IOpenSSLClientConnectionCreator,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+)
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from piko.client._urls import route_url
+from piko.client.backoff import Backoff
+from piko.mux.session import Session, SessionConfig
+from piko.ws.client import WebSocketDialError, connect
+
+UPSTREAM_ROUTE = "/piko/v1/upstream/"
+
+#: The signature of :func:`piko.ws.client.connect`, injectable for tests.
+DialFunction = Callable[..., "Deferred[IProtocol]"]
+
+
+@implementer(IAddress)
+@frozen
+class PikoAddress:
+    """The address of a Piko endpoint (Go's listener ``Addr()``)."""
+
+    endpoint_id: str
+
+
+class _SessionFactory(Factory):
+    """Builds the yamux client session that runs over the WebSocket."""
+
+    def __init__(self, clock: IReactorTime, config: SessionConfig | None) -> None:
+        self._clock = clock
+        self._config = config
+
+    def buildProtocol(self, addr: Any) -> Session:
+        return Session(self._clock, client=True, config=self._config)
+
+
+class Upstream:
+    """
+    A Piko server's upstream port, and how to authenticate to it.
+
+    :param reactor: the reactor (TCP, TLS and time).
+    :param url: the upstream port, ``http(s)://`` or ``ws(s)://``; a path
+        prefix and query are kept.
+    :param token: sent as ``Authorization: Bearer <token>``.
+    :param tenant_id: sent as ``x-piko-tenant-id``.
+    :param tls: the TLS connection creator for ``https``/``wss`` URLs.
+    :param connect_timeout: how long the first connection of a listener may
+        take, retries of retryable errors included.
+    :param min_reconnect_backoff: the first reconnect delay ceiling.
+    :param max_reconnect_backoff: the largest reconnect delay ceiling.
+    :param session_config: yamux tunables.
+    :param dial: the WebSocket dialer (tests inject a fake).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        url: str = "http://localhost:8001",
+        *,
+        token: str | None = None,
+        tenant_id: str | None = None,
+        tls: IOpenSSLClientConnectionCreator | None = None,
+        connect_timeout: float = 30.0,
+        min_reconnect_backoff: float = 0.1,
+        max_reconnect_backoff: float = 15.0,
+        session_config: SessionConfig | None = None,
+        dial: DialFunction = connect,
+        uniform: Callable[[float, float], float] = random.uniform,
+    ) -> None:
+        self.reactor = reactor
+        self.url = url
+        self.token = token
+        self.tenant_id = tenant_id
+        self.tls = tls
+        self.connect_timeout = connect_timeout
+        self.min_reconnect_backoff = min_reconnect_backoff
+        self.max_reconnect_backoff = max_reconnect_backoff
+        self.session_config = session_config
+        self._dial = dial
+        self._uniform = uniform
+
+    def headers(self) -> Mapping[str, str]:
+        """The handshake headers Go's listener sends."""
+        headers: dict[str, str] = {}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if self.tenant_id:
+            headers["x-piko-tenant-id"] = self.tenant_id
+        return headers
+
+    def listen(self, endpoint_id: str, factory: IProtocolFactory) -> Deferred[PikoListeningPort]:
+        """
+        Register on ``endpoint_id`` and serve each proxied connection with ``factory``.
+
+        :return: fires with the listening port once the first connection is
+            up; fails with :class:`~piko.ws.client.WebSocketDialError` if it
+            cannot be made (a non-retryable answer such as ``401: invalid
+            token``, or retryable ones until ``connect_timeout``).
+        """
+        port = PikoListeningPort(self, endpoint_id, factory)
+        return port.start()
+
+    def open_session(self, endpoint_id: str, timeout: float) -> Deferred[Session]:
+        """Make one WebSocket connection and return its yamux session."""
+        url = route_url(self.url, UPSTREAM_ROUTE, endpoint_id)
+        d = self._dial(
+            self.reactor,
+            url,
+            _SessionFactory(self.reactor, self.session_config),
+            headers=self.headers(),
+            tls=self.tls,
+            timeout=timeout,
+        )
+        return d  # type: ignore[return-value]
+
+
+@implementer(IListeningPort)
+class PikoListeningPort:
+    """
+    A listener on a Piko endpoint that stays connected.
+
+    ``stopListening`` is a graceful stop: GoAway(0) so the server routes no
+    new stream here, in-flight streams finish, then the connection closes.
+    """
+
+    log = Logger()
+
+    def __init__(self, upstream: Upstream, endpoint_id: str, factory: IProtocolFactory) -> None:
+        self.upstream = upstream
+        self.endpoint_id = endpoint_id
+        self.factory = factory
+        self.session: Session | None = None
+        self._backoff = Backoff(
+            upstream.min_reconnect_backoff, upstream.max_reconnect_backoff, upstream._uniform
+        )
+        self._started: Deferred[PikoListeningPort] = Deferred()
+        self._first_deadline = 0.0
+        self._reconnect_call: IDelayedCall | None = None
+        self._dialing: Deferred[Session] | None = None
+        self._stopping = False
+        self._stopped: Deferred[None] | None = None
+        self.connections = 0
+
+    @property
+    def connected(self) -> bool:
+        """Whether a session to the server is up now."""
+        return self.session is not None and not self.session.closed
+
+    def start(self) -> Deferred[PikoListeningPort]:
+        """Make the first connection (used by :meth:`Upstream.listen`)."""
+        self._first_deadline = self.upstream.reactor.seconds() + self.upstream.connect_timeout
+        self.factory.doStart()
+        self._connect()
+        return self._started
+
+    def startListening(self) -> None:
+        """Required by ``IListeningPort``; :meth:`Upstream.listen` starts the port."""
+
+    def getHost(self) -> PikoAddress:
+        """The endpoint this port listens on."""
+        return PikoAddress(self.endpoint_id)
+
+    # -- connecting ---------------------------------------------------------
+
+    def _connect(self) -> None:
+        self._reconnect_call = None
+        if self._stopping:
+            return
+        timeout = self.upstream.connect_timeout
+        if not self._started.called:
+            timeout = max(0.001, self._first_deadline - self.upstream.reactor.seconds())
+        d = self.upstream.open_session(self.endpoint_id, timeout)
+        self._dialing = d
+        d.addCallbacks(self._connected, self._connect_failed)
+
+    def _connected(self, session: Session) -> None:
+        self._dialing = None
+        if self._stopping:
+            session.close()
+            return
+        self.session = session
+        self.connections += 1
+        self._backoff.reset()
+        session.listen(self.factory)
+        session.when_closed().addCallback(self._session_ended, session)
+        self.log.info("upstream connected: endpoint {endpoint_id}", endpoint_id=self.endpoint_id)
+        if not self._started.called:
+            self._started.callback(self)
+
+    def _connect_failed(self, failure: Failure) -> None:
+        self._dialing = None
+        if self._stopping:
+            return
+        error = failure.value
+        retryable = not isinstance(error, WebSocketDialError) or error.retryable
+        if not self._started.called:
+            delay = self._backoff.next_delay()
+            deadline = self._first_deadline
+            if not retryable or self.upstream.reactor.seconds() + delay >= deadline:
+                self.factory.doStop()
+                self._stopping = True
+                self._started.errback(failure)
+                return
+        else:
+            delay = self._backoff.next_delay()
+            self.log.warn(
+                "upstream reconnect to endpoint {endpoint_id} failed: {error}; "
+                "retrying in {delay:.2f}s",
+                endpoint_id=self.endpoint_id,
+                error=str(error),
+                delay=delay,
+            )
+        self._reconnect_call = self.upstream.reactor.callLater(delay, self._connect)
+
+    def _session_ended(self, reason: BaseException, session: Session) -> None:
+        if self.session is session:
+            self.session = None
+        if self._stopping:
+            return
+        delay = self._backoff.next_delay()
+        self.log.warn(
+            "upstream disconnected from endpoint {endpoint_id}: {reason}; "
+            "reconnecting in {delay:.2f}s",
+            endpoint_id=self.endpoint_id,
+            reason=str(reason) or type(reason).__name__,
+            delay=delay,
+        )
+        self._reconnect_call = self.upstream.reactor.callLater(delay, self._connect)
+
+    # -- stopping -----------------------------------------------------------
+
+    def stopListening(self) -> Deferred[None]:
+        """
+        Stop gracefully: GoAway(0), let in-flight streams finish, then close.
+
+        Use :meth:`shutdown` to close at once.
+        """
+        if self._stopped is not None:
+            return _chain(self._stopped)
+        self._stopping = True
+        self._stopped = Deferred()
+        self._cancel_pending()
+        session = self.session
+        if session is None or session.closed:
+            self._finish_stop()
+        else:
+            session.listen(None)
+            session.go_away()
+            session.when_idle().addCallback(lambda _: self._close_and_finish(session))
+        return _chain(self._stopped)
+
+    def shutdown(self) -> Deferred[None]:
+        """Close the connection now, in-flight streams included."""
+        d = self.stopListening()
+        if self.session is not None:
+            self._close_and_finish(self.session)
+        return d
+
+    def _cancel_pending(self) -> None:
+        if self._reconnect_call is not None and self._reconnect_call.active():
+            self._reconnect_call.cancel()
+        self._reconnect_call = None
+        if self._dialing is not None:
+            dialing, self._dialing = self._dialing, None
+            dialing.addErrback(lambda _: None)
+            dialing.cancel()
+
+    def _close_and_finish(self, session: Session) -> None:
+        if not session.closed:
+            session.close()
+        self._finish_stop()
+
+    def _finish_stop(self) -> None:
+        self.session = None
+        if self._stopped is not None and not self._stopped.called:
+            self.factory.doStop()
+            if not self._started.called:
+                self._started.errback(Failure(WebSocketDialError(None, "listener closed", False)))
+            self._stopped.callback(None)
+
+
+def _chain(d: Deferred[None]) -> Deferred[None]:
+    """A new Deferred that fires when ``d`` does, leaving ``d`` untouched."""
+    if d.called:
+        return succeed(None)
+    out: Deferred[None] = Deferred()
+
+    def relay(result: object) -> object:
+        out.callback(None)
+        return result
+
+    d.addBoth(relay)
+    return out
