@@ -1,0 +1,118 @@
+# -*- test-case-name: piko.test.server.test_admin -*-
+"""
+The admin port's routes, sans-IO: health, readiness and the status API.
+
+Answers are byte-compatible with Go Piko's gin handlers (see the recorded
+exchanges in ``interop/errors``): ``/health`` and ``/ready`` with empty
+bodies, JSON as gin writes it, and gin's ``404 page not found`` for any
+other path or method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import parse_qs, urlsplit
+
+from attrs import frozen
+
+from piko.server.gojson import GoStruct, go_json
+from piko.server.registry import IUpstreamRegistry
+
+Headers = tuple[tuple[bytes, bytes], ...]
+
+_JSON = ((b"Content-Type", b"application/json; charset=utf-8"),)
+_TEXT = ((b"Content-Type", b"text/plain"),)
+
+
+@frozen
+class AdminResponse:
+    """A complete answer: the HTTP layer adds ``Date`` and ``Content-Length``."""
+
+    status: int
+    headers: Headers = ()
+    body: bytes = b""
+
+
+NOT_FOUND = AdminResponse(404, _TEXT, b"404 page not found")
+EMPTY_NOT_FOUND = AdminResponse(404)
+
+
+@frozen
+class LocalNode:
+    """What the status API says about this node."""
+
+    node_id: str
+    proxy_addr: str
+    admin_addr: str
+
+
+class AdminRoutes:
+    """
+    Route admin requests.
+
+    :param node: this node's identity and advertised addresses.
+    :param registry: the local upstreams.
+    :param is_ready: whether ``/ready`` answers 200 (started and not draining).
+    :param metrics: renders the Prometheus exposition, if metrics are served.
+    """
+
+    def __init__(
+        self,
+        node: LocalNode,
+        registry: IUpstreamRegistry,
+        is_ready: Callable[[], bool],
+        metrics: Callable[[], tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        self.node = node
+        self.registry = registry
+        self.is_ready = is_ready
+        self.metrics = metrics
+
+    def handle(self, method: bytes, target: bytes) -> AdminResponse:
+        """Answer one request given its method and request target."""
+        if method not in (b"GET", b"HEAD"):
+            return NOT_FOUND
+        parts = urlsplit(target.decode("latin-1"))
+        path = parts.path
+        _query = parse_qs(parts.query)
+        if path == "/health":
+            return AdminResponse(200)
+        if path == "/ready":
+            return AdminResponse(200 if self.is_ready() else 503)
+        if path == "/metrics" and self.metrics is not None:
+            content_type, body = self.metrics()
+            return AdminResponse(200, ((b"Content-Type", content_type),), body)
+        if path == "/status/upstream/endpoints":
+            return self._json(self.registry.endpoints())
+        if path == "/status/cluster/nodes":
+            return self._json([self._node_summary()])
+        if path.startswith("/status/cluster/nodes/"):
+            node_id = path[len("/status/cluster/nodes/") :]
+            if node_id in ("local", self.node.node_id):
+                return self._json(self._node_detail())
+            return EMPTY_NOT_FOUND if node_id and "/" not in node_id else NOT_FOUND
+        return NOT_FOUND
+
+    def _json(self, value: object) -> AdminResponse:
+        return AdminResponse(200, _JSON, go_json(value))
+
+    def _node_summary(self) -> GoStruct:
+        endpoints = self.registry.endpoints()
+        return GoStruct(
+            id=self.node.node_id,
+            status="active",
+            proxy_addr=self.node.proxy_addr,
+            admin_addr=self.node.admin_addr,
+            endpoints=len(endpoints),
+            upstreams=sum(endpoints.values()),
+        )
+
+    def _node_detail(self) -> GoStruct:
+        endpoints = self.registry.endpoints()
+        return GoStruct(
+            id=self.node.node_id,
+            status="active",
+            proxy_addr=self.node.proxy_addr,
+            admin_addr=self.node.admin_addr,
+            endpoints=endpoints or None,
+        )

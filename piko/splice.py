@@ -1,0 +1,144 @@
+# -*- test-case-name: piko.test.test_splice -*-
+"""
+Splicing two connections together, with backpressure and half-close.
+
+Used wherever Piko relays raw bytes: the proxy port's TCP route (WebSocket
+to yamux stream), TCP listeners of the agent (yamux stream to the local
+service) and ``piko forward`` (local socket to WebSocket).  Twisted's
+``portforward`` is the model: each transport is registered as the producer
+of the other, so a slow side pauses the reading of the fast one and memory
+stays bounded by the transports' own buffers.
+
+A half-close travels across: when one side's read half ends, the other side's
+write half is shut (``loseWriteConnection`` where the transport has it, a
+full close where it has not, such as a WebSocket, as Go does).  The pair is
+closed once both directions have ended, or either connection is lost.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+
+@implementer(IHalfCloseableProtocol)
+class SpliceProtocol(Protocol):
+    """
+    One end of a splice.  Make two and :func:`join` them.
+
+    Bytes that arrive before the other end is connected are held, and
+    reading is paused meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self.peer: SpliceProtocol | None = None
+        self._held: list[bytes] = []
+        self._read_closed = False
+        self._eof_forwarded = False
+        self._lost = False
+        self._wired = False
+
+    # -- wiring -------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        """Wire up if the other end is already there; else wait for it."""
+        peer = self.peer
+        if peer is not None and peer.transport is not None and not peer._lost:
+            _wire(self, peer)
+        elif peer is not None and peer._lost:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _ready(self) -> bool:
+        return self._wired and self.peer is not None and not self.peer._lost
+
+    # -- IProtocol ----------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        """Forward to the other end, or hold the bytes until it is connected."""
+        peer = self.peer
+        if self._wired and peer is not None and peer.transport is not None:
+            peer.transport.write(data)
+            return
+        if not self._held:
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+        self._held.append(data)
+
+    def readConnectionLost(self) -> None:
+        """Our read half ended: shut the other end's write half."""
+        self._read_closed = True
+        if self._wired:
+            self._forward_eof()
+
+    def writeConnectionLost(self) -> None:
+        """Our write half was shut (by :meth:`_forward_eof` of the other end)."""
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
+        """We are gone: close the other end once it has sent what it holds."""
+        self._lost = True
+        peer = self.peer
+        if peer is not None and peer.transport is not None and not peer._lost:
+            peer.transport.unregisterProducer()  # type: ignore[attr-defined]
+            peer.transport.loseConnection()
+
+    # -- internals ----------------------------------------------------------
+
+    def _start(self) -> None:
+        self._wired = True
+        held, self._held = self._held, []
+        peer = self.peer
+        assert peer is not None and peer.transport is not None
+        for data in held:
+            peer.transport.write(data)
+        if held:
+            self.transport.resumeProducing()  # type: ignore[union-attr]
+        if self._read_closed:
+            self._forward_eof()
+
+    def _forward_eof(self) -> None:
+        if self._eof_forwarded:
+            return
+        self._eof_forwarded = True
+        peer = self.peer
+        assert peer is not None
+        transport = peer.transport
+        if transport is None or peer._lost:
+            return
+        if peer._read_closed:
+            # Both directions are done.
+            transport.loseConnection()
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        half_close = getattr(transport, "loseWriteConnection", None)
+        if half_close is not None:
+            half_close()
+        else:
+            transport.loseConnection()
+
+
+def _wire(a: SpliceProtocol, b: SpliceProtocol) -> None:
+    assert a.transport is not None and b.transport is not None
+    a.transport.registerProducer(b.transport, True)  # type: ignore[attr-defined]
+    b.transport.registerProducer(a.transport, True)  # type: ignore[attr-defined]
+    a._start()
+    b._start()
+
+
+def join(a: SpliceProtocol, b: SpliceProtocol) -> None:
+    """
+    Make ``a`` and ``b`` the two ends of one splice.
+
+    Either may be connected already; the splice starts when both are.  If one
+    end was lost before the other connected, the other is closed at once.
+    """
+    a.peer = b
+    b.peer = a
+    if a.transport is not None and b.transport is not None:
+        if a._lost:
+            b.transport.loseConnection()
+        elif b._lost:
+            a.transport.loseConnection()
+        else:
+            _wire(a, b)
