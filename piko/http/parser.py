@@ -1,0 +1,385 @@
+# -*- test-case-name: piko.test.http.test_parser -*-
+"""
+Sans-IO incremental HTTP/1.1 message readers on httptools (llhttp).
+
+llhttp does the parsing (request/status line, header syntax, Content-Length and
+Transfer-Encoding validation, chunk framing).  Around it this module keeps what a proxy needs
+and llhttp's Python binding does not expose:
+
+* **exact message boundaries**, so a pipelined or upgraded connection hands the next bytes on
+  untouched: the head ends at the first blank line (found here, which also enforces the header
+  size limit before llhttp sees a byte); Content-Length bodies are counted here; chunked bodies
+  are fed to llhttp in pieces that end at line feeds, because a chunked message can only end
+  right after one, so the end of the piece that completed the message is the end of the message;
+* **the raw head bytes** of every message (an upgrade takeover replays them to autobahn);
+* **pausing between messages**: after :class:`MessageEnd` the reader returns :data:`PAUSED`
+  until :meth:`_Reader.start_next`, which is how pipelined requests wait their turn.
+
+Events come out of ``next_event()``, h11 style: :class:`HeadEvent`, :class:`BodyChunk`,
+:class:`MessageEnd`, or the sentinels :data:`NEED_DATA` / :data:`PAUSED`.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Union
+
+import httptools
+from attrs import frozen
+
+from piko.http.head import RequestHead, ResponseHead, header_tokens
+from piko.http.rewrite import NO_BODY, BodyFraming, body_allowed
+
+DEFAULT_MAX_HEADER_BYTES = 1 << 20
+
+
+class ParseError(Exception):
+    """
+    The peer sent something that is not HTTP/1.1.
+
+    :ivar status: the status a server should answer with (400, or 431 for oversized heads).
+    """
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Sentinel(enum.Enum):
+    """Reader states that are not events."""
+
+    NEED_DATA = "NEED_DATA"
+    PAUSED = "PAUSED"
+
+
+NEED_DATA = Sentinel.NEED_DATA
+PAUSED = Sentinel.PAUSED
+
+
+@frozen
+class HeadEvent:
+    """
+    A complete head.
+
+    :ivar raw: the exact bytes of the head, blank line included.
+    :ivar framing: how the body that follows is delimited.
+    :ivar keep_alive: whether the connection may carry another message afterwards.
+    :ivar upgrade: whether the head asks for (request) or grants (101 response) an upgrade.
+    """
+
+    head: RequestHead | ResponseHead
+    raw: bytes
+    framing: BodyFraming
+    keep_alive: bool
+    upgrade: bool
+
+
+@frozen
+class BodyChunk:
+    """Decoded body bytes (chunk framing removed)."""
+
+    data: bytes
+
+
+@frozen
+class MessageEnd:
+    """The body (if any) is complete."""
+
+
+Event = Union[HeadEvent, BodyChunk, MessageEnd, Sentinel]  # noqa: UP007
+
+
+class _State(enum.Enum):
+    HEAD = 1
+    LENGTH = 2
+    CHUNKED = 3
+    UNTIL_EOF = 4
+    END = 5
+    DONE = 6
+    DEAD = 7
+
+
+class _Callbacks:
+    """httptools protocol object: collects the head and decoded chunk data."""
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_done = False
+        self.complete = False
+        self.body: list[bytes] = []
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_status(self, status: bytes) -> None:
+        self.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value.strip(b" \t")))
+
+    def on_headers_complete(self) -> None:
+        self.head_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+class _Reader:
+    """Shared machinery of :class:`RequestReader` and :class:`ResponseReader`."""
+
+    def __init__(self, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> None:
+        self.max_header_bytes = max_header_bytes
+        self._buf = bytearray()
+        self._state = _State.HEAD
+        self._scanned = 0
+        self._remaining = 0
+        self._parser: httptools.HttpRequestParser | httptools.HttpResponseParser | None = None
+        self._cb = _Callbacks()
+        self._eof = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet turned into events (for flow control)."""
+        return len(self._buf)
+
+    @property
+    def head_in_progress(self) -> bool:
+        """True while part of a head has arrived but not all of it."""
+        return self._state is _State.HEAD and bool(self._buf)
+
+    def feed(self, data: bytes) -> None:
+        """Add received bytes."""
+        self._buf += data
+
+    def feed_eof(self) -> None:
+        """The peer closed its sending side."""
+        self._eof = True
+
+    def start_next(self) -> None:
+        """After :class:`MessageEnd`, begin reading the next message."""
+        if self._state is _State.DONE:
+            self._state = _State.HEAD
+            self._scanned = 0
+
+    def take_buffered(self) -> bytes:
+        """Stop reading and return every byte not consumed yet (the upgraded protocol's)."""
+        data = bytes(self._buf)
+        self._buf = bytearray()
+        self._state = _State.DEAD
+        return data
+
+    def _new_parser(self) -> httptools.HttpRequestParser | httptools.HttpResponseParser:
+        raise NotImplementedError()
+
+    def _make_head(
+        self,
+        parser: httptools.HttpRequestParser | httptools.HttpResponseParser,
+        cb: _Callbacks,
+        raw: bytes,
+    ) -> HeadEvent:
+        raise NotImplementedError()
+
+    def next_event(self) -> Event:
+        """Return the next event, :data:`NEED_DATA` or :data:`PAUSED`."""
+        state = self._state
+        if state is _State.HEAD:
+            return self._next_head()
+        if state is _State.LENGTH:
+            if not self._buf:
+                return NEED_DATA
+            take = min(self._remaining, len(self._buf))
+            data = bytes(self._buf[:take])
+            del self._buf[:take]
+            self._remaining -= take
+            if self._remaining == 0:
+                self._state = _State.END
+            return BodyChunk(data)
+        if state is _State.CHUNKED:
+            return self._next_chunked()
+        if state is _State.UNTIL_EOF:
+            if self._buf:
+                data = bytes(self._buf)
+                self._buf = bytearray()
+                return BodyChunk(data)
+            if self._eof:
+                self._state = _State.DONE
+                return MessageEnd()
+            return NEED_DATA
+        if state is _State.END:
+            self._state = _State.DONE
+            return MessageEnd()
+        return PAUSED
+
+    def _next_head(self) -> Event:
+        buf = self._buf
+        end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
+        if end == -1:
+            self._scanned = len(buf)
+            if len(buf) > self.max_header_bytes:
+                raise ParseError("header too large", 431)
+            return NEED_DATA
+        end += 4
+        if end > self.max_header_bytes:
+            raise ParseError("header too large", 431)
+        raw = bytes(buf[:end])
+        del buf[:end]
+        cb = self._cb = _Callbacks()
+        parser = self._parser = self._new_parser()
+        try:
+            parser.feed_data(raw)
+        except httptools.HttpParserUpgrade:
+            pass
+        except httptools.HttpParserError as e:
+            self._state = _State.DEAD
+            raise ParseError(str(e)) from None
+        if not cb.head_done:
+            if raw.strip(b"\r\n"):
+                self._state = _State.DEAD
+                raise ParseError("incomplete head")
+            # Stray blank lines between messages: skip them, as Go does.
+            self._scanned = 0
+            return self._next_head()
+        ev = self._make_head(parser, cb, raw)
+        framing = ev.framing
+        if ev.upgrade and isinstance(ev.head, ResponseHead):
+            self._state = _State.DEAD
+        elif framing.chunked:
+            self._state = _State.CHUNKED
+            cb.complete = False
+        elif framing.length is None:
+            self._state = _State.UNTIL_EOF
+        elif framing.length == 0:
+            self._state = _State.END
+        else:
+            self._state = _State.LENGTH
+            self._remaining = framing.length
+        return ev
+
+    def _next_chunked(self) -> Event:
+        cb = self._cb
+        parser = self._parser
+        assert parser is not None
+        if not cb.body and not cb.complete and self._buf:
+            data = bytes(self._buf)
+            pos = 0
+            n = len(data)
+            view = memoryview(data)
+            try:
+                while pos < n and not cb.complete:
+                    lf = data.find(b"\n", pos)
+                    end = n if lf == -1 else lf + 1
+                    parser.feed_data(view[pos:end])
+                    pos = end
+            except httptools.HttpParserError as e:
+                self._state = _State.DEAD
+                raise ParseError(str(e)) from None
+            finally:
+                view.release()
+            del self._buf[:pos]
+        if cb.body:
+            data = b"".join(cb.body)
+            cb.body = []
+            return BodyChunk(data)
+        if cb.complete:
+            self._state = _State.DONE
+            return MessageEnd()
+        return NEED_DATA
+
+
+def _version(parser: httptools.HttpRequestParser | httptools.HttpResponseParser) -> bytes:
+    return str(parser.get_http_version()).encode()
+
+
+def _is_chunked(headers: list[tuple[bytes, bytes]]) -> bool:
+    tokens = header_tokens(headers, b"transfer-encoding")
+    return bool(tokens) and tokens[-1] == b"chunked"
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for n, v in headers:
+        if n.lower() == b"content-length":
+            try:
+                return int(v.split(b",")[0].strip())
+            except ValueError:
+                raise ParseError("bad Content-Length") from None
+    return None
+
+
+class RequestReader(_Reader):
+    """
+    Reads requests from a client, one at a time.
+
+    :param max_header_bytes: a head longer than this raises :class:`ParseError` with status 431.
+    """
+
+    def _new_parser(self) -> httptools.HttpRequestParser:
+        return httptools.HttpRequestParser(self._cb)
+
+    def _make_head(
+        self,
+        parser: httptools.HttpRequestParser | httptools.HttpResponseParser,
+        cb: _Callbacks,
+        raw: bytes,
+    ) -> HeadEvent:
+        assert isinstance(parser, httptools.HttpRequestParser)
+        version = _version(parser)
+        head = RequestHead(parser.get_method(), cb.url, version, cb.headers)
+        if _is_chunked(cb.headers):
+            framing = BodyFraming(chunked=True)
+        else:
+            framing = BodyFraming(length=_content_length(cb.headers) or 0)
+        close = b"close" in header_tokens(cb.headers, b"connection")
+        keep_alive = version == b"1.1" and not close
+        upgrade = b"upgrade" in header_tokens(cb.headers, b"connection") and any(
+            n.lower() == b"upgrade" for n, _ in cb.headers
+        )
+        return HeadEvent(head, raw, framing, keep_alive, upgrade)
+
+
+class ResponseReader(_Reader):
+    """
+    Reads responses from an upstream.
+
+    Call :meth:`expect` with the request method before each response, since a response to
+    ``HEAD`` has no body whatever its headers say.
+    """
+
+    def __init__(self, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> None:
+        super().__init__(max_header_bytes)
+        self._method = b"GET"
+
+    def expect(self, method: bytes) -> None:
+        """Set the method of the request whose response comes next."""
+        self._method = method
+
+    def _new_parser(self) -> httptools.HttpResponseParser:
+        return httptools.HttpResponseParser(self._cb)
+
+    def _make_head(
+        self,
+        parser: httptools.HttpRequestParser | httptools.HttpResponseParser,
+        cb: _Callbacks,
+        raw: bytes,
+    ) -> HeadEvent:
+        assert isinstance(parser, httptools.HttpResponseParser)
+        version = _version(parser)
+        status = parser.get_status_code()
+        head = ResponseHead(status, cb.reason, version, cb.headers)
+        close = b"close" in header_tokens(cb.headers, b"connection")
+        if status == 101:
+            return HeadEvent(head, raw, NO_BODY, False, True)
+        if not body_allowed(status, self._method):
+            framing = NO_BODY
+        elif _is_chunked(cb.headers):
+            framing = BodyFraming(chunked=True)
+        else:
+            length = _content_length(cb.headers)
+            framing = BodyFraming(length=length)
+        delimited = framing.length is not None or framing.chunked
+        keep_alive = version == b"1.1" and not close and delimited
+        return HeadEvent(head, raw, framing, keep_alive, False)

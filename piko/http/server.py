@@ -1,0 +1,507 @@
+# -*- test-case-name: piko.test.http.test_server -*-
+"""
+An HTTP/1.1 server protocol that streams, over any ``ITransport``.
+
+``twisted.web`` buffers request bodies and cannot pass an ``Upgrade`` through, so the proxy
+port (and the agent, on each yamux stream) use this instead.  It parses with
+:class:`piko.http.parser.RequestReader` and hands each request to an :class:`IRequestHandler`
+as an :class:`IServerExchange`, through which the handler reads the body as it arrives (with
+backpressure), answers (canned bytes or a streamed response written the way Go's
+``http.Server`` writes it), or takes the raw connection over for an upgrade.
+
+Keep-alive, HTTP/1.0 (one request, then close), pipelining (one request at a time: later ones
+wait in the reader while the transport is paused), ``Expect: 100-continue`` (sent when the
+handler asks for the body), the 431 header limit, and the header/idle timeouts on an injected
+clock are handled here so handlers never see them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IProtocol,
+    IPushProducer,
+    IReactorTime,
+    ITransport,
+)
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import Attribute, Interface, implementer
+
+from piko.http import errors
+from piko.http.head import RequestHead, header_tokens, http_date
+from piko.http.parser import (
+    DEFAULT_MAX_HEADER_BYTES,
+    NEED_DATA,
+    PAUSED,
+    BodyChunk,
+    HeadEvent,
+    MessageEnd,
+    ParseError,
+    RequestReader,
+)
+from piko.http.rewrite import BodyFraming, body_allowed, go_response_head
+
+# Go's http.Server reads at most this much of an unread request body to keep a connection alive.
+MAX_DISCARD = 256 * 1024
+
+
+class IRequestReceiver(Interface):
+    """Receives one request's body, and hears if the client goes away."""
+
+    def body_data(data: bytes) -> None:
+        """Decoded body bytes arrived (called only while the body is not paused)."""
+
+    def body_end() -> None:
+        """The request body is complete."""
+
+    def connection_lost(reason: Failure) -> None:
+        """The client connection closed before the exchange finished."""
+
+
+class IServerExchange(Interface):
+    """One request on an :class:`HTTPServerProtocol`, and the means to answer it."""
+
+    head: RequestHead = Attribute("The parsed request head.")
+    raw_head: bytes = Attribute("The exact head bytes as received.")
+    framing: BodyFraming = Attribute("How the request body is delimited.")
+    upgrade: bool = Attribute("True when the request asks for a protocol upgrade.")
+    transport: ITransport = Attribute("The client transport (for getPeer/getHost only).")
+
+    def date() -> bytes:
+        """The ``Date`` value to use now (from the injected clock)."""
+
+    def set_receiver(receiver: IRequestReceiver) -> None:
+        """Start delivering the body to ``receiver`` (sends ``100 Continue`` if asked for)."""
+
+    def pause_body() -> None:
+        """Stop delivering body bytes (the client transport stops being read)."""
+
+    def resume_body() -> None:
+        """Deliver body bytes again."""
+
+    def respond(build: Callable[..., bytes]) -> None:
+        """
+        Answer with a whole canned response: ``build(date, close=..., http11=...)`` returns it
+        (the functions of :mod:`piko.http.errors` fit).
+        """
+
+    def start_response(status: int, headers: tuple[tuple[bytes, bytes], ...]) -> None:
+        """
+        Write a response head the way Go's ``http.Server`` does for handler ``headers``: a
+        ``Content-Length`` among them is kept, otherwise the body is chunked (HTTP/1.1) or runs
+        to the close (HTTP/1.0).
+        """
+
+    def write(data: bytes) -> None:
+        """Write response body bytes (framed as :meth:`start_response` decided)."""
+
+    def finish() -> None:
+        """End the response; the connection moves on to the next request or closes."""
+
+    def register_producer(producer: IPushProducer) -> None:
+        """Have ``producer`` paused while the client transport's write buffer is full."""
+
+    def unregister_producer() -> None:
+        """Undo :meth:`register_producer`."""
+
+    def take_over(protocol: IProtocol, replay_head: bool = False) -> None:
+        """
+        Hand the raw connection to ``protocol``: it is connected to the client transport and
+        fed every byte not yet consumed (the request head first if ``replay_head``, as a
+        WebSocket server fed by these bytes needs).  HTTP processing stops for good.
+        """
+
+    def abort() -> None:
+        """Drop the client connection (a response broke after its head was sent)."""
+
+
+class IRequestHandler(Interface):
+    """Decides what to do with each request an :class:`HTTPServerProtocol` reads."""
+
+    def request_received(exchange: IServerExchange) -> None:
+        """A request head arrived; answer through ``exchange`` now or later."""
+
+
+@implementer(IServerExchange)
+class ServerExchange:
+    """The :class:`IServerExchange` of :class:`HTTPServerProtocol`."""
+
+    def __init__(self, protocol: HTTPServerProtocol, event: HeadEvent) -> None:
+        assert isinstance(event.head, RequestHead)
+        self._protocol = protocol
+        self.head: RequestHead = event.head
+        self.raw_head = event.raw
+        self.framing = event.framing
+        self.upgrade = event.upgrade
+        self.keep_alive = event.keep_alive
+        self.http11 = event.head.version == b"1.1"
+        self.transport: ITransport = protocol._tx
+        self.receiver: IRequestReceiver | None = None
+        self.paused = False
+        self.body_done = False
+        self.response_started = False
+        self.response_done = False
+        self.continue_sent = False
+        self.expect_continue = (
+            self.http11
+            and b"100-continue" in header_tokens(event.head.headers, b"expect")
+            and not event.framing.empty
+        )
+        self._chunked = False
+        self._close = False
+        self._body_allowed = True
+        self._producer = False
+        self._pending: list[bytes] = []
+        self.discarded = 0
+
+    def date(self) -> bytes:
+        return self._protocol.date()
+
+    def set_receiver(self, receiver: IRequestReceiver) -> None:
+        self.receiver = receiver
+        if self.expect_continue and not self.continue_sent and not self.response_started:
+            self.continue_sent = True
+            self._protocol._tx.write(errors.CONTINUE_100)
+        pending, self._pending = self._pending, []
+        for data in pending:
+            receiver.body_data(data)
+        if self.body_done and not pending:
+            pass
+        self._protocol._process()
+
+    def pause_body(self) -> None:
+        self.paused = True
+        self._protocol._pause_reading()
+
+    def resume_body(self) -> None:
+        self.paused = False
+        self._protocol._process()
+
+    def _must_close(self) -> bool:
+        if not self.keep_alive or self._protocol.read_eof:
+            return True
+        # Go closes when it answered an Expect: 100-continue request without reading the body.
+        return self.expect_continue and not self.continue_sent and not self.body_done
+
+    def respond(self, build: Callable[..., bytes]) -> None:
+        if self.response_started:
+            raise RuntimeError("response already started")
+        self.response_started = True
+        self._close = self._must_close()
+        self._protocol._tx.write(build(self.date(), close=self._close, http11=self.http11))
+        self._finished()
+
+    def start_response(self, status: int, headers: tuple[tuple[bytes, bytes], ...]) -> None:
+        if self.response_started:
+            raise RuntimeError("response already started")
+        self.response_started = True
+        self._close = self._must_close()
+        has_length = any(n.lower() == b"content-length" for n, _ in headers)
+        self._body_allowed = body_allowed(status, self.head.method)
+        if self._body_allowed and not has_length:
+            if self.http11:
+                self._chunked = True
+            else:
+                self._close = True
+        head = go_response_head(
+            status,
+            headers,
+            self.date(),
+            http11=self.http11,
+            close=self._close,
+            chunked=self._chunked,
+        )
+        self._protocol._tx.write(head)
+
+    def write(self, data: bytes) -> None:
+        if not data or not self._body_allowed:
+            return
+        if self._chunked:
+            self._protocol._tx.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
+        else:
+            self._protocol._tx.write(data)
+
+    def finish(self) -> None:
+        if self.response_done:
+            return
+        if self._chunked:
+            self._protocol._tx.write(b"0\r\n\r\n")
+        self._finished()
+
+    def _finished(self) -> None:
+        self.response_done = True
+        self.unregister_producer()
+        self._protocol._response_finished(self, self._close)
+
+    def register_producer(self, producer: IPushProducer) -> None:
+        self._producer = True
+        self._protocol._tx.registerProducer(producer, True)
+
+    def unregister_producer(self) -> None:
+        if self._producer:
+            self._producer = False
+            self._protocol._tx.unregisterProducer()
+
+    def take_over(self, protocol: IProtocol, replay_head: bool = False) -> None:
+        self.response_started = self.response_done = True
+        self._protocol._take_over(protocol, self.raw_head if replay_head else b"")
+
+    def abort(self) -> None:
+        self.response_done = True
+        self._protocol._abort()
+
+    def _deliver(self, data: bytes) -> None:
+        if self.receiver is not None:
+            self.receiver.body_data(data)
+        else:
+            self._pending.append(data)
+
+
+@implementer(IHalfCloseableProtocol)
+class HTTPServerProtocol(Protocol):
+    """
+    Serves HTTP/1.1 on one connection (a TCP connection or a yamux stream).
+
+    :param handler: receives each request.
+    :param clock: for the timeouts and the default ``Date``.
+    :param date: returns the ``Date`` value (default: ``clock.seconds()`` formatted as Go does).
+    :param max_header_bytes: a longer head gets Go's 431 and the connection closes.
+    :param header_timeout: seconds to read a whole head once it started (Go's
+        ``ReadHeaderTimeout``; also applies to the first request); None for no limit.
+    :param idle_timeout: seconds to wait for the next request on a kept-alive connection.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        handler: IRequestHandler,
+        clock: IReactorTime,
+        *,
+        date: Callable[[], bytes] | None = None,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+        header_timeout: float | None = 10.0,
+        idle_timeout: float | None = 300.0,
+    ) -> None:
+        self.handler = handler
+        self.clock = clock
+        self._date = date
+        # Go allows MaxHeaderBytes plus 4096 bytes of slack.
+        self.reader = RequestReader(max_header_bytes + 4096)
+        self.header_timeout = header_timeout
+        self.idle_timeout = idle_timeout
+        self.current: ServerExchange | None = None
+        self.read_eof = False
+        self._timer: IDelayedCall | None = None
+        self._timer_kind = ""
+        self._processing = False
+        self._reading_paused = False
+        self._closed = False
+        self._taken: IProtocol | None = None
+
+    @property
+    def _tx(self) -> Any:
+        # The transport, typed loosely: besides ITransport we use IProducer/IConsumer methods.
+        return self.transport
+
+    def date(self) -> bytes:
+        """The ``Date`` header value for now."""
+        if self._date is not None:
+            return self._date()
+        return http_date(self.clock.seconds())
+
+    # -- timers
+
+    def _arm(self, kind: str, seconds: float | None) -> None:
+        self._cancel_timer()
+        if seconds is not None:
+            self._timer_kind = kind
+            self._timer = self.clock.callLater(seconds, self._timed_out)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._timer_kind = ""
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self.log.debug("HTTP connection timed out ({kind})", kind=self._timer_kind)
+        # Go closes without answering when reading a head times out.
+        self._closed = True
+        self._tx.loseConnection()
+
+    # -- IProtocol
+
+    def connectionMade(self) -> None:
+        self._arm("header", self.header_timeout)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._taken is not None:
+            self._taken.dataReceived(data)
+            return
+        if self._closed:
+            return
+        self.reader.feed(data)
+        self._process()
+
+    def readConnectionLost(self) -> None:
+        if self._taken is not None:
+            if IHalfCloseableProtocol.providedBy(self._taken):
+                self._taken.readConnectionLost()
+            else:
+                self._tx.loseConnection()
+            return
+        self.read_eof = True
+        self.reader.feed_eof()
+        if self.current is None:
+            self._closed = True
+            self._tx.loseConnection()
+        else:
+            self._process()
+
+    def writeConnectionLost(self) -> None:
+        if self._taken is not None and IHalfCloseableProtocol.providedBy(self._taken):
+            self._taken.writeConnectionLost()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        self._closed = True
+        self._cancel_timer()
+        if self._taken is not None:
+            self._taken.connectionLost(reason)
+            return
+        current, self.current = self.current, None
+        unfinished = current is not None and not (current.response_done and current.body_done)
+        if unfinished and current is not None and current.receiver is not None:
+            current.receiver.connection_lost(reason)
+
+    # -- request processing
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and not self._closed:
+            self._reading_paused = True
+            self._tx.pauseProducing()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and not self._closed:
+            self._reading_paused = False
+            self._tx.resumeProducing()
+
+    def _process(self) -> None:
+        if self._processing:
+            return
+        self._processing = True
+        try:
+            self._process_loop()
+        finally:
+            self._processing = False
+
+    def _process_loop(self) -> None:
+        while not self._closed and self._taken is None:
+            current = self.current
+            if current is not None and not current.response_done and current.paused:
+                self._pause_reading()
+                return
+            waiting = current is not None and current.receiver is None and not current.response_done
+            if waiting and self.reader.buffered:
+                # Nobody reads the body yet: hold what we have, read no more.
+                self._pause_reading()
+                return
+            try:
+                ev = self.reader.next_event()
+            except ParseError as e:
+                self._fail(e)
+                return
+            if ev is NEED_DATA:
+                if self.read_eof:
+                    self._closed = True
+                    self._tx.loseConnection()
+                    return
+                if (
+                    self.current is None
+                    and self.reader.head_in_progress
+                    and self._timer_kind != "header"
+                ):
+                    self._arm("header", self.header_timeout)
+                self._resume_reading()
+                return
+            if ev is PAUSED:
+                # A request is being answered; later pipelined bytes wait, bounded by one read.
+                if self.reader.buffered:
+                    self._pause_reading()
+                else:
+                    self._resume_reading()
+                return
+            if isinstance(ev, HeadEvent):
+                self._cancel_timer()
+                exchange = self.current = ServerExchange(self, ev)
+                self.handler.request_received(exchange)
+            elif isinstance(ev, BodyChunk):
+                assert current is not None
+                if current.response_done:
+                    current.discarded += len(ev.data)
+                    if current.discarded > MAX_DISCARD:
+                        self._closed = True
+                        self._tx.loseConnection()
+                        return
+                else:
+                    current._deliver(ev.data)
+            elif isinstance(ev, MessageEnd):
+                assert current is not None
+                current.body_done = True
+                if current.receiver is not None and not current.response_done:
+                    current.receiver.body_end()
+                if current.response_done:
+                    self._next_request()
+
+    def _response_finished(self, exchange: ServerExchange, close: bool) -> None:
+        if exchange is not self.current:
+            return
+        if close:
+            self._closed = True
+            self._tx.loseConnection()
+            return
+        if exchange.body_done:
+            self._next_request()
+        self._process()
+
+    def _next_request(self) -> None:
+        self.current = None
+        self.reader.start_next()
+        self._arm("idle", self.idle_timeout)
+
+    def _fail(self, error: ParseError) -> None:
+        if error.status == 431:
+            self._tx.write(errors.request_header_too_large())
+        else:
+            self._tx.write(errors.bad_request())
+        self._closed = True
+        self._cancel_timer()
+        self._tx.loseConnection()
+
+    def _take_over(self, protocol: IProtocol, head: bytes) -> None:
+        self._cancel_timer()
+        self._taken = protocol
+        self.current = None
+        buffered = self.reader.take_buffered()
+        protocol.makeConnection(self._tx)
+        self._resume_reading()
+        if head or buffered:
+            protocol.dataReceived(head + buffered)
+        if self.read_eof:
+            self.readConnectionLost()
+
+    def _abort(self) -> None:
+        self._closed = True
+        self._cancel_timer()
+        abort = getattr(self.transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+        else:
+            self._tx.loseConnection()

@@ -1,0 +1,66 @@
+"""Tests for :mod:`piko.http.head`."""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from piko.http.head import (
+    RequestHead,
+    canonical_key,
+    endpoint_id_from_request,
+    http_date,
+    status_text,
+)
+
+
+class EndpointIDTests(SynchronousTestCase):
+    """Go's TestEndpointIDFromRequest cases and a few more."""
+
+    def test_host_first_label(self):
+        """A Host with a dot names its first label, port ignored."""
+        self.assertEqual(
+            endpoint_id_from_request([(b"Host", b"my-endpoint.piko.com:9000")]), "my-endpoint"
+        )
+
+    def test_header_beats_host(self):
+        """A non-empty x-piko-endpoint (any case) wins over Host."""
+        headers = [(b"Host", b"foo.piko.com"), (b"X-PIKO-ENDPOINT", b"my-endpoint")]
+        self.assertEqual(endpoint_id_from_request(headers), "my-endpoint")
+
+    def test_empty_header_falls_back(self):
+        """An empty x-piko-endpoint falls back to Host."""
+        headers = [(b"x-piko-endpoint", b""), (b"Host", b"foo.piko.com")]
+        self.assertEqual(endpoint_id_from_request(headers), "foo")
+
+    def test_ip_host(self):
+        """An IP host (v4 or v6, with or without port) names no endpoint."""
+        for host in (b"10.26.104.56:8000", b"127.0.0.1", b"[::1]:8000", b"::1"):
+            self.assertIsNone(endpoint_id_from_request([(b"Host", host)]), host)
+
+    def test_no_dot(self):
+        """A host without a dot (localhost) names no endpoint."""
+        self.assertIsNone(endpoint_id_from_request([(b"Host", b"localhost:9000")]))
+
+    def test_empty(self):
+        """No Host and no header names no endpoint."""
+        self.assertIsNone(endpoint_id_from_request([]))
+
+
+class HelperTests(SynchronousTestCase):
+    """Header and status helpers match Go."""
+
+    def test_canonical_key(self):
+        """Keys are canonicalised as textproto does; invalid names are left alone."""
+        self.assertEqual(canonical_key(b"x-piko-endpoint"), b"X-Piko-Endpoint")
+        self.assertEqual(canonical_key(b"SEC-WEBSOCKET-KEY"), b"Sec-Websocket-Key")
+        self.assertEqual(canonical_key(b"bad header"), b"bad header")
+
+    def test_get_case_insensitive(self):
+        """RequestHead.get finds a header whatever its case."""
+        head = RequestHead(b"GET", b"/", b"1.1", [(b"X-A", b"1")])
+        self.assertEqual(head.get(b"x-a"), b"1")
+        self.assertIsNone(head.get(b"x-b"))
+
+    def test_status_text_and_date(self):
+        """Status texts follow Go and dates use Go's http.TimeFormat."""
+        self.assertEqual(status_text(502), b"Bad Gateway")
+        self.assertEqual(status_text(599), b"status code 599")
+        self.assertEqual(http_date(1795700650), b"Thu, 26 Nov 2026 13:44:10 GMT")

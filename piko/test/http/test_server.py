@@ -1,0 +1,240 @@
+"""Tests for :class:`piko.http.server.HTTPServerProtocol`, over StringTransport and a Clock."""
+
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from piko.http import errors
+from piko.http.server import HTTPServerProtocol, IRequestHandler, IRequestReceiver, IServerExchange
+
+
+@implementer(IRequestReceiver)
+class Receiver:
+    def __init__(self):
+        self.data = []
+        self.ended = False
+        self.lost = None
+
+    def body_data(self, data):
+        self.data.append(data)
+
+    def body_end(self):
+        self.ended = True
+
+    def connection_lost(self, reason):
+        self.lost = reason
+
+
+@implementer(IRequestHandler)
+class Handler:
+    """Records exchanges; answers 200 'ok' at once unless told to hold them."""
+
+    def __init__(self, auto=True, read_body=False):
+        self.exchanges = []
+        self.auto = auto
+        self.read_body = read_body
+        self.receivers = []
+
+    def request_received(self, exchange):
+        self.exchanges.append(exchange)
+        if self.read_body:
+            r = Receiver()
+            self.receivers.append(r)
+            exchange.set_receiver(r)
+        if self.auto:
+            exchange.start_response(200, ((b"Content-Length", b"2"),))
+            exchange.write(b"ok")
+            exchange.finish()
+
+
+def connect(handler, **kw):
+    clock = Clock()
+    proto = HTTPServerProtocol(handler, clock, date=lambda: b"D", **kw)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    return proto, transport, clock
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nDate: D\r\n\r\nok"
+
+
+class ServerTests(SynchronousTestCase):
+    """Connection management of the HTTP server protocol."""
+
+    def test_interfaces(self):
+        """The exchange provides IServerExchange."""
+        handler = Handler()
+        proto, t, _ = connect(handler)
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        verifyObject(IServerExchange, handler.exchanges[0])
+
+    def test_keep_alive(self):
+        """Two requests on one connection get two responses and the connection stays open."""
+        handler = Handler()
+        proto, t, _ = connect(handler)
+        proto.dataReceived(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n")
+        proto.dataReceived(b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(t.value(), OK * 2)
+        self.assertFalse(t.disconnecting)
+
+    def test_pipelining(self):
+        """A pipelined request waits, with reading paused, until the first response finishes."""
+        handler = Handler(auto=False)
+        proto, t, _ = connect(handler)
+        proto.dataReceived(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual([e.head.target for e in handler.exchanges], [b"/1"])
+        self.assertEqual(t.producerState, "paused")
+        handler.exchanges[0].respond(errors.not_found)
+        self.assertEqual([e.head.target for e in handler.exchanges], [b"/1", b"/2"])
+        self.assertEqual(t.producerState, "producing")
+        self.assertEqual(handler.exchanges[1].raw_head, b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
+
+    def test_http10_closes(self):
+        """An HTTP/1.0 request gets an HTTP/1.0 answer and the connection closes."""
+        handler = Handler()
+        proto, t, _ = connect(handler)
+        proto.dataReceived(b"GET / HTTP/1.0\r\n\r\n")
+        self.assertTrue(t.value().startswith(b"HTTP/1.0 200 OK\r\n"))
+        self.assertNotIn(b"Connection", t.value())
+        self.assertTrue(t.disconnecting)
+
+    def test_connection_close(self):
+        """Connection: close gets Connection: close back and a close."""
+        handler = Handler()
+        proto, t, _ = connect(handler)
+        proto.dataReceived(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+        self.assertIn(b"Connection: close\r\n", t.value())
+        self.assertTrue(t.disconnecting)
+
+    def test_expect_continue(self):
+        """100 Continue is sent only when the handler asks for the body."""
+        handler = Handler(auto=False)
+        proto, t, _ = connect(handler)
+        proto.dataReceived(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+        self.assertEqual(t.value(), b"")
+        r = Receiver()
+        handler.exchanges[0].set_receiver(r)
+        self.assertEqual(t.value(), b"HTTP/1.1 100 Continue\r\n\r\n")
+        proto.dataReceived(b"abc")
+        self.assertEqual((b"".join(r.data), r.ended), (b"abc", True))
+
+    def test_expect_continue_refused(self):
+        """Answering without reading an expected body closes the connection, as Go does."""
+        handler = Handler(auto=False)
+        proto, t, _ = connect(handler)
+        proto.dataReceived(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+        handler.exchanges[0].respond(errors.not_found)
+        self.assertIn(b"Connection: close\r\n", t.value())
+        self.assertTrue(t.disconnecting)
+
+    def test_header_too_large(self):
+        """A head over the limit gets Go's 431 and the connection closes."""
+        handler = Handler()
+        proto, t, _ = connect(handler, max_header_bytes=100)
+        proto.dataReceived(b"GET / HTTP/1.1\r\nX: " + b"a" * 5000)
+        self.assertTrue(t.value().startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"))
+        self.assertTrue(t.disconnecting)
+        self.assertEqual(handler.exchanges, [])
+
+    def test_bad_request(self):
+        """Garbage gets Go's 400 and a close."""
+        proto, t, _ = connect(Handler())
+        proto.dataReceived(b"NOT HTTP\r\n\r\n")
+        self.assertTrue(t.value().startswith(b"HTTP/1.1 400 Bad Request\r\n"))
+        self.assertTrue(t.disconnecting)
+
+    def test_header_timeout(self):
+        """A head that does not complete within the header timeout closes the connection."""
+        proto, t, clock = connect(Handler(), header_timeout=10)
+        proto.dataReceived(b"GET / HTTP/1.1\r\n")
+        clock.advance(9)
+        self.assertFalse(t.disconnecting)
+        clock.advance(1)
+        self.assertTrue(t.disconnecting)
+        self.assertEqual(t.value(), b"")
+
+    def test_idle_timeout(self):
+        """A kept-alive connection with no next request closes after the idle timeout."""
+        proto, t, clock = connect(Handler(), idle_timeout=300)
+        proto.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+        clock.advance(299)
+        self.assertFalse(t.disconnecting)
+        clock.advance(1)
+        self.assertTrue(t.disconnecting)
+
+    def test_chunked_incremental(self):
+        """A chunked body reaches the handler piece by piece as it arrives."""
+        handler = Handler(auto=False, read_body=True)
+        proto, t, _ = connect(handler)
+        proto.dataReceived(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
+        r = handler.receivers[0]
+        self.assertEqual(r.data, [b"hel"])
+        proto.dataReceived(b"lo\r\n")
+        self.assertEqual(r.data, [b"hel", b"lo"])
+        self.assertFalse(r.ended)
+        proto.dataReceived(b"0\r\n\r\n")
+        self.assertTrue(r.ended)
+
+    def test_streamed_response_chunked(self):
+        """A response without Content-Length is chunked to an HTTP/1.1 client."""
+        handler = Handler(auto=False)
+        proto, t, _ = connect(handler)
+        proto.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+        ex = handler.exchanges[0]
+        ex.start_response(200, ((b"X-A", b"1"),))
+        ex.write(b"hello")
+        ex.finish()
+        self.assertEqual(
+            t.value(),
+            b"HTTP/1.1 200 OK\r\nX-A: 1\r\nDate: D\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\n\r\n",
+        )
+
+    def test_upgrade_take_over(self):
+        """An upgrade handler gets the raw head and every byte already buffered."""
+        from twisted.internet.protocol import Protocol
+
+        class Raw(Protocol):
+            def __init__(self):
+                self.got = b""
+
+            def dataReceived(self, data):
+                self.got += data
+
+        handler = Handler(auto=False)
+        proto, t, _ = connect(handler)
+        head = b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        proto.dataReceived(head + b"\x81\x05hello")
+        ex = handler.exchanges[0]
+        self.assertTrue(ex.upgrade)
+        raw = Raw()
+        ex.take_over(raw, replay_head=True)
+        proto.dataReceived(b"more")
+        self.assertEqual(raw.got, head + b"\x81\x05hellomore")
+        self.assertIs(raw.transport, t)
+
+    def test_body_backpressure(self):
+        """Pausing the body pauses the client transport and holds further body bytes."""
+        handler = Handler(auto=False, read_body=True)
+        proto, t, _ = connect(handler)
+        proto.dataReceived(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n12345")
+        ex, r = handler.exchanges[0], handler.receivers[0]
+        ex.pause_body()
+        self.assertEqual(t.producerState, "paused")
+        proto.dataReceived(b"67890")
+        self.assertEqual(r.data, [b"12345"])
+        ex.resume_body()
+        self.assertEqual(r.data, [b"12345", b"67890"])
+        self.assertTrue(r.ended)
+
+    def test_client_lost(self):
+        """The receiver hears when the client goes away mid-exchange."""
+        handler = Handler(auto=False, read_body=True)
+        proto, t, _ = connect(handler)
+        proto.dataReceived(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n12")
+        proto.connectionLost(Failure(ConnectionDone()))
+        self.assertIsNotNone(handler.receivers[0].lost)
