@@ -1,0 +1,45 @@
+# -*- test-case-name: piko.test.config.test_twistd -*-
+"""
+``twistd piko-forward``: the command-line options and the service factory.
+
+The options come from the same table as ``piko forward`` (see
+:mod:`piko.config`); this module only picks the global reactor, inside
+:func:`makeService`, as only the ``_tap_*`` modules and the CLI may.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from piko.config import FORWARD_COMMAND, ForwardConfig, Invocation, build_forward_config
+from piko.config._twistd import make_options_class
+
+if TYPE_CHECKING:
+    from twisted.application.service import IService
+    from twisted.python import usage
+
+__all__ = ["Options", "makeService"]
+
+
+def _build(invocation: Invocation) -> ForwardConfig:
+    return build_forward_config(
+        invocation.names[0], invocation.parsed.positionals, invocation.parsed.values
+    )
+
+
+Options: type[usage.Options] = make_options_class("piko-forward", FORWARD_COMMAND, _build)
+
+
+def makeService(options: usage.Options) -> IService:
+    """
+    Build the piko forward service from parsed twistd options.
+
+    :param options: an :data:`Options` instance; its ``config`` attribute
+        holds the validated configuration.
+    """
+    from twisted.internet import reactor
+
+    from piko.forward.service import make_forward_service
+
+    config: ForwardConfig = options.config  # type: ignore[attr-defined]
+    return make_forward_service(config, reactor)

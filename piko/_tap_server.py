@@ -1,0 +1,43 @@
+# -*- test-case-name: piko.test.config.test_twistd -*-
+"""
+``twistd piko-server``: the command-line options and the service factory.
+
+The options come from the same table as ``piko server`` (see
+:mod:`piko.config`); this module only picks the global reactor, inside
+:func:`makeService`, as only the ``_tap_*`` modules and the CLI may.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from piko.config import SERVER_COMMAND, Invocation, ServerConfig, build_server_config
+from piko.config._twistd import make_options_class
+
+if TYPE_CHECKING:
+    from twisted.application.service import IService
+    from twisted.python import usage
+
+__all__ = ["Options", "makeService"]
+
+
+def _build(invocation: Invocation) -> ServerConfig:
+    return build_server_config(invocation.parsed.values)
+
+
+Options: type[usage.Options] = make_options_class("piko-server", SERVER_COMMAND, _build)
+
+
+def makeService(options: usage.Options) -> IService:
+    """
+    Build the piko server service from parsed twistd options.
+
+    :param options: an :data:`Options` instance; its ``config`` attribute
+        holds the validated configuration.
+    """
+    from twisted.internet import reactor
+
+    from piko.server.service import make_server_service
+
+    config: ServerConfig = options.config  # type: ignore[attr-defined]
+    return make_server_service(config, reactor)

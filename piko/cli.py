@@ -1,0 +1,309 @@
+# -*- test-case-name: piko.test.test_cli -*-
+"""
+The ``piko`` console script, mirroring Go Piko's command tree.
+
+``piko server``, ``piko agent start|http|tcp`` and ``piko forward start|tcp``
+build the same configuration and service as the twistd plugins and run it
+under the reactor, logging to stderr; ``piko server status ...`` queries the
+admin port with treq and prints YAML like Go.  Errors are printed on stderr
+in Go's words and give exit status 1.
+
+This module and ``piko._tap_*`` are the only places that import the global
+reactor, always inside functions.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from twisted.internet.defer import Deferred, maybeDeferred
+
+import piko
+from piko.config import (
+    AGENT_COMMAND,
+    FORWARD_COMMAND,
+    SERVER_COMMAND,
+    STATUS_OPTIONS,
+    CommandSpec,
+    ConfigError,
+    FlagError,
+    Invocation,
+    LogConfig,
+    StatusConfig,
+    apply_values,
+    build_agent_config,
+    build_forward_config,
+    build_server_config,
+    format_help,
+    resolve_command,
+)
+from piko.config._programs import CLUSTER_NODES_OPTIONS
+
+if TYPE_CHECKING:
+    from twisted.application.service import IService
+
+__all__ = ["PIKO_COMMAND", "main"]
+
+PIKO_COMMAND = CommandSpec(
+    "piko",
+    summary="Piko is a reverse proxy for services without a public route (tunnelling).",
+    runnable=False,
+    children=(SERVER_COMMAND, AGENT_COMMAND, FORWARD_COMMAND),
+)
+
+#: program -> (module, factory) of the service the lead's packages provide.
+SERVICE_FACTORIES: dict[str, tuple[str, str]] = {
+    "server": ("piko.server.service", "make_server_service"),
+    "agent": ("piko.agent.service", "make_agent_service"),
+    "forward": ("piko.forward.service", "make_forward_service"),
+}
+
+_STATUS_TIMEOUT = 15.0
+
+
+def _load_factory(program: str) -> Callable[[Any, Any], IService]:
+    """
+    Import the service factory of ``program`` lazily (tests replace this).
+    """
+    import importlib
+
+    module_name, attribute = SERVICE_FACTORIES[program]
+    factory: Callable[[Any, Any], IService] = getattr(
+        importlib.import_module(module_name), attribute
+    )
+    return factory
+
+
+def _start_logging(config: LogConfig, stream: IO[str]) -> None:
+    """
+    Send twisted.logger events to ``stream``: readable text on a terminal,
+    JSON lines otherwise; filtered by ``log.level``, with ``log.subsystems``
+    namespaces at every level.
+    """
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        jsonFileLogObserver,
+        textFileLogObserver,
+    )
+
+    levels = {
+        "debug": LogLevel.debug,
+        "info": LogLevel.info,
+        "warn": LogLevel.warn,
+        "error": LogLevel.error,
+    }
+    predicate = LogLevelFilterPredicate(defaultLogLevel=levels.get(config.level, LogLevel.info))
+    for subsystem in config.subsystems:
+        predicate.setLogLevelForNamespace(subsystem, LogLevel.debug)
+    isatty = getattr(stream, "isatty", None)
+    observer = (
+        textFileLogObserver(stream)
+        if isatty is not None and isatty()
+        else jsonFileLogObserver(stream)
+    )
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(observer, [predicate])], redirectStandardIO=False
+    )
+
+
+def _run_service(program: str, config: Any, log_config: LogConfig, stderr: IO[str]) -> int:
+    """
+    Run the ``program`` service under the global reactor until a signal.
+
+    SIGINT/SIGTERM make the reactor stop, which first waits for
+    ``service.stopService()`` (a "before shutdown" trigger), as twistd does.
+    """
+    from twisted.internet import reactor
+    from twisted.logger import Logger
+
+    log = Logger(namespace="main")
+    factory = _load_factory(program)
+    service = factory(config, reactor)
+    _start_logging(log_config, stderr)
+    status = [0]
+
+    def start() -> None:
+        log.info("starting piko {program}", program=program, version=piko.__version__)
+        try:
+            service.startService()
+        except Exception:
+            log.failure("failed to run {program}", program=program)
+            status[0] = 1
+            reactor.stop()
+
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: service.stopService() if service.running else None
+    )
+    reactor.run()
+    return status[0]
+
+
+def _http_get(reactor: Any, url: str, headers: Mapping[str, str]) -> Deferred[tuple[int, bytes]]:
+    """
+    GET ``url`` with treq and return ``(status, body)`` (tests replace this).
+    """
+    import treq
+    from twisted.web.http_headers import Headers
+
+    async def get() -> tuple[int, bytes]:
+        response = await treq.get(
+            url,
+            headers=Headers({k: [v] for k, v in headers.items()}),
+            timeout=_STATUS_TIMEOUT,
+            reactor=reactor,
+        )
+        body = await treq.content(response)
+        return response.code, body
+
+    return Deferred.fromCoroutine(get())
+
+
+def _react(run: Callable[[Any], Deferred[int]]) -> int:
+    """
+    Run ``run(reactor)`` under the global reactor and return its exit code
+    (tests replace this).
+    """
+    from twisted.internet import reactor
+    from twisted.python.failure import Failure
+
+    outcome: list[Any] = []
+
+    def go() -> None:
+        d = maybeDeferred(run, reactor)
+
+        def done(result: object) -> None:
+            outcome.append(result)
+            reactor.stop()
+
+        d.addBoth(done)
+
+    reactor.callWhenRunning(go)
+    reactor.run()
+    if not outcome or isinstance(outcome[0], Failure):
+        if outcome:
+            outcome[0].printTraceback(file=sys.stderr)
+        return 1
+    return int(outcome[0])
+
+
+def _status_url(base: str, path: str, forward: str) -> str:
+    parts = urlsplit(base)
+    query = f"forward={forward}" if forward else parts.query
+    return urlunsplit(
+        (parts.scheme, parts.netloc, posixpath.join(parts.path or "/", path.lstrip("/")), query, "")
+    )
+
+
+def _dump(data: object) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+def _status(invocation: Invocation, out: IO[str], err: IO[str]) -> int:
+    words = invocation.names[2:]
+    values = invocation.parsed.values
+    config = apply_values(StatusConfig(), STATUS_OPTIONS, values)
+    config = apply_values(config, CLUSTER_NODES_OPTIONS, values)
+    if not config.server.url:
+        err.write("config: server: missing url\n")
+        return 1
+    args = invocation.parsed.positionals
+    if words == ("upstream", "endpoints"):
+        path, what = "/status/upstream/endpoints", "failed to get upstream endpoints"
+    elif words == ("cluster", "nodes"):
+        path, what = "/status/cluster/nodes", "failed to get cluster nodes"
+    elif words == ("cluster", "node"):
+        path, what = f"/status/cluster/nodes/{args[0]}", f"failed to get cluster nodes: {args[0]}"
+    elif words == ("gossip", "nodes"):
+        path, what = "/status/gossip/nodes", "failed to get gossip nodes"
+    elif words == ("gossip", "node"):
+        path, what = f"/status/gossip/nodes/{args[0]}", f"failed to get gossip node: {args[0]}"
+    else:  # pragma: no cover - the command tree only has the above
+        raise AssertionError(words)
+    url = _status_url(config.server.url, path, config.forward)
+    headers = {"Authorization": f"Bearer {config.server.token}"} if config.server.token else {}
+
+    async def run(reactor: Any) -> int:
+        try:
+            code, body = await _http_get(reactor, url, headers)
+        except Exception as e:
+            err.write(f"{what}: request: {e}\n")
+            return 1
+        if code != 200:
+            err.write(f"{what}: request: bad status: {code}\n")
+            return 1
+        try:
+            data = json.loads(body)
+        except ValueError as e:
+            err.write(f"{what}: decode response: {e}\n")
+            return 1
+        if words == ("upstream", "endpoints"):
+            data = dict(sorted((data or {}).items()))
+        elif words[1] == "nodes":
+            nodes = [
+                n for n in (data or []) if not config.status or n.get("status") == config.status
+            ]
+            data = {"nodes": sorted(nodes, key=lambda n: str(n.get("id", "")))}
+        text = _dump(data)
+        # Go prints gossip output with Println (one extra newline).
+        out.write(text + ("\n" if words[0] == "gossip" else ""))
+        return 0
+
+    return _react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
+
+
+def _dispatch(argv: Sequence[str], out: IO[str], err: IO[str]) -> int:
+    try:
+        invocation = resolve_command(PIKO_COMMAND, argv, allow_version=True)
+    except FlagError as e:
+        err.write(f"Error: {e}\n")
+        if str(e).startswith("unknown command"):
+            err.write("Run 'piko --help' for usage.\n")
+        return 1
+    parsed = invocation.parsed
+    if parsed.version:
+        out.write(f"piko version {piko.__version__}\n")
+        return 0
+    if parsed.help or not invocation.command.runnable:
+        out.write(format_help(invocation.chain))
+        return 0
+    names = invocation.names
+    try:
+        if names[:2] == ("server", "status"):
+            return _status(invocation, out, err)
+        if names == ("server",):
+            server = build_server_config(parsed.values)
+            return _run_service("server", server, server.log, err)
+        if names[0] == "agent":
+            agent = build_agent_config(names[1], parsed.positionals, parsed.values)
+            return _run_service("agent", agent, agent.log, err)
+        if names[0] == "forward":
+            forward = build_forward_config(names[1], parsed.positionals, parsed.values)
+            return _run_service("forward", forward, forward.log, err)
+    except ConfigError as e:
+        err.write(f"{e}\n")
+        return 1
+    raise AssertionError(names)  # pragma: no cover
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    Run the ``piko`` command line.
+
+    :param argv: the arguments after the program name (default ``sys.argv[1:]``).
+    :return: the process exit status.
+    """
+    return _dispatch(sys.argv[1:] if argv is None else list(argv), sys.stdout, sys.stderr)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,499 @@
+# -*- test-case-name: piko.test.config.test_models -*-
+"""
+The configuration models: one frozen attrs tree per program.
+
+Field names are the YAML keys of Go Piko v0.9.0 (``proxy.bind_addr``), and
+the defaults are Go's ``Default()`` values, so a Go configuration file maps
+onto these classes one to one.  Durations are floats in seconds (see
+:func:`duration`); lists are tuples so the models stay hashable and frozen.
+
+The loader (:mod:`piko.config._load`) and the flag tables
+(:mod:`piko.config._options`) read the field types and defaults from here,
+which is what keeps flags, YAML and defaults from drifting apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from attrs import field, frozen
+
+__all__ = [
+    "AccessLogConfig",
+    "AccessLogHeaderConfig",
+    "AdminConfig",
+    "AgentConfig",
+    "AgentServerConfig",
+    "AuthConfig",
+    "ClientTLSConfig",
+    "ClusterConfig",
+    "ConnectConfig",
+    "ConnectTLSConfig",
+    "ForwardConfig",
+    "ForwardConnectConfig",
+    "GossipConfig",
+    "HTTPServerConfig",
+    "JWKSConfig",
+    "ListenerConfig",
+    "ListenerHTTPClientConfig",
+    "LoadConfig",
+    "LogConfig",
+    "PortConfig",
+    "ProxyConfig",
+    "RebalanceConfig",
+    "ServerConfig",
+    "ServerTLSConfig",
+    "StatusConfig",
+    "StatusServerConfig",
+    "TenantConfig",
+    "UpstreamConfig",
+    "duration",
+    "is_duration",
+]
+
+_DURATION = "piko.duration"
+
+
+def duration(default: float) -> Any:
+    """
+    Declare a duration field (seconds), read from Go duration strings.
+
+    The marker lets the loader and the flag parser tell ``timeout: 30s``
+    apart from a plain float such as ``shed_rate: 0.005``.
+
+    :param default: the default in seconds.
+    """
+    return field(default=default, metadata={_DURATION: True})
+
+
+def is_duration(a: attrs.Attribute[Any]) -> bool:
+    """
+    Whether the attrs field was declared with :func:`duration`.
+    """
+    return bool(a.metadata.get(_DURATION, False))
+
+
+# --- shared pieces ---------------------------------------------------------
+
+
+@frozen
+class LogConfig:
+    """
+    Logging: ``log.level`` (debug|info|warn|error) and ``log.subsystems``,
+    the logger namespaces that get every level.
+    """
+
+    level: str = "info"
+    subsystems: tuple[str, ...] = ()
+
+
+@frozen
+class AccessLogHeaderConfig:
+    """
+    Which headers an access log record carries: an allow list XOR a block list.
+    """
+
+    block_list: tuple[str, ...] = ()
+    allow_list: tuple[str, ...] = ()
+
+
+@frozen
+class AccessLogConfig:
+    """
+    The per-request access log (``proxy.access_log``, agent listeners).
+    """
+
+    level: str = "info"
+    request_headers: AccessLogHeaderConfig = field(factory=AccessLogHeaderConfig)
+    response_headers: AccessLogHeaderConfig = field(factory=AccessLogHeaderConfig)
+    disable: bool = False
+
+
+@frozen
+class JWKSConfig:
+    """
+    A JWK Set to verify tokens with: ``http(s)://`` (refreshed every
+    ``cache_ttl``, 0 meaning the library default of one hour) or ``file://``.
+    """
+
+    endpoint: str = ""
+    cache_ttl: float = duration(0.0)
+    timeout: float = duration(0.0)
+
+
+@frozen
+class AuthConfig:
+    """
+    JWT verification for one port.  Keys are PEM *text* (not paths) and the
+    HMAC secret is used as raw bytes, as in Go.
+    """
+
+    hmac_secret_key: str = ""
+    rsa_public_key: str = ""
+    ecdsa_public_key: str = ""
+    audience: str = ""
+    issuer: str = ""
+    disable_disconnect_on_expiry: bool = False
+    jwks: JWKSConfig = field(factory=JWKSConfig)
+
+    def enabled(self) -> bool:
+        """
+        Whether any verification key is configured, which turns auth on.
+        """
+        return bool(
+            self.hmac_secret_key
+            or self.rsa_public_key
+            or self.ecdsa_public_key
+            or self.jwks.endpoint
+        )
+
+
+@frozen
+class ConnectTLSConfig:
+    """
+    Client TLS for the agent and forward (to the server) and for agent
+    listeners (to the local HTTPS service).  Paths to PEM files.
+    """
+
+    cert: str = ""
+    key: str = ""
+    root_cas: str = ""
+    insecure_skip_verify: bool = False
+
+
+# --- server ----------------------------------------------------------------
+
+
+@frozen
+class ClientTLSConfig:
+    """
+    Client TLS for node-to-node forwarding (only ``proxy.tls.client`` is used,
+    as in Go).
+    """
+
+    cert: str = ""
+    key: str = ""
+    root_cas: str = ""
+    insecure_skip_verify: bool = False
+    server_name: str = ""
+
+
+@frozen
+class ServerTLSConfig:
+    """
+    TLS for one server port: on when ``cert`` or ``key`` is set; ``client_cas``
+    turns on mutual TLS.
+    """
+
+    cert: str = ""
+    key: str = ""
+    client_cas: str = ""
+    client: ClientTLSConfig = field(factory=ClientTLSConfig)
+
+    def enabled(self) -> bool:
+        """
+        Whether the port serves TLS.
+        """
+        return bool(self.cert or self.key)
+
+
+@frozen
+class HTTPServerConfig:
+    """
+    HTTP server limits of the proxy port (Go ``http.Server`` fields).
+    """
+
+    read_timeout: float = duration(10.0)
+    read_header_timeout: float = duration(10.0)
+    write_timeout: float = duration(10.0)
+    idle_timeout: float = duration(300.0)
+    max_header_bytes: int = 1 << 20
+
+
+@frozen
+class ProxyConfig:
+    """
+    The proxy port (downstream clients, node-to-node forwarding target).
+    """
+
+    bind_addr: str = ":8000"
+    advertise_addr: str = ""
+    timeout: float = duration(30.0)
+    access_log: AccessLogConfig = field(factory=AccessLogConfig)
+    auth: AuthConfig = field(factory=AuthConfig)
+    http: HTTPServerConfig = field(factory=HTTPServerConfig)
+    tls: ServerTLSConfig = field(factory=ServerTLSConfig)
+
+
+@frozen
+class RebalanceConfig:
+    """
+    Upstream connection rebalancing; a ``threshold`` of 0 disables it.
+    """
+
+    threshold: float = 0.0
+    shed_rate: float = 0.005
+    min_conns: int = 50
+
+
+@frozen
+class TenantConfig:
+    """
+    An upstream tenant (experimental, YAML only): its own verifier.
+    """
+
+    id: str = ""
+    auth: AuthConfig = field(factory=AuthConfig)
+
+
+@frozen
+class UpstreamConfig:
+    """
+    The upstream port agents connect to.
+    """
+
+    bind_addr: str = ":8001"
+    advertise_addr: str = ""
+    auth: AuthConfig = field(factory=AuthConfig)
+    rebalance: RebalanceConfig = field(factory=RebalanceConfig)
+    tls: ServerTLSConfig = field(factory=ServerTLSConfig)
+    tenants: tuple[TenantConfig, ...] = ()
+
+
+@frozen
+class AdminConfig:
+    """
+    The admin port (health, metrics, status).
+    """
+
+    bind_addr: str = ":8002"
+    advertise_addr: str = ""
+    auth: AuthConfig = field(factory=AuthConfig)
+    tls: ServerTLSConfig = field(factory=ServerTLSConfig)
+
+
+@frozen
+class GossipConfig:
+    """
+    The gossip port (TCP and UDP on the same address).
+    """
+
+    bind_addr: str = ":8003"
+    advertise_addr: str = ""
+    interval: float = duration(0.1)
+    max_packet_size: int = 1400
+
+
+@frozen
+class ClusterConfig:
+    """
+    Cluster membership.  ``node_id`` is filled in at load time when empty
+    (``node_id_prefix`` + 7 random characters).
+    """
+
+    node_id: str = ""
+    node_id_prefix: str = ""
+    join: tuple[str, ...] = ()
+    join_timeout: float = duration(60.0)
+    abort_if_join_fails: bool = True
+    gossip: GossipConfig = field(factory=GossipConfig)
+
+
+@frozen
+class ServerConfig:
+    """
+    Everything ``piko server`` / ``twistd piko-server`` needs.
+    """
+
+    proxy: ProxyConfig = field(factory=ProxyConfig)
+    upstream: UpstreamConfig = field(factory=UpstreamConfig)
+    admin: AdminConfig = field(factory=AdminConfig)
+    cluster: ClusterConfig = field(factory=ClusterConfig)
+    log: LogConfig = field(factory=LogConfig)
+    grace_period: float = duration(60.0)
+
+
+# --- agent -----------------------------------------------------------------
+
+
+@frozen
+class ListenerHTTPClientConfig:
+    """
+    The agent's HTTP client to the local service.  ``max_idle_conns`` of 0
+    means unlimited (YAML ``-1``; YAML ``0`` means the default 100, as in Go).
+    """
+
+    keep_alive_timeout: float = duration(30.0)
+    idle_conn_timeout: float = duration(90.0)
+    max_idle_conns: int = 100
+    disable_compression: bool = False
+
+
+@frozen
+class ListenerConfig:
+    """
+    One agent listener: one WebSocket to the server for ``endpoint_id``,
+    forwarding to ``addr``.  ``timeout`` has no default in YAML (Go reports
+    ``missing timeout``); the ``http``/``tcp`` subcommands default it to 10s.
+    """
+
+    endpoint_id: str = ""
+    addr: str = ""
+    protocol: str = "http"
+    access_log: AccessLogConfig = field(factory=AccessLogConfig)
+    timeout: float = duration(0.0)
+    http_client: ListenerHTTPClientConfig = field(factory=ListenerHTTPClientConfig)
+    tls: ConnectTLSConfig = field(factory=ConnectTLSConfig)
+
+    def url(self) -> str | None:
+        """
+        The HTTP target URL (``3000`` -> ``http://localhost:3000``), or
+        ``None`` if ``addr`` is invalid.
+        """
+        from piko.config._addr import local_url
+
+        return local_url(self.addr)
+
+    def host(self) -> str | None:
+        """
+        The TCP target ``host:port`` (``3000`` -> ``localhost:3000``), or
+        ``None`` if ``addr`` is invalid.
+        """
+        from piko.config._addr import local_host
+
+        return local_host(self.addr)
+
+
+@frozen
+class ConnectConfig:
+    """
+    How the agent reaches the server's upstream port.
+    """
+
+    url: str = "http://localhost:8001"
+    token: str = ""
+    tenant_id: str = ""
+    timeout: float = duration(30.0)
+    tls: ConnectTLSConfig = field(factory=ConnectTLSConfig)
+    proxy_url: str = ""
+
+
+@frozen
+class AgentServerConfig:
+    """
+    The agent's optional metrics server (``GET /metrics``).
+    """
+
+    enabled: bool = False
+    bind_addr: str = ":5000"
+
+
+@frozen
+class AgentConfig:
+    """
+    Everything ``piko agent`` / ``twistd piko-agent`` needs.
+    """
+
+    listeners: tuple[ListenerConfig, ...] = ()
+    connect: ConnectConfig = field(factory=ConnectConfig)
+    server: AgentServerConfig = field(factory=AgentServerConfig)
+    log: LogConfig = field(factory=LogConfig)
+    grace_period: float = duration(60.0)
+
+
+# --- forward ---------------------------------------------------------------
+
+
+@frozen
+class PortConfig:
+    """
+    One local port to forward to ``endpoint_id``.
+    """
+
+    addr: str = ""
+    endpoint_id: str = ""
+
+    def host(self) -> str | None:
+        """
+        The local ``host:port`` to listen on (``3000`` -> ``localhost:3000``),
+        or ``None`` if ``addr`` is invalid.
+        """
+        from piko.config._addr import local_host
+
+        return local_host(self.addr)
+
+    def listen_endpoint(self) -> str:
+        """
+        The Twisted server endpoint description for this port.
+
+        :raises ValueError: if ``addr`` is invalid.
+        """
+        from piko.config._addr import listen_endpoint_description
+
+        host = self.host()
+        return listen_endpoint_description(host if host is not None else self.addr)
+
+
+@frozen
+class ForwardConnectConfig:
+    """
+    How ``piko forward`` reaches the server's *proxy* port.  ``timeout`` is
+    validated but unused, as in Go.
+    """
+
+    url: str = "http://localhost:8000"
+    token: str = ""
+    timeout: float = duration(30.0)
+    tls: ConnectTLSConfig = field(factory=ConnectTLSConfig)
+
+
+@frozen
+class ForwardConfig:
+    """
+    Everything ``piko forward`` / ``twistd piko-forward`` needs.
+    """
+
+    ports: tuple[PortConfig, ...] = ()
+    connect: ForwardConnectConfig = field(factory=ForwardConnectConfig)
+    log: LogConfig = field(factory=LogConfig)
+
+
+# --- command-line only -----------------------------------------------------
+
+
+@frozen
+class LoadConfig:
+    """
+    ``--config.path`` and ``--config.expand-env``: where the YAML comes from.
+    """
+
+    path: str = ""
+    expand_env: bool = False
+
+
+@frozen
+class StatusServerConfig:
+    """
+    The admin URL and (our addition) a bearer token for ``piko server status``.
+    """
+
+    url: str = "http://localhost:8002"
+    token: str = ""
+
+
+@frozen
+class StatusConfig:
+    """
+    Options shared by the ``piko server status`` commands.
+    """
+
+    server: StatusServerConfig = field(factory=StatusServerConfig)
+    forward: str = ""
+    status: str = ""
+
+
+for _cls in list(globals().values()):
+    if isinstance(_cls, type) and attrs.has(_cls):
+        attrs.resolve_types(_cls, globals())
+del _cls
