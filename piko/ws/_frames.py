@@ -1,0 +1,70 @@
+# -*- test-case-name: piko.test.ws.test_frames -*-
+"""
+Encoding of outgoing binary WebSocket frames.
+
+Autobahn's ``sendMessage`` validates its arguments, keeps traffic statistics
+and joins header and payload into one new string for every message.  On the
+hot path (one message per yamux frame) that work is pure overhead: our
+messages are always binary, unfragmented and uncompressed.  These helpers build
+just the header, so the payload can be handed to the TCP transport without an
+extra copy.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+
+from autobahn.websocket.xormasker import create_xor_masker
+
+_OPCODE_BINARY_FIN = 0x82
+_MASK_BIT = 0x80
+
+_SHORT = struct.Struct("!BB")
+_MEDIUM = struct.Struct("!BBH")
+_LONG = struct.Struct("!BBQ")
+_MASK_KEY = struct.Struct("!I")
+
+
+def binary_frame_header(length: int, mask_key: bytes | None = None) -> bytes:
+    """
+    Return the header of one final (FIN) binary frame carrying ``length`` bytes.
+
+    :param length: payload length; the smallest length encoding is used, as
+        RFC 6455 requires.
+    :param mask_key: the 4-byte masking key appended to the header for
+        client-to-server frames, or ``None`` for an unmasked server frame.
+    """
+    mask_bit = 0 if mask_key is None else _MASK_BIT
+    if length < 126:
+        header = _SHORT.pack(_OPCODE_BINARY_FIN, mask_bit | length)
+    elif length < 0x10000:
+        header = _MEDIUM.pack(_OPCODE_BINARY_FIN, mask_bit | 126, length)
+    else:
+        header = _LONG.pack(_OPCODE_BINARY_FIN, mask_bit | 127, length)
+    if mask_key is None:
+        return header
+    return header + mask_key
+
+
+def new_mask_key() -> bytes:
+    """
+    Return a fresh 4-byte masking key.
+
+    Masking only protects naive intermediaries against cache poisoning by
+    script-controlled payloads; like autobahn, a non-cryptographic generator is
+    enough for a non-browser client.
+    """
+    return _MASK_KEY.pack(random.getrandbits(32))
+
+
+def mask_payload(mask_key: bytes, payload: bytes) -> bytes:
+    """
+    Return ``payload`` XOR-ed with ``mask_key`` (the same call unmasks).
+
+    Uses autobahn's masker, which is native code (NVX) when available.
+    """
+    if not payload:
+        return payload
+    result: bytes = create_xor_masker(mask_key, len(payload)).process(payload)
+    return result
