@@ -21,6 +21,9 @@ class ProtocolError(MuxError):
 class SessionClosed(MuxError, ConnectionLost):
     """The session is closed (or closing): no stream can be opened or used."""
 
+    def __str__(self) -> str:
+        return " ".join(str(arg) for arg in self.args) or "session closed"
+
 
 class RemoteGoAway(MuxError):
     """The peer sent GoAway(0): it accepts no new streams, existing ones go on."""
@@ -40,3 +43,6 @@ class WriteTimeout(SessionClosed):
 
 class StreamReset(MuxError, ConnectionLost):
     """The stream was reset (RST) by the peer, or abandoned by a close timeout."""
+
+    def __str__(self) -> str:
+        return " ".join(str(arg) for arg in self.args) or "stream reset"

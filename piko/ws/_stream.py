@@ -267,6 +267,7 @@ class ByteStreamWebSocketMixin(WebSocketProtocol):
     def _abort_stream(self) -> None:
         """Abort the TCP connection."""
         self._stream_closing = True
+        self.wasClean = True
         self.dropConnection(abort=True)
 
     # -- internals ----------------------------------------------------------
@@ -296,6 +297,9 @@ class ByteStreamWebSocketMixin(WebSocketProtocol):
         if self._close_timer is not None or self._tcp_lost:
             return
         if self.state != WebSocketProtocol.STATE_CLOSED:
+            if self._error is None:
+                # Our own deliberate close: not worth autobahn's warning.
+                self.wasClean = True
             self.dropConnection(abort=False)
         else:
             self.transport.loseConnection()

@@ -319,6 +319,8 @@ class _DialRequest:
 class _DialFactory(Factory):
     """Builds the one client protocol of a :func:`connect` call."""
 
+    noisy = False
+
     def __init__(
         self,
         reactor: IReactorTime,

@@ -1,0 +1,98 @@
+# -*- test-case-name: piko.test.server.test_service -*-
+"""Listening on an endpoint string, and the HTTP connections of a port, tracked for draining."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.python.failure import Failure
+
+from piko.config import listen_endpoint_description
+from piko.http.server import HTTPServerProtocol, IRequestHandler
+
+
+class TrackedHTTPServerProtocol(HTTPServerProtocol):
+    """An :class:`HTTPServerProtocol` its factory knows about while it is connected."""
+
+    factory: HTTPPortFactory
+
+    def connectionMade(self) -> None:
+        """Count the connection in."""
+        self.factory.connections.add(self)
+        super().connectionMade()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        """Count the connection out."""
+        self.factory.connections.discard(self)
+        if reason is None:
+            super().connectionLost()
+        else:
+            super().connectionLost(reason)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a request is being answered (or the connection was handed over)."""
+        return self.current is not None or self._taken is not None
+
+
+class HTTPPortFactory(Factory):
+    """
+    Serves one port's HTTP connections with ``handler``.
+
+    :param header_timeout: Go's ``read_header_timeout``.
+    :param idle_timeout: Go's ``idle_timeout``.
+    :param max_header_bytes: Go's ``max_header_bytes``.
+    """
+
+    noisy = False
+
+    def __init__(
+        self,
+        handler: IRequestHandler,
+        clock: IReactorTime,
+        *,
+        header_timeout: float | None = 10.0,
+        idle_timeout: float | None = 300.0,
+        max_header_bytes: int = 1 << 20,
+    ) -> None:
+        self.handler = handler
+        self.clock = clock
+        self.header_timeout = header_timeout or None
+        self.idle_timeout = idle_timeout or None
+        self.max_header_bytes = max_header_bytes
+        self.connections: set[TrackedHTTPServerProtocol] = set()
+
+    def buildProtocol(self, addr: Any) -> TrackedHTTPServerProtocol:  # type: ignore[override]
+        protocol = TrackedHTTPServerProtocol(
+            self.handler,
+            self.clock,
+            max_header_bytes=self.max_header_bytes,
+            header_timeout=self.header_timeout,
+            idle_timeout=self.idle_timeout,
+        )
+        protocol.factory = self
+        return protocol
+
+    def close_idle(self) -> None:
+        """Close every connection that is not answering a request (draining)."""
+        for protocol in list(self.connections):
+            if not protocol.busy and protocol.transport is not None:
+                protocol.transport.loseConnection()
+
+    def busy_count(self) -> int:
+        """How many connections are answering a request."""
+        return sum(1 for protocol in self.connections if protocol.busy)
+
+
+def listen(reactor: Any, bind_addr: str, factory: Factory) -> Deferred[IListeningPort]:
+    """
+    Listen on a Go-style ``host:port`` or a Twisted endpoint string.
+
+    :raises ValueError: for an address that is neither.
+    """
+    endpoint = serverFromString(reactor, listen_endpoint_description(bind_addr))
+    return endpoint.listen(factory)

@@ -1,0 +1,152 @@
+# -*- test-case-name: piko.test.server.test_proxy_port -*-
+"""
+The proxy port: downstream HTTP requests, and raw TCP through ``/_piko/v1/tcp/<endpoint>``.
+
+HTTP requests name their endpoint by ``x-piko-endpoint`` or the first label
+of ``Host``; each is relayed on a new yamux stream to an upstream chosen
+round robin, rewritten as Go's ReverseProxy does.  ``GET /_piko/v1/tcp/<id>``
+opens the stream first (failures are answered with 502 JSON before any
+upgrade), then upgrades to a WebSocket spliced to the stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from urllib.parse import urlsplit
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from piko.http import errors
+from piko.http.head import RequestHead, endpoint_id_from_request
+from piko.http.proxy import EndpointConnector, ProxyExchange
+from piko.http.rewrite import BodyFraming, rewrite_request
+from piko.http.server import IRequestHandler, IServerExchange
+from piko.mux.endpoints import StreamClientEndpoint
+from piko.mux.errors import MuxError, RemoteGoAway
+from piko.server._takeover import WebSocketTakeover
+from piko.server.registry import IUpstreamRegistry
+from piko.server.upstream_port import UpstreamSession, endpoint_from_path
+from piko.splice import SpliceProtocol, join
+from piko.ws.server import HandshakeRequest, WebSocketAcceptor
+
+TCP_ROUTE = "/_piko/v1/tcp/"
+
+
+@implementer(IRequestHandler)
+class ProxyPortHandler:
+    """
+    Routes requests on the proxy port.
+
+    :param clock: for the proxy timeout.
+    :param registry: the local upstreams.
+    :param acceptor: runs the WebSocket handshakes of the TCP route.
+    :param timeout: seconds to wait for an upstream's response head
+        (``proxy.timeout``); ``None`` or 0 disables it.
+    :param authorize: checks a request and its endpoint; returns a refusal
+        response builder or ``None``.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        registry: IUpstreamRegistry,
+        acceptor: WebSocketAcceptor,
+        *,
+        timeout: float | None = 30.0,
+        authorize: Callable[[IServerExchange, str], Callable[..., bytes] | None] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.registry = registry
+        self.acceptor = acceptor
+        self.timeout = timeout or None
+        self.authorize = authorize
+        self.in_flight = 0
+
+    def request_received(self, exchange: IServerExchange) -> None:
+        """Send the request to the TCP route or the HTTP proxy."""
+        head = exchange.head
+        if head.method == b"GET":
+            path = urlsplit(head.target.decode("latin-1")).path
+            endpoint_id = endpoint_from_path(path, TCP_ROUTE)
+            if endpoint_id is not None:
+                self._tcp(exchange, endpoint_id)
+                return
+        self._http(exchange)
+
+    def _select(self, exchange: IServerExchange, endpoint_id: str) -> UpstreamSession | None:
+        if self.authorize is not None:
+            refusal = self.authorize(exchange, endpoint_id)
+            if refusal is not None:
+                exchange.respond(refusal)
+                return None
+        upstream: UpstreamSession | None = self.registry.select(endpoint_id)
+        if upstream is None:
+            exchange.respond(errors.no_available_upstreams)
+        return upstream
+
+    # -- HTTP ---------------------------------------------------------------
+
+    def _http(self, exchange: IServerExchange) -> None:
+        endpoint_id = endpoint_id_from_request(exchange.head.headers)
+        if endpoint_id is None:
+            exchange.respond(errors.missing_endpoint_id)
+            return
+        upstream = self._select(exchange, endpoint_id)
+        if upstream is None:
+            return
+        if upstream.remote_go_away:
+            self.registry.remove(endpoint_id, upstream)
+            exchange.respond(errors.upstream_unreachable)
+            return
+        peer = exchange.transport.getPeer()
+        rewrite: Callable[[RequestHead, BodyFraming], bytes] = partial(
+            rewrite_request, client_ip=getattr(peer, "host", None), close=True
+        )
+        relay = ProxyExchange(
+            exchange,
+            EndpointConnector(StreamClientEndpoint(upstream)),
+            self.clock,
+            rewrite,
+            timeout=self.timeout,
+        )
+        self.in_flight += 1
+        relay.start().addBoth(self._relay_started, relay)
+
+    def _relay_started(self, result: object, relay: ProxyExchange) -> None:
+        self.in_flight -= 1
+
+    # -- TCP ----------------------------------------------------------------
+
+    def _tcp(self, exchange: IServerExchange, endpoint_id: str) -> None:
+        upstream = self._select(exchange, endpoint_id)
+        if upstream is None:
+            return
+        if not exchange.upgrade:
+            exchange.respond(errors.websocket_bad_request)
+            return
+        stream_end, websocket_end = SpliceProtocol(), SpliceProtocol()
+        join(stream_end, websocket_end)
+        try:
+            stream = upstream.open_stream(stream_end)
+        except MuxError as error:
+            if isinstance(error, RemoteGoAway):
+                self.registry.remove(endpoint_id, upstream)
+            self.log.info("tcp route: upstream unreachable: {error}", error=str(error))
+            exchange.respond(errors.upstream_unreachable)
+            return
+
+        def on_handshake(request: HandshakeRequest) -> SpliceProtocol:
+            return websocket_end
+
+        def on_lost() -> None:
+            if websocket_end.transport is None and not stream.finished:
+                stream.abortConnection()
+
+        exchange.take_over(
+            WebSocketTakeover(self.acceptor, on_handshake, on_lost), replay_head=True
+        )
