@@ -8,6 +8,7 @@ every wait is on an event, bounded by trial's test timeout.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from attrs import evolve
@@ -109,10 +110,8 @@ class RawHTTPClient(Protocol):
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
         self.reader.feed_eof()
-        try:
+        with contextlib.suppress(Exception):
             self._drain()
-        except Exception:
-            pass
         for d in self.waiting:
             d.errback(reason)
         self.waiting = []

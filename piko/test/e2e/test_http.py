@@ -71,7 +71,7 @@ def maxrss_mib() -> float:
 class ProxyHTTPTests(E2ETestCase):
     @inlineCallbacks
     def test_get_rewritten_as_go(self) -> Any:
-        """A GET reaches the upstream with its path and query, Host kept and Go's forwarding headers."""
+        """A GET reaches the upstream with path, query and Host kept, plus Go's forward headers."""
         yield self.start_server()
         yield self.listen("my-ep", server.Site(Echo()))
         response = yield self.request(
@@ -102,7 +102,7 @@ class ProxyHTTPTests(E2ETestCase):
 
     @inlineCallbacks
     def test_keep_alive_and_pipelining(self) -> Any:
-        """Several requests on one keep-alive connection, pipelined, each get their answer in order."""
+        """Pipelined requests on one keep-alive connection each get their answer, in order."""
         yield self.start_server()
         yield self.listen("my-ep", server.Site(Echo()))
         client = yield self.http_client()
