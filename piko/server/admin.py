@@ -74,7 +74,10 @@ class AdminRoutes:
             return NOT_FOUND
         parts = urlsplit(target.decode("latin-1"))
         path = parts.path
-        _query = parse_qs(parts.query)
+        forward = parse_qs(parts.query).get("forward")
+        if forward and forward[0] != self.node.node_id:
+            # ?forward=<node>: this node knows no other node to forward to.
+            return EMPTY_NOT_FOUND
         if path == "/health":
             return AdminResponse(200)
         if path == "/ready":
