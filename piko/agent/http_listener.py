@@ -1,0 +1,178 @@
+# -*- test-case-name: piko.test.agent.test_http_listener -*-
+"""
+The agent's HTTP listener: each yamux stream is an HTTP/1.1 connection to reverse-proxy.
+
+Go's agent serves the Piko listener with an ``http.Server`` whose handler is
+``httputil.NewSingleHostReverseProxy(target)``.  Here every accepted stream runs
+:class:`~piko.http.server.HTTPServerProtocol` (no header or idle timeout, as Go's server has
+none), and every request starts a :class:`~piko.http.proxy.ProxyExchange` to the listener's
+:class:`~piko.agent.pool.ConnectionPool`:
+
+* the request keeps its ``Host``; ``X-Forwarded-For`` gets the stream's peer IP appended (the
+  Piko server's address, Go's ``RemoteAddr``); the target URL's path prefix and query are
+  joined in front; no ``Connection: close`` is added (the local connection is kept alive);
+* the answer on the stream is written the way Go's ``http.Server`` writes it: handler headers
+  sorted, ``Date``, and ``Connection: close`` when the request asked for it (the server always
+  does), so the stream FINs after the response;
+* the local service refusing or breaking before a head gives 502 ``upstream unreachable``;
+  no head within the listener timeout gives 504 ``upstream timeout`` (not applied to
+  ``Upgrade: websocket``, which passes through).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+from urllib.parse import urlsplit
+
+from attrs import frozen
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from piko.agent.pool import ConnectionPool, StaleConnection
+from piko.http.head import header_get
+from piko.http.proxy import ProxyExchange
+from piko.http.rewrite import rewrite_request
+from piko.http.server import HTTPServerProtocol, IRequestHandler, IServerExchange
+
+__all__ = ["AgentProxyExchange", "HTTPListenerFactory", "Target", "parse_target"]
+
+# Go's Request.isReplayable: these methods with no body may be sent again.
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
+
+
+@frozen
+class Target:
+    """
+    Where an HTTP listener forwards: Go's target URL, split.
+
+    :ivar tls: True for ``https``.
+    :ivar path: the URL path, joined in front of every request path.
+    :ivar query: the URL's raw query, merged before every request query.
+    """
+
+    host: str
+    port: int
+    tls: bool = False
+    path: bytes = b""
+    query: bytes = b""
+
+
+def parse_target(url: str) -> Target:
+    """
+    Split a listener URL (from :meth:`piko.config.ListenerConfig.url`).
+
+    :raises ValueError: for a scheme other than http/https or a URL with no host.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"invalid target url: {url}")
+    tls = parts.scheme == "https"
+    port = parts.port if parts.port is not None else (443 if tls else 80)
+    return Target(
+        host=parts.hostname,
+        port=port,
+        tls=tls,
+        path=parts.path.encode(),
+        query=parts.query.encode(),
+    )
+
+
+class AgentProxyExchange(ProxyExchange):
+    """
+    A :class:`ProxyExchange` that sends a replayable request once more on a fresh
+    connection when a reused one turned out dead before any response byte (Go's transport
+    retry for idempotent requests).
+    """
+
+    _retried = False
+
+    @property
+    def replayable(self) -> bool:
+        """Whether the request can be sent again: no body, and idempotent (or keyed)."""
+        exchange = self.exchange
+        if exchange.upgrade or not exchange.framing.empty:
+            return False
+        head = exchange.head
+        if head.method in _IDEMPOTENT:
+            return True
+        return (
+            header_get(head.headers, b"idempotency-key") is not None
+            or header_get(head.headers, b"x-idempotency-key") is not None
+        )
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        if (
+            reason.check(StaleConnection)
+            and not self._retried
+            and not self._done
+            and not self._got_head
+            and self.replayable
+            and isinstance(self.connector, ConnectionPool)
+        ):
+            self._retried = True
+            self.log.debug("reused connection was closed; retrying on a new connection")
+            self.exchange.unregister_producer()
+            self.transport = None
+            d = self.connector.connect(self, fresh=True)
+            d.addErrback(self._connect_failed)
+            return
+        super().connectionLost(reason)
+
+
+@implementer(IRequestHandler)
+class _ProxyHandler:
+    """Starts one :class:`AgentProxyExchange` per request read from a stream."""
+
+    def __init__(self, factory: HTTPListenerFactory) -> None:
+        self.factory = factory
+
+    def request_received(self, exchange: IServerExchange) -> None:
+        f = self.factory
+        peer = exchange.transport.getPeer()
+        client_ip = getattr(peer, "host", None)
+        rewrite = partial(
+            rewrite_request,
+            client_ip=client_ip if isinstance(client_ip, str) else None,
+            close=False,
+            target_path=f.target.path,
+            target_query=f.target.query,
+        )
+        proxy = f.exchange_class(exchange, f.pool, f.clock, rewrite, timeout=f.timeout)
+        proxy.start()
+
+
+class HTTPListenerFactory(Factory):
+    """
+    Builds the protocol for each stream of an HTTP listener.
+
+    :param clock: for the per-request timeout and the ``Date`` header.
+    :param pool: connections to the local service.
+    :param target: the target URL's parts (path prefix and query).
+    :param timeout: seconds to wait for a response head (the listener ``timeout``); None or
+        0 for no limit.
+    """
+
+    log = Logger()
+    exchange_class: Callable[..., Any] = AgentProxyExchange
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        pool: ConnectionPool,
+        target: Target,
+        *,
+        timeout: float | None = None,
+    ) -> None:
+        self.clock = clock
+        self.pool = pool
+        self.target = target
+        self.timeout = timeout or None
+        self._handler = _ProxyHandler(self)
+
+    def buildProtocol(self, addr: Any) -> HTTPServerProtocol:
+        return HTTPServerProtocol(self._handler, self.clock, header_timeout=None, idle_timeout=None)

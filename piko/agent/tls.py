@@ -1,0 +1,120 @@
+# -*- test-case-name: piko.test.agent.test_tls -*-
+"""
+Client TLS from a :class:`~piko.config.ConnectTLSConfig`, as Go's ``tls.Config`` is built.
+
+Used three ways: the agent to the server's upstream port (``connect.tls``), ``piko forward``
+to the proxy port, and an agent HTTP listener to an ``https://`` local service (the
+listener's ``tls``).  Verification uses service-identity (hostname or IP checks) through
+``optionsForClientTLS``; ``insecure_skip_verify`` turns every check off, as Go's does, which
+needs a small creator of its own because ``optionsForClientTLS`` always verifies.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from OpenSSL import SSL
+from OpenSSL.crypto import FILETYPE_PEM
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.ssl import (
+    Certificate,
+    CertificateOptions,
+    KeyPair,
+    PrivateCertificate,
+    optionsForClientTLS,
+    trustRootFromCertificates,
+)
+from zope.interface import implementer
+
+from piko.config import ConnectTLSConfig
+
+__all__ = ["client_tls", "load_certificates"]
+
+_BEGIN = b"-----BEGIN CERTIFICATE-----"
+
+
+def load_certificates(path: str) -> list[Certificate]:
+    """
+    Every certificate of a PEM bundle (Go's ``AppendCertsFromPEM`` takes them all).
+
+    :raises ValueError: when the file holds no certificate.
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    blocks = [_BEGIN + part for part in data.split(_BEGIN)[1:]]
+    if not blocks:
+        raise ValueError(f"{path}: no certificates found")
+    return [Certificate.loadPEM(block) for block in blocks]
+
+
+def _client_certificate(config: ConnectTLSConfig) -> PrivateCertificate | None:
+    if not config.cert:
+        return None
+    with open(config.cert, "rb") as f:
+        cert = Certificate.loadPEM(f.read())
+    with open(config.key or config.cert, "rb") as f:
+        key = KeyPair.load(f.read(), FILETYPE_PEM)
+    return PrivateCertificate.fromCertificateAndKeyPair(cert, key)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _UnverifiedClientTLS:
+    """
+    TLS without any certificate check (``insecure_skip_verify``), still sending SNI so
+    name-based virtual hosts pick the right certificate.
+    """
+
+    def __init__(self, hostname: str, options: CertificateOptions) -> None:
+        self._hostname = hostname
+        self._options = options
+
+    def clientConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
+        connection = SSL.Connection(self._options.getContext(), None)
+        connection.set_app_data(tlsProtocol)
+        if self._hostname and not _is_ip(self._hostname):
+            connection.set_tlsext_host_name(self._hostname.encode("idna"))
+        return connection
+
+
+def client_tls(hostname: str, config: ConnectTLSConfig) -> IOpenSSLClientConnectionCreator:
+    """
+    A TLS connection creator for ``hostname`` honouring ``config``.
+
+    :param hostname: the name (or IP) the server certificate must match.
+    :param config: ``root_cas`` (PEM bundle; default the host's trust store), ``cert``/``key``
+        (client certificate for mutual TLS), ``insecure_skip_verify``.
+    """
+    client_cert = _client_certificate(config)
+    if config.insecure_skip_verify:
+        kwargs: dict[str, object] = {"verify": False}
+        if client_cert is not None:
+            kwargs["privateKey"] = client_cert.privateKey.original
+            kwargs["certificate"] = client_cert.original
+        return _UnverifiedClientTLS(hostname, CertificateOptions(**kwargs))  # type: ignore[arg-type]
+    trust = None
+    if config.root_cas:
+        trust = trustRootFromCertificates(load_certificates(config.root_cas))
+    return optionsForClientTLS(hostname, trustRoot=trust, clientCertificate=client_cert)
+
+
+def tls_for_url(url: str, config: ConnectTLSConfig) -> IOpenSSLClientConnectionCreator | None:
+    """
+    The creator for a server URL: None for plain ``http``/``ws`` URLs, or for secure ones with
+    no TLS option set (the WebSocket client then verifies against the host's trust store).
+    """
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "wss"):
+        return None
+    if not (config.root_cas or config.cert or config.insecure_skip_verify):
+        return None
+    return client_tls(parts.hostname or "localhost", config)

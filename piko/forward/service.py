@@ -1,0 +1,161 @@
+# -*- test-case-name: piko.test.forward.test_service -*-
+"""
+The ``piko forward`` service: local TCP ports forwarded to Piko endpoints.
+
+As Go's ``forward/forwarder.go``: each configured port listens locally (a bare port on
+``127.0.0.1``, Go's ``localhost``), and each accepted connection is dialled to its endpoint
+through the proxy port's ``/_piko/v1/tcp/<endpoint>`` route
+(:meth:`piko.client.Dialer.dial`), once, without retry.  The local connection is not read
+until the dial completes; then the two are spliced with backpressure and half-close
+(:func:`piko.splice.join`).  A failed dial is logged (``502: no available upstreams``) and the
+local connection closed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IProtocol, IStreamServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from piko.agent.tls import tls_for_url
+from piko.client.dialer import Dialer
+from piko.config import ForwardConfig, PortConfig, listen_endpoint_description, local_host
+from piko.splice import SpliceProtocol, join
+
+__all__ = ["ForwardFactory", "ForwardService", "listen_description", "make_forward_service"]
+
+
+class _OneShotFactory(Factory):
+    def __init__(self, protocol: Protocol) -> None:
+        self._protocol = protocol
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        return self._protocol
+
+
+class _LocalSplice(SpliceProtocol):
+    """The local end: dials the endpoint when accepted, reading paused meanwhile."""
+
+    log = Logger()
+
+    def __init__(self, factory: ForwardFactory) -> None:
+        super().__init__()
+        self.factory = factory
+        self._dialing: Deferred[IProtocol] | None = None
+
+    def connectionMade(self) -> None:
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+        remote = SpliceProtocol()
+        join(self, remote)
+        d = self._dialing = self.factory.dialer.dial(
+            self.factory.endpoint_id, _OneShotFactory(remote)
+        )
+        d.addCallbacks(self._dialed, self._dial_failed)
+
+    def _dialed(self, protocol: IProtocol) -> None:
+        self._dialing = None
+        if self.transport is not None and not self._lost:
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+
+    def _dial_failed(self, reason: Failure) -> None:
+        self._dialing = None
+        if self._lost:
+            return
+        self.log.error(
+            "failed to dial endpoint: {error}",
+            endpoint_id=self.factory.endpoint_id,
+            error=str(reason.value),
+        )
+        self.peer = None
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
+        super().connectionLost(reason)
+        if self._dialing is not None:
+            dialing, self._dialing = self._dialing, None
+            dialing.cancel()
+
+
+class ForwardFactory(Factory):
+    """
+    Builds the protocol of each accepted local connection.
+
+    :param dialer: connects to the Piko proxy port (anything with Go's ``Dial`` shape,
+        ``dial(endpoint_id, factory) -> Deferred``).
+    :param endpoint_id: the endpoint this port forwards to.
+    """
+
+    def __init__(self, dialer: Dialer, endpoint_id: str) -> None:
+        self.dialer = dialer
+        self.endpoint_id = endpoint_id
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        return _LocalSplice(self)
+
+
+def listen_description(port: PortConfig) -> str:
+    """
+    The server endpoint string for a forward port: a bare port or ``localhost:<port>`` listens
+    on ``127.0.0.1`` (Go's ``localhost``, IPv4 only here); ``host:port`` as given; an endpoint
+    description (``tcp:...``, ``unix:...``) unchanged.
+
+    :raises ValueError: when the address is invalid.
+    """
+    host = local_host(port.addr)
+    if host is None:
+        return listen_endpoint_description(port.addr)
+    if host.startswith("localhost:"):
+        host = "127.0.0.1:" + host[len("localhost:") :]
+    return listen_endpoint_description(host)
+
+
+class ForwardService(MultiService):
+    """One :class:`StreamServerEndpointService` per forwarded port."""
+
+    log = Logger()
+
+
+def make_forward_service(
+    config: ForwardConfig,
+    reactor: Any,
+    *,
+    dialer: Dialer | None = None,
+    endpoint_factory: Callable[[Any, str], IStreamServerEndpoint] = serverFromString,
+) -> ForwardService:
+    """
+    Build the forward service for ``config``.
+
+    Listening failures (port in use) surface as usual for a ``StreamServerEndpointService``:
+    ``startService`` logs them, and with ``_raiseSynchronously`` set (we set it) a synchronous
+    failure raises from ``startService``, which the caller turns into exit status 1.
+
+    :param reactor: the reactor.
+    :param dialer: the :class:`Dialer` (tests inject a fake); by default from ``connect``.
+    :param endpoint_factory: ``serverFromString`` (tests inject a fake).
+    :raises ValueError: when a port address is invalid.
+    """
+    connect = config.connect
+    if dialer is None:
+        dialer = Dialer(
+            reactor,
+            connect.url,
+            token=connect.token or None,
+            tls=tls_for_url(connect.url, connect.tls),
+            timeout=connect.timeout,
+        )
+    service = ForwardService()
+    for port in config.ports:
+        endpoint = endpoint_factory(reactor, listen_description(port))
+        child = StreamServerEndpointService(endpoint, ForwardFactory(dialer, port.endpoint_id))
+        child._raiseSynchronously = True
+        child.setServiceParent(service)
+    return service

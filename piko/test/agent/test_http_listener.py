@@ -1,0 +1,173 @@
+# -*- test-case-name: piko.test.agent.test_http_listener -*-
+"""
+Tests for :mod:`piko.agent.http_listener`: an agent HTTP listener on a yamux pair in memory,
+against a fake local service, compared with the Go agent's recorded bytes.
+"""
+
+from twisted.internet.error import ConnectionLost
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from piko.agent.http_listener import HTTPListenerFactory, Target, parse_target
+from piko.agent.pool import ConnectionPool
+from piko.test.agent.helpers import FakeEndpoint, ListenerPair, mask_date, take
+from piko.test.interop import read_bytes
+
+STREAMS = "upstream-http/upstream-conn/conn1.streams/"
+ERRORS = "errors/upstream-conn/conn1.streams/"
+
+
+def local_response(agent_answer):
+    """
+    The local service's answer behind a recorded agent answer: the same headers minus the
+    ``Date`` and ``Connection`` the agent's server added, and the same body.
+    """
+    head, _, body = agent_answer.partition(b"\r\n\r\n")
+    lines = [
+        line for line in head.split(b"\r\n") if not line.startswith((b"Date:", b"Connection:"))
+    ]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def setup(mode="ok", timeout=10.0, target=None):
+    endpoint = FakeEndpoint(mode)
+    pair = ListenerPair(None)
+    pool = ConnectionPool(pair.clock, endpoint)
+    factory = HTTPListenerFactory(
+        pair.clock, pool, target or Target("127.0.0.1", 31080), timeout=timeout
+    )
+    pair.client.listen(factory)
+    return pair, endpoint, pool
+
+
+class HTTPListenerInteropTests(SynchronousTestCase):
+    def test_recorded_requests(self):
+        """
+        The three recorded stream requests reach the local service as the Go agent sent them,
+        on one kept-alive connection, and the answers on the streams match Go's bytes.
+        """
+        pair, endpoint, pool = setup()
+        for n, stream_id in ((1, 2), (2, 4), (3, 6)):
+            request = read_bytes(f"{STREAMS}stream-{stream_id}.server-to-agent.bin")
+            answer = read_bytes(f"{STREAMS}stream-{stream_id}.agent-to-server.bin")
+            recorder = pair.open()
+            recorder.transport.write(request)
+            pair.pump()
+            self.assertEqual(len(endpoint.transports), 1)
+            local = endpoint.transports[0]
+            self.assertEqual(take(local), read_bytes(f"upstream-http/local-service/req{n}.bin"))
+            endpoint.protocols[0].dataReceived(local_response(answer))
+            pair.pump()
+            self.assertEqual(mask_date(bytes(recorder.received)), mask_date(answer))
+            # The agent FINs the stream after its answer (Connection: close).
+            self.assertTrue(recorder.read_closed)
+            self.assertFalse(local.disconnecting)
+
+    def test_unreachable_502(self):
+        """A refused local connection answers Go's agent 502 on the stream, GET and POST."""
+        for stream_id in (2, 4):
+            pair, endpoint, pool = setup("refuse")
+            recorder = pair.open()
+            recorder.transport.write(read_bytes(f"{ERRORS}stream-{stream_id}.server-to-agent.bin"))
+            pair.pump()
+            expected = read_bytes(f"{ERRORS}stream-{stream_id}.agent-to-server.bin")
+            self.assertEqual(mask_date(bytes(recorder.received)), mask_date(expected))
+            self.assertTrue(recorder.read_closed)
+
+    def test_timeout_504(self):
+        """No response head within the listener timeout answers 504 upstream timeout."""
+        pair, endpoint, pool = setup("hang", timeout=10)
+        recorder = pair.open()
+        recorder.transport.write(read_bytes(f"{ERRORS}stream-2.server-to-agent.bin"))
+        pair.pump()
+        pair.clock.advance(9)
+        pair.pump()
+        self.assertEqual(bytes(recorder.received), b"")
+        pair.clock.advance(1)
+        pair.pump()
+        received = bytes(recorder.received)
+        self.assertTrue(received.startswith(b"HTTP/1.1 504 Gateway Timeout\r\n"), received)
+        self.assertTrue(received.endswith(b'\r\n\r\n{"error":"upstream timeout"}\n'))
+        self.assertIn(b"\r\nConnection: close\r\n", received)
+
+    def test_target_prefix_joined(self):
+        """The target URL's path prefix and query are joined to the request target."""
+        pair, endpoint, pool = setup(target=parse_target("http://localhost:3000/api?k=v"))
+        recorder = pair.open()
+        recorder.transport.write(b"GET /x?y=1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        pair.pump()
+        self.assertTrue(take(endpoint.transports[0]).startswith(b"GET /api/x?k=v&y=1 HTTP/1.1\r\n"))
+
+    def test_stale_reused_connection_retried(self):
+        """A GET on a reused connection that died before any response byte is sent again."""
+        pair, endpoint, pool = setup()
+        request = read_bytes(f"{STREAMS}stream-2.server-to-agent.bin")
+        answer = read_bytes(f"{STREAMS}stream-2.agent-to-server.bin")
+        first = pair.open()
+        first.transport.write(request)
+        pair.pump()
+        endpoint.protocols[0].dataReceived(local_response(answer))
+        pair.pump()
+        second = pair.open()
+        second.transport.write(request)
+        pair.pump()
+        endpoint.protocols[0].connectionLost(Failure(ConnectionLost()))
+        pair.pump()
+        self.assertEqual(len(endpoint.transports), 2)
+        self.assertEqual(
+            take(endpoint.transports[1]), read_bytes("upstream-http/local-service/req1.bin")
+        )
+        endpoint.protocols[1].dataReceived(local_response(answer))
+        pair.pump()
+        self.assertEqual(mask_date(bytes(second.received)), mask_date(answer))
+
+    def test_post_on_stale_connection_not_retried(self):
+        """A POST whose reused connection died gets 502, it is not sent twice."""
+        pair, endpoint, pool = setup()
+        get = read_bytes(f"{STREAMS}stream-2.server-to-agent.bin")
+        answer = read_bytes(f"{STREAMS}stream-2.agent-to-server.bin")
+        first = pair.open()
+        first.transport.write(get)
+        pair.pump()
+        endpoint.protocols[0].dataReceived(local_response(answer))
+        pair.pump()
+        second = pair.open()
+        second.transport.write(read_bytes(f"{STREAMS}stream-4.server-to-agent.bin"))
+        pair.pump()
+        endpoint.protocols[0].connectionLost(Failure(ConnectionLost()))
+        pair.pump()
+        self.assertEqual(len(endpoint.transports), 1)
+        self.assertTrue(bytes(second.received).startswith(b"HTTP/1.1 502 Bad Gateway\r\n"))
+
+    def test_websocket_upgrade_passthrough(self):
+        """A 101 from the local service is relayed and bytes then pass both ways untouched."""
+        pair, endpoint, pool = setup(timeout=1)
+        recorder = pair.open()
+        recorder.transport.write(
+            b"GET /chat HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        pair.pump()
+        pair.clock.advance(5)  # no timeout for upgrades
+        local = endpoint.transports[0]
+        self.assertIn(b"\r\nUpgrade: websocket\r\n", take(local))
+        endpoint.protocols[0].dataReceived(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: a\r\n\r\nfrom-local"
+        )
+        pair.pump()
+        self.assertTrue(
+            bytes(recorder.received).startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+        )
+        self.assertTrue(bytes(recorder.received).endswith(b"\r\n\r\nfrom-local"))
+        recorder.transport.write(b"to-local")
+        pair.pump()
+        self.assertEqual(take(local), b"to-local")
+
+
+class ParseTargetTests(SynchronousTestCase):
+    def test_forms(self):
+        """Target URLs split into host, port (defaulted by scheme), TLS, path and query."""
+        self.assertEqual(parse_target("http://localhost:3000"), Target("localhost", 3000))
+        self.assertEqual(parse_target("https://h/p?q=1"), Target("h", 443, True, b"/p", b"q=1"))
+        self.assertRaises(ValueError, parse_target, "ftp://h:1")
