@@ -64,7 +64,12 @@ class BackoffTests(SynchronousTestCase):
     def test_full_jitter(self) -> None:
         """Each delay is drawn between zero and the ceiling."""
         draws: list[tuple[float, float]] = []
-        backoff = Backoff(0.5, 10.0, lambda low, high: draws.append((low, high)) or 0.0)
+
+        def record(low: float, high: float) -> float:
+            draws.append((low, high))
+            return 0.0
+
+        backoff = Backoff(0.5, 10.0, record)
         backoff.next_delay()
         backoff.next_delay()
         self.assertEqual(draws, [(0.0, 0.5), (0.0, 1.0)])

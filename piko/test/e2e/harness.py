@@ -134,7 +134,8 @@ class E2ETestCase(TestCase):
 
     def port_of(self, name: str, service: PikoServerService | None = None) -> int:
         service = service or self.server
-        return service.ports[name].getHost().port  # type: ignore[no-any-return]
+        port: int = getattr(service.ports[name].getHost(), "port")  # noqa: B009
+        return port
 
     def upstream(self, **kwargs: Any) -> Upstream:
         return Upstream(reactor, f"http://127.0.0.1:{self.port_of('upstream')}", **kwargs)

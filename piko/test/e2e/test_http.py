@@ -190,7 +190,12 @@ class ProxyHTTPTests(E2ETestCase):
         yield self.listen("my-ep", server.Site(Streaming()))
         client = yield self.http_client()
         got_first: Deferred[bytes] = Deferred()
-        client.on_chunk = lambda data: got_first.called or got_first.callback(data)
+
+        def on_chunk(data: bytes) -> None:
+            if not got_first.called:
+                got_first.callback(data)
+
+        client.on_chunk = on_chunk
         client.transport.write(get(b"/"))
         first = yield got_first
         self.assertEqual(first, b"first")

@@ -58,6 +58,7 @@ class FrontEnd(Protocol):
             return
         self.buffer += data
         if b"\r\n\r\n" in self.buffer:
+            assert self.transport is not None
             self.websocket = self.acceptor.accept(self.transport, self.buffer, self.on_handshake)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
