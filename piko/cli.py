@@ -91,9 +91,9 @@ def _start_logging(config: LogConfig, stream: IO[str]) -> None:
         LogLevel,
         LogLevelFilterPredicate,
         globalLogBeginner,
-        jsonFileLogObserver,
-        textFileLogObserver,
     )
+
+    from piko.logging import go_json_observer, readable_observer
 
     levels = {
         "debug": LogLevel.debug,
@@ -106,9 +106,9 @@ def _start_logging(config: LogConfig, stream: IO[str]) -> None:
         predicate.setLogLevelForNamespace(subsystem, LogLevel.debug)
     isatty = getattr(stream, "isatty", None)
     observer = (
-        textFileLogObserver(stream)
+        readable_observer(stream)
         if isatty is not None and isatty()
-        else jsonFileLogObserver(stream)
+        else go_json_observer(stream)
     )
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(observer, [predicate])], redirectStandardIO=False
@@ -140,6 +140,11 @@ def _run_service(program: str, config: Any, log_config: LogConfig, stderr: IO[st
             status[0] = 1
             reactor.stop()
 
+    failed = getattr(service, "failed", None)
+    if failed is not None:
+        # Services that can fail after starting (an agent listener whose first
+        # connection is refused) fire ``failed``; the program then exits 1.
+        failed.addCallback(lambda _: status.__setitem__(0, 1))
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: service.stopService() if service.running else None
