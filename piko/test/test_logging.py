@@ -42,5 +42,8 @@ class ObserverTests(SynchronousTestCase):
         """A terminal line shows time, level, subsystem and the message."""
         stream = io.StringIO()
         readable_observer(stream)(event())
-        line = "2026-11-26T13:33:20.25Z WARN  server.upstream_port: upstream connected: endpoint ep1"
+        line = (
+            "2026-11-26T13:33:20.25Z WARN  server.upstream_port: "
+            "upstream connected: endpoint ep1"
+        )
         self.assertEqual(stream.getvalue(), line + "\n")
