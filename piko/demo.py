@@ -40,8 +40,7 @@ class DemoService(resource.Resource):
         forwarded = request.getHeader(b"x-forwarded-for") or b"-"
         return (
             b"Hello from the demo service behind Piko!\n"
-            b"You asked for %s %s; X-Forwarded-For: %s\n"
-            % (request.method, request.uri, forwarded)
+            b"You asked for %s %s; X-Forwarded-For: %s\n" % (request.method, request.uri, forwarded)
         )
 
 
@@ -60,9 +59,7 @@ def _configs(base: int) -> tuple[ServerConfig, AgentConfig]:
         agent_config,
         connect=evolve(agent_config.connect, url=f"http://127.0.0.1:{base + 1}"),
         listeners=(
-            ListenerConfig(
-                endpoint_id="my-endpoint", addr=f"127.0.0.1:{base + 3}", timeout=10.0
-            ),
+            ListenerConfig(endpoint_id="my-endpoint", addr=f"127.0.0.1:{base + 3}", timeout=10.0),
         ),
         grace_period=2.0,
     )
