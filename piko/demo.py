@@ -23,8 +23,12 @@ from typing import Any
 from attrs import evolve
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.logger import FilteringLogObserver, LogLevel, LogLevelFilterPredicate
-from twisted.logger import globalLogBeginner
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+)
 from twisted.web import resource, server
 
 from piko.config import AgentConfig, ListenerConfig, ServerConfig
@@ -89,7 +93,8 @@ def run(reactor: Any, base: int, once: bool) -> Any:
     url = f"http://127.0.0.1:{base}/hello?from=piko-demo"
     print(f"\n$ curl -H 'x-piko-endpoint: my-endpoint' '{url}'")
     pool = HTTPConnectionPool(reactor, persistent=False)
-    response = yield treq.get(url, headers={"x-piko-endpoint": "my-endpoint"}, pool=pool)
+    headers: dict[bytes | str, bytes | str] = {"x-piko-endpoint": "my-endpoint"}
+    response = yield treq.get(url, headers=headers, pool=pool)
     body = yield response.text()
     print(f"HTTP {response.code}\n{body}")
     print(

@@ -1,4 +1,4 @@
-"""The README's first command: ``python -m piko.demo`` sends a request through and exits with --once."""
+"""The README's first command: ``python -m piko.demo --once`` sends a request through."""
 
 from __future__ import annotations
 
