@@ -277,8 +277,10 @@ class Stream:
             protocol.writeConnectionLost()
 
     def _pause_producer(self) -> None:
+        # Like Twisted's own transports, ask again on every write over the mark:
+        # a producer may have resumed itself since the last request.
         producer = self._producer
-        if producer is not None and not self._producer_paused and self._streaming_producer:
+        if producer is not None and self._streaming_producer:
             self._producer_paused = True
             producer.pauseProducing()  # type: ignore[attr-defined]
 

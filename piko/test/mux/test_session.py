@@ -320,6 +320,19 @@ class FlowControlTests(SynchronousTestCase):
         )
         self.assertFalse(producer.paused)
 
+    def test_self_resuming_producer_paused_again(self) -> None:
+        """A producer that resumes itself is paused again by the next write over the mark."""
+        pair = SessionPair()
+        stream = pair.server.open_stream(Recorder())
+        pair.server.pauseProducing()
+        producer = FakeProducer()
+        stream.registerProducer(producer, True)
+        self.assertTrue(producer.paused)
+        producer.resumeProducing()
+        stream.write(b"x" * (64 * 1024 + 1))
+        self.assertTrue(producer.paused)
+        self.assertEqual(producer.pauses, 2)
+
     def test_write_timeout(self) -> None:
         """A transport that stays paused past the write timeout kills the session."""
         pair = SessionPair()
