@@ -40,7 +40,7 @@ class SlowReader(Protocol):
     def connectionMade(self) -> None:
         self.count = 0
         self.digest = hashlib.sha256()
-        self.done = self.factory.results.pop(0)  # type: ignore[attr-defined]
+        self.done = self.factory.results.pop(0)
 
     def dataReceived(self, data: bytes) -> None:
         before = self.count
@@ -133,8 +133,12 @@ class MuxOverWebSocketTests(TestCase):
             f"ws://127.0.0.1:{port.getHost().port}/mux",
             Factory.forProtocol(lambda: Session(reactor, client=False)),
         )
-        self.addCleanup(lambda: [s.close() for s in (sender, *receivers)])
-        tcp = sender.transport._websocket.transport  # type: ignore[union-attr]
+        def close_all() -> None:
+            for session in (sender, *receivers):
+                session.close()
+
+        self.addCleanup(close_all)
+        tcp = sender.transport._websocket.transport
         streams: list[Any] = []
         peak = [0]
 
