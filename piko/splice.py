@@ -10,9 +10,10 @@ of the other, so a slow side pauses the reading of the fast one and memory
 stays bounded by the transports' own buffers.
 
 A half-close travels across: when one side's read half ends, the other side's
-write half is shut (``loseWriteConnection`` where the transport has it, a
-full close where it has not, such as a WebSocket, as Go does).  The pair is
-closed once both directions have ended, or either connection is lost.
+write half is shut (``loseWriteConnection`` where the transport has it: TCP,
+yamux streams (FIN) and our WebSockets (a Close frame after which we still
+read); a full close where it has not).  The pair is closed once both
+directions have ended, or either connection is lost.
 """
 
 from __future__ import annotations

@@ -29,9 +29,16 @@ class WebSocketOptions:
     :ivar close_timeout: seconds we allow, after sending a Close frame, for our
         buffered bytes to reach the peer before the TCP connection is aborted.
         Go never answers Close frames meaningfully, so we never wait for a reply.
+    :ivar half_close_timeout: seconds a half-closed stream may stay so (we
+        sent our Close frame and still read, or the peer sent its Close frame
+        and we still write) before the stream is closed in full.  ``0``, the
+        default, waits for ever: the other side may legitimately take long
+        (it is relaying a reply), and the yamux session and stream layers
+        have their own timeouts.
     """
 
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     max_frame_size: int = DEFAULT_MAX_MESSAGE_SIZE
     open_handshake_timeout: float = 60.0
     close_timeout: float = 5.0
+    half_close_timeout: float = 0.0

@@ -13,6 +13,20 @@ passes straight through to the TCP connection underneath.
 The shared behaviour lives in :class:`ByteStreamWebSocketMixin`, mixed into
 autobahn's Twisted server and client protocols by :mod:`piko.ws.server` and
 :mod:`piko.ws.client`.
+
+Half-close goes further than Go.  Go Piko closes the whole WebSocket when a
+local connection half-closes (``shutdown(SHUT_WR)``, ``nc -N``), so a reply
+still on its way is lost.  RFC 6455 (section 5.5.1) already carries a
+half-close on the same wire: an endpoint that has sent a Close frame sends no
+more data frames but still receives them until the peer's Close frame arrives,
+and the receiver "MAY delay sending its Close frame until its current message
+is sent".  So :meth:`WebSocketStreamTransport.loseWriteConnection` sends a
+Close frame and keeps reading; and a Close frame from the peer, when the inner
+protocol provides ``IHalfCloseableProtocol``, becomes its
+``readConnectionLost`` while it goes on writing, our own Close frame following
+when it closes.  Against a Go peer this is no worse than Go itself: gorilla
+answers a Close frame with its own and Go Piko then closes the connection,
+exactly what it does on a local half-close.
 """
 
 from __future__ import annotations
@@ -21,11 +35,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from autobahn.websocket.protocol import WebSocketProtocol
-from twisted.internet.error import ConnectionDone
+from autobahn.websocket.utf8validator import Utf8Validator
+from twisted.internet.error import ConnectionDone, TimeoutError
 from twisted.internet.interfaces import (
     IAddress,
     IConsumer,
     IDelayedCall,
+    IHalfCloseableProtocol,
     IProducer,
     IProtocol,
     IPushProducer,
@@ -66,6 +82,13 @@ class WebSocketStreamTransport:
     frame at once pays the per-message cost once.  Producer calls go to the
     TCP transport, so pausing this transport stops reading the socket and a
     full socket pauses the producer registered here.
+
+    ``loseWriteConnection`` half-closes as ``ITCPTransport`` does, with a
+    WebSocket Close frame in place of a TCP FIN (see the module docstring).
+    As with TCP, an inner protocol that provides ``IHalfCloseableProtocol``
+    gets ``readConnectionLost`` when the peer half-closes;
+    ``writeConnectionLost`` is never called (Twisted's TCP does not promise it
+    either).
     """
 
     def __init__(self, websocket: ByteStreamWebSocketMixin) -> None:
@@ -78,7 +101,10 @@ class WebSocketStreamTransport:
 
     @property
     def connected(self) -> bool:
-        """Whether the stream is still open for writing."""
+        """
+        Whether the stream has not been closed in full; a half-closed stream
+        is still connected, as a half-closed TCP connection is.
+        """
         return not self._websocket._stream_closing
 
     def write(self, data: bytes) -> None:
@@ -92,6 +118,19 @@ class WebSocketStreamTransport:
     def loseConnection(self) -> None:
         """Send a Close frame (1000), then drop TCP once our bytes are flushed."""
         self._websocket._close_stream()
+
+    def loseWriteConnection(self) -> None:
+        """
+        Half-close: send a Close frame (1000) after the bytes already written,
+        ignore later writes, and go on reading until the peer's Close frame
+        (or TCP EOF) ends the connection.
+
+        If the peer has already sent its Close frame, this completes the close
+        as :meth:`loseConnection` does.  A Go peer answers at once with its
+        own Close frame and drops the connection, so the reply a half-close
+        waits for only arrives from a peer built on this module.
+        """
+        self._websocket._close_write()
 
     def abortConnection(self) -> None:
         """Drop the TCP connection at once, discarding unsent bytes."""
@@ -151,6 +190,11 @@ class ByteStreamWebSocketMixin(WebSocketProtocol):
     _stream_closing: bool = False
     _error: Failure | None = None
     _close_timer: IDelayedCall | None = None
+    _half_close_timer: IDelayedCall | None = None
+    #: We sent our Close frame by ``loseWriteConnection`` and are still reading.
+    _write_closed: bool = False
+    #: The peer's Close frame arrived; nothing more will be delivered.
+    _read_closed: bool = False
     _tcp_lost: bool = False
     _is_client: bool = False
 
@@ -194,7 +238,7 @@ class ByteStreamWebSocketMixin(WebSocketProtocol):
         Message boundaries carry no meaning, so nothing is reassembled: each
         TCP read yields at most one ``dataReceived`` per frame it touches.
         """
-        if payload and not self._stream_closing and not self.failedByMe:
+        if payload and not self._stream_closing and not self._read_closed and not self.failedByMe:
             inner = self._inner
             if inner is not None:
                 inner.dataReceived(payload)
@@ -207,11 +251,44 @@ class ByteStreamWebSocketMixin(WebSocketProtocol):
 
     def onCloseFrame(self, code: int, reasonRaw: bytes) -> bool | None:
         """
-        Let autobahn answer the Close frame, then drop TCP ourselves.
+        Handle the peer's Close frame: the end of a half-close, the start of
+        one, or a plain close.
 
-        Autobahn's client waits for the server to drop TCP; we do not wait,
-        as Go simply closes the socket.
+        * After our own ``loseWriteConnection`` this is the peer's answer: we
+          drop TCP once our bytes are flushed.  (Autobahn's server would abort
+          instead, discarding bytes still queued.)
+        * If the inner protocol provides ``IHalfCloseableProtocol``, it gets
+          ``readConnectionLost`` and may go on writing; our Close frame
+          follows when it closes.  Autobahn would answer at once, after which
+          it writes no more data.
+        * Otherwise autobahn answers the Close frame and we drop TCP without
+          waiting for the peer to (autobahn's client waits; Go simply closes).
         """
+        if self._read_closed:
+            # A second Close frame: the peer broke the protocol; ignore it.
+            return None
+        if self._write_closed and not self._stream_closing:
+            if not self._accept_close_frame(code, reasonRaw):
+                return True
+            self._read_closed = True
+            self._stream_closing = True
+            self.wasClean = True
+            self._drop_after_flush()
+            return None
+        inner = self._inner
+        if (
+            self.state == WebSocketProtocol.STATE_OPEN
+            and not self._stream_closing
+            and inner is not None
+            and IHalfCloseableProtocol.providedBy(inner)
+        ):
+            if not self._accept_close_frame(code, reasonRaw):
+                return True
+            self._read_closed = True
+            self.wasClean = True
+            self._start_half_close_timer()
+            inner.readConnectionLost()
+            return None
         result = WebSocketProtocol.onCloseFrame(self, code, reasonRaw)
         self._drop_after_flush()
         return result
@@ -220,6 +297,7 @@ class ByteStreamWebSocketMixin(WebSocketProtocol):
         """Tell the inner protocol (if any) that the stream ended, and why."""
         self._tcp_lost = True
         self._cancel_close_timer()
+        self._cancel_half_close_timer()
         super().connectionLost(reason)  # type: ignore[misc]
         self._stream_closing = True
         inner = self._inner
@@ -256,13 +334,35 @@ class ByteStreamWebSocketMixin(WebSocketProtocol):
             self.transport.writeSequence((header, data))
 
     def _close_stream(self) -> None:
-        """Send a normal Close frame and drop TCP once flushed."""
+        """
+        Send a normal Close frame (unless our half-close already sent one) and
+        drop TCP once flushed.
+        """
         if self._stream_closing:
             return
         self._stream_closing = True
         if self.state == WebSocketProtocol.STATE_OPEN:
-            self.sendCloseFrame(code=CLOSE_NORMAL, isReply=False)
+            self.sendCloseFrame(code=CLOSE_NORMAL, isReply=self._read_closed)
         self._drop_after_flush()
+
+    def _close_write(self) -> None:
+        """
+        Send a normal Close frame but keep reading (``loseWriteConnection``).
+
+        Autobahn moves to ``STATE_CLOSING``, where it still parses incoming
+        frames (it expects the peer's Close there) and :meth:`_send_binary`
+        writes nothing more.  The factories disable autobahn's own close
+        handshake timeout, so only ``half_close_timeout`` bounds the wait.
+        """
+        if self._stream_closing or self._write_closed:
+            return
+        if self._read_closed or self.state != WebSocketProtocol.STATE_OPEN:
+            # Both halves are now done (or there is nothing left to half-close).
+            self._close_stream()
+            return
+        self._write_closed = True
+        self.sendCloseFrame(code=CLOSE_NORMAL, isReply=False)
+        self._start_half_close_timer()
 
     def _abort_stream(self) -> None:
         """Abort the TCP connection."""
@@ -271,6 +371,34 @@ class ByteStreamWebSocketMixin(WebSocketProtocol):
         self.dropConnection(abort=True)
 
     # -- internals ----------------------------------------------------------
+
+    def _accept_close_frame(self, code: int | None, reason_raw: bytes | None) -> bool:
+        """
+        Record the peer's close code and reason, checking them as autobahn's
+        ``onCloseFrame`` does (which we bypass for half-closes).
+
+        :return: ``False`` if the frame was invalid and the connection is
+            being failed.
+        """
+        self.remoteCloseCode = None
+        self.remoteCloseReason = None
+        if code is not None and (
+            code < 1000
+            or (1000 <= code <= 2999 and code not in WebSocketProtocol.CLOSE_STATUS_CODES_ALLOWED)
+            or code >= 5000
+        ):
+            if self._protocol_violation(f"invalid close code {code}"):
+                return False
+            code = CLOSE_NORMAL
+        self.remoteCloseCode = code
+        if reason_raw is not None:
+            valid, ended, _, _ = Utf8Validator().validate(reason_raw)
+            if not (valid and ended):
+                if self._invalid_payload("invalid close reason (non-UTF8 payload)"):
+                    return False
+            else:
+                self.remoteCloseReason = reason_raw.decode("utf-8")
+        return True
 
     def _fail(self, code: int, reason: str) -> None:
         """
@@ -296,6 +424,7 @@ class ByteStreamWebSocketMixin(WebSocketProtocol):
         """
         if self._close_timer is not None or self._tcp_lost:
             return
+        self._cancel_half_close_timer()
         if self.state != WebSocketProtocol.STATE_CLOSED:
             if self._error is None:
                 # Our own deliberate close: not worth autobahn's warning.
@@ -317,6 +446,26 @@ class ByteStreamWebSocketMixin(WebSocketProtocol):
             if self._close_timer.active():
                 self._close_timer.cancel()
             self._close_timer = None
+
+    def _start_half_close_timer(self) -> None:
+        """Bound the half-closed state, if ``half_close_timeout`` asks for it."""
+        timeout = self._options.half_close_timeout
+        if timeout > 0 and self._half_close_timer is None and not self._tcp_lost:
+            self._half_close_timer = self._reactor.callLater(timeout, self._half_close_timed_out)
+
+    def _half_close_timed_out(self) -> None:
+        """The other half took too long: close in full; the inner protocol sees a timeout."""
+        self._half_close_timer = None
+        if self._error is None:
+            self._error = Failure(TimeoutError("WebSocket half-close timed out"))
+            self.wasNotCleanReason = "WebSocket half-close timed out"
+        self._close_stream()
+
+    def _cancel_half_close_timer(self) -> None:
+        if self._half_close_timer is not None:
+            if self._half_close_timer.active():
+                self._half_close_timer.cancel()
+            self._half_close_timer = None
 
     def _inner_reason(self, reason: Failure) -> Failure:
         """

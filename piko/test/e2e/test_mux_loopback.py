@@ -133,6 +133,7 @@ class MuxOverWebSocketTests(TestCase):
             f"ws://127.0.0.1:{port.getHost().port}/mux",
             Factory.forProtocol(lambda: Session(reactor, client=False)),
         )
+
         def close_all() -> None:
             for session in (sender, *receivers):
                 session.close()

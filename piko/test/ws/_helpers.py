@@ -8,8 +8,10 @@ import functools
 import hashlib
 import struct
 
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from piko.test.interop import read_bytes, read_json, read_jsonl
 from piko.ws import WebSocketAcceptor
@@ -38,6 +40,21 @@ class Recorder(Protocol):
     @property
     def data(self) -> bytes:
         return b"".join(self.received)
+
+
+@implementer(IHalfCloseableProtocol)
+class HalfCloseRecorder(Recorder):
+    """A L{Recorder} that accepts half-closes and records them."""
+
+    def __init__(self, echo: bool = False) -> None:
+        super().__init__(echo)
+        self.read_lost = False
+
+    def readConnectionLost(self) -> None:
+        self.read_lost = True
+
+    def writeConnectionLost(self) -> None:
+        pass
 
 
 class FrontEnd(Protocol):
