@@ -106,9 +106,7 @@ def _start_logging(config: LogConfig, stream: IO[str]) -> None:
         predicate.setLogLevelForNamespace(subsystem, LogLevel.debug)
     isatty = getattr(stream, "isatty", None)
     observer = (
-        readable_observer(stream)
-        if isatty is not None and isatty()
-        else go_json_observer(stream)
+        readable_observer(stream) if isatty is not None and isatty() else go_json_observer(stream)
     )
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(observer, [predicate])], redirectStandardIO=False

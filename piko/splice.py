@@ -18,9 +18,13 @@ directions have ended, or either connection is lost.
 
 from __future__ import annotations
 
+from typing import Any
+
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol, IProtocolFactory
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -143,3 +147,78 @@ def join(a: SpliceProtocol, b: SpliceProtocol) -> None:
             a.transport.loseConnection()
         else:
             _wire(a, b)
+
+
+class OneProtocolFactory(Factory):
+    """A factory that hands out one prepared protocol (for ``endpoint.connect``)."""
+
+    noisy = False
+
+    def __init__(self, protocol: Protocol) -> None:
+        self.protocol_instance = protocol
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        """Return the prepared protocol."""
+        return self.protocol_instance
+
+
+class DialingSplice(SpliceProtocol):
+    """
+    A splice end that, once connected, dials its other end.
+
+    Reading is paused until the dial completes, so nothing is held; a failed
+    dial is logged and closes this end; losing this end cancels the dial.
+    Subclasses say how to dial.
+    """
+
+    log = Logger()
+
+    #: The log message for a failed dial (``{error}`` is the failure's text).
+    dial_failed_message = "failed to dial: {error}"
+    #: Its level (Go's forward says error, its agent warn).
+    dial_failed_level = LogLevel.warn
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._dialing: Deferred[IProtocol] | None = None
+
+    def dial(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        """Connect a protocol from ``factory`` to the other end."""
+        raise NotImplementedError
+
+    def log_fields(self) -> dict[str, Any]:
+        """Extra fields for the failure log line."""
+        return {}
+
+    def connectionMade(self) -> None:
+        """Pause reading, and dial."""
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+        other = SpliceProtocol()
+        join(self, other)
+        d = self._dialing = self.dial(OneProtocolFactory(other))
+        d.addCallbacks(self._dialed, self._dial_failed)
+
+    def _dialed(self, protocol: IProtocol) -> None:
+        self._dialing = None
+        if self.transport is not None and not self._lost:
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+
+    def _dial_failed(self, reason: Failure) -> None:
+        self._dialing = None
+        if self._lost:
+            return
+        self.log.emit(
+            self.dial_failed_level,
+            self.dial_failed_message,
+            error=str(reason.value),
+            **self.log_fields(),
+        )
+        self.peer = None
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
+        """Cancel a dial still under way."""
+        super().connectionLost(reason)
+        if self._dialing is not None:
+            dialing, self._dialing = self._dialing, None
+            dialing.cancel()

@@ -14,66 +14,30 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IProtocol, IStreamClientEndpoint
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
-from twisted.python.failure import Failure
 
-from piko.splice import SpliceProtocol, join
+from piko.splice import DialingSplice
 
 __all__ = ["TCPListenerFactory"]
 
 
-class _OneShotFactory(Factory):
-    """Returns one prepared protocol to ``endpoint.connect``."""
+class _StreamSplice(DialingSplice):
+    """The stream end of the splice; it dials the local service when the stream opens."""
 
-    def __init__(self, protocol: Protocol) -> None:
-        self._protocol = protocol
-
-    def buildProtocol(self, addr: Any) -> Protocol:
-        return self._protocol
-
-
-class _StreamSplice(SpliceProtocol):
-    """The stream end of the splice; it dials the local end when the stream opens."""
-
-    log = Logger()
+    dial_failed_message = "failed to dial upstream: {error}"
 
     def __init__(self, factory: TCPListenerFactory) -> None:
         super().__init__()
         self.factory = factory
-        self._dialing: Deferred[IProtocol] | None = None
 
-    def connectionMade(self) -> None:
-        self.transport.pauseProducing()  # type: ignore[union-attr]
-        local = SpliceProtocol()
-        join(self, local)
-        d = self._dialing = self.factory.endpoint.connect(_OneShotFactory(local))
-        d.addCallbacks(self._dialed, self._dial_failed)
+    def dial(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        """Connect to the local service."""
+        return self.factory.endpoint.connect(factory)
 
-    def _dialed(self, protocol: IProtocol) -> None:
-        self._dialing = None
-        if self.transport is not None and not self._lost:
-            self.transport.resumeProducing()  # type: ignore[attr-defined]
-
-    def _dial_failed(self, reason: Failure) -> None:
-        self._dialing = None
-        if self._lost:
-            return
-        self.log.warn(
-            "failed to dial upstream: {error}",
-            endpoint_id=self.factory.endpoint_id,
-            error=reason.getErrorMessage(),
-        )
-        self.peer = None
-        self.transport.loseConnection()  # type: ignore[union-attr]
-
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
-        super().connectionLost(reason)
-        if self._dialing is not None:
-            dialing, self._dialing = self._dialing, None
-            dialing.cancel()
+    def log_fields(self) -> dict[str, Any]:
+        """Name the endpoint in the log line."""
+        return {"endpoint_id": self.factory.endpoint_id}
 
 
 class TCPListenerFactory(Factory):

@@ -20,69 +20,35 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IProtocol, IStreamServerEndpoint
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
-from twisted.python.failure import Failure
+from twisted.logger import Logger, LogLevel
 
 from piko.agent.tls import tls_for_url
 from piko.client.dialer import Dialer
 from piko.config import ForwardConfig, PortConfig, listen_endpoint_description, local_host
-from piko.splice import SpliceProtocol, join
+from piko.splice import DialingSplice
 
 __all__ = ["ForwardFactory", "ForwardService", "listen_description", "make_forward_service"]
 
 
-class _OneShotFactory(Factory):
-    def __init__(self, protocol: Protocol) -> None:
-        self._protocol = protocol
-
-    def buildProtocol(self, addr: Any) -> Protocol:
-        return self._protocol
-
-
-class _LocalSplice(SpliceProtocol):
+class _LocalSplice(DialingSplice):
     """The local end: dials the endpoint when accepted, reading paused meanwhile."""
 
-    log = Logger()
+    dial_failed_message = "failed to dial endpoint: {error}"
+    dial_failed_level = LogLevel.error
 
     def __init__(self, factory: ForwardFactory) -> None:
         super().__init__()
         self.factory = factory
-        self._dialing: Deferred[IProtocol] | None = None
 
-    def connectionMade(self) -> None:
-        self.transport.pauseProducing()  # type: ignore[union-attr]
-        remote = SpliceProtocol()
-        join(self, remote)
-        d = self._dialing = self.factory.dialer.dial(
-            self.factory.endpoint_id, _OneShotFactory(remote)
-        )
-        d.addCallbacks(self._dialed, self._dial_failed)
+    def dial(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        """Connect through the Piko proxy port."""
+        return self.factory.dialer.dial(self.factory.endpoint_id, factory)
 
-    def _dialed(self, protocol: IProtocol) -> None:
-        self._dialing = None
-        if self.transport is not None and not self._lost:
-            self.transport.resumeProducing()  # type: ignore[attr-defined]
-
-    def _dial_failed(self, reason: Failure) -> None:
-        self._dialing = None
-        if self._lost:
-            return
-        self.log.error(
-            "failed to dial endpoint: {error}",
-            endpoint_id=self.factory.endpoint_id,
-            error=str(reason.value),
-        )
-        self.peer = None
-        self.transport.loseConnection()  # type: ignore[union-attr]
-
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
-        super().connectionLost(reason)
-        if self._dialing is not None:
-            dialing, self._dialing = self._dialing, None
-            dialing.cancel()
+    def log_fields(self) -> dict[str, Any]:
+        """Name the endpoint in the log line."""
+        return {"endpoint_id": self.factory.endpoint_id}
 
 
 class ForwardFactory(Factory):

@@ -43,6 +43,7 @@ from piko.http.parser import (
 )
 from piko.http.rewrite import BodyFraming, response_headers_for_relay, upgrade_response_head
 from piko.http.server import IRequestReceiver, IServerExchange
+from piko.splice import OneProtocolFactory
 
 
 class IUpstreamConnector(Interface):
@@ -61,23 +62,6 @@ class IUpstreamConnector(Interface):
         """
 
 
-@implementer(IProtocolFactory)
-class _OneProtocolFactory:
-    """A factory that returns one prepared protocol (for ``endpoint.connect``)."""
-
-    def __init__(self, protocol: IProtocol) -> None:
-        self.protocol_instance = protocol
-
-    def buildProtocol(self, addr: Any) -> IProtocol:
-        return self.protocol_instance
-
-    def doStart(self) -> None:
-        pass
-
-    def doStop(self) -> None:
-        pass
-
-
 @implementer(IUpstreamConnector)
 class EndpointConnector:
     """
@@ -90,7 +74,7 @@ class EndpointConnector:
         self.endpoint = endpoint
 
     def connect(self, protocol: IProtocol) -> Deferred[IProtocol]:
-        factory: IProtocolFactory = _OneProtocolFactory(protocol)
+        factory: IProtocolFactory = OneProtocolFactory(protocol)  # type: ignore[arg-type]
         return self.endpoint.connect(factory)
 
     def release(self, protocol: IProtocol, reusable: bool) -> None:

@@ -43,7 +43,6 @@ class ObserverTests(SynchronousTestCase):
         stream = io.StringIO()
         readable_observer(stream)(event())
         line = (
-            "2026-11-26T13:33:20.25Z WARN  server.upstream_port: "
-            "upstream connected: endpoint ep1"
+            "2026-11-26T13:33:20.25Z WARN  server.upstream_port: upstream connected: endpoint ep1"
         )
         self.assertEqual(stream.getvalue(), line + "\n")
