@@ -28,6 +28,8 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from piko._tcp import tune
+
 
 @implementer(IHalfCloseableProtocol)
 class SpliceProtocol(Protocol):
@@ -50,6 +52,7 @@ class SpliceProtocol(Protocol):
 
     def connectionMade(self) -> None:
         """Wire up if the other end is already there; else wait for it."""
+        tune(self.transport)
         peer = self.peer
         if peer is not None and peer.transport is not None and not peer._lost:
             _wire(self, peer)

@@ -45,6 +45,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from piko._tcp import tune
 from piko.http.proxy import IUpstreamConnector
 
 __all__ = ["ConnectionPool", "StaleConnection"]
@@ -148,6 +149,10 @@ class _PooledConnection(Protocol):
         self.discarded = False
         self.paused = False
         self.idle_timer: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        """No Nagle: a request head and body written apart must not wait for an ACK."""
+        tune(self.transport)
 
     # -- lease management
 

@@ -11,6 +11,7 @@ from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
+from piko._tcp import tune
 from piko.config import listen_endpoint_description
 from piko.http.server import HTTPServerProtocol, IRequestHandler
 
@@ -22,6 +23,7 @@ class TrackedHTTPServerProtocol(HTTPServerProtocol):
 
     def connectionMade(self) -> None:
         """Count the connection in."""
+        tune(self.transport)
         self.factory.connections.add(self)
         super().connectionMade()
 

@@ -52,6 +52,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from piko._tcp import WEBSOCKET_BUFFER_SIZE, tune
 from piko.ws._frames import binary_frame_header, mask_payload, new_mask_key
 from piko.ws._options import WebSocketOptions
 
@@ -197,6 +198,11 @@ class ByteStreamWebSocketMixin(WebSocketProtocol):
     _read_closed: bool = False
     _tcp_lost: bool = False
     _is_client: bool = False
+
+    def connectionMade(self) -> None:
+        """Tune the TCP connection (no Nagle, a write buffer above one frame), then start."""
+        tune(self.transport, buffer_size=WEBSOCKET_BUFFER_SIZE)
+        super().connectionMade()  # type: ignore[misc]
 
     def _build_inner(self) -> IProtocol | None:
         """Return the inner protocol once the handshake has succeeded, or ``None`` to drop."""
