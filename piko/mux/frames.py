@@ -78,6 +78,10 @@ def encode_frame(
     return _pack_header(PROTOCOL_VERSION, frame_type, flags, stream_id, length) + payload
 
 
+_DATA = int(FrameType.DATA)
+_GO_AWAY = int(FrameType.GO_AWAY)
+
+
 class FrameDecoder:
     """
     Incremental decoder: feed it bytes in pieces of any size, get whole frames.
@@ -105,29 +109,36 @@ class FrameDecoder:
             decoder must not be used afterwards.
         """
         buffer = self._buffer
-        buffer += data
+        if buffer:
+            buffer += data
+            source: bytes | bytearray = buffer
+        else:
+            source = data
         frames: list[Frame] = []
         offset = 0
-        end = len(buffer)
-        while end - offset >= HEADER_SIZE:
-            version, frame_type, flags, stream_id, length = _unpack_header(buffer, offset)
-            if version != PROTOCOL_VERSION:
-                raise ProtocolError(f"invalid protocol version {version}")
-            if frame_type == FrameType.DATA:
-                if length > self._max_payload:
-                    raise ProtocolError(f"data frame of {length} bytes exceeds any window")
-                stop = offset + HEADER_SIZE + length
-                if stop > end:
-                    break
-                frames.append(
-                    Frame(frame_type, flags, stream_id, length, bytes(buffer[offset + 12 : stop]))
-                )
-                offset = stop
-            elif frame_type <= FrameType.GO_AWAY:
-                frames.append(Frame(frame_type, flags, stream_id, length))
-                offset += HEADER_SIZE
-            else:
-                raise ProtocolError(f"invalid message type {frame_type}")
-        if offset:
-            del buffer[:offset]
+        end = len(source)
+        with memoryview(source) as view:
+            while end - offset >= HEADER_SIZE:
+                version, frame_type, flags, stream_id, length = _unpack_header(source, offset)
+                if version != PROTOCOL_VERSION:
+                    raise ProtocolError(f"invalid protocol version {version}")
+                if frame_type == _DATA:
+                    if length > self._max_payload:
+                        raise ProtocolError(f"data frame of {length} bytes exceeds any window")
+                    stop = offset + HEADER_SIZE + length
+                    if stop > end:
+                        break
+                    payload = bytes(view[offset + HEADER_SIZE : stop])
+                    frames.append(Frame(frame_type, flags, stream_id, length, payload))
+                    offset = stop
+                elif frame_type <= _GO_AWAY:
+                    frames.append(Frame(frame_type, flags, stream_id, length))
+                    offset += HEADER_SIZE
+                else:
+                    raise ProtocolError(f"invalid message type {frame_type}")
+        if source is buffer:
+            if offset:
+                del buffer[:offset]
+        elif offset < end:
+            buffer += data[offset:]
         return frames

@@ -58,13 +58,18 @@ from piko.mux.frames import (
 if TYPE_CHECKING:
     from piko.mux.stream import Stream
 
+# Plain ints on the hot path: IntFlag/IntEnum operators run Python code.
 _pack_header = HEADER.pack
-_DATA = FrameType.DATA
-_WINDOW_UPDATE = FrameType.WINDOW_UPDATE
-_SYN = Flag.SYN
-_ACK = Flag.ACK
-_FIN = Flag.FIN
-_RST = Flag.RST
+_DATA = int(FrameType.DATA)
+_WINDOW_UPDATE = int(FrameType.WINDOW_UPDATE)
+_PING = int(FrameType.PING)
+_SYN = int(Flag.SYN)
+_ACK = int(Flag.ACK)
+_FIN = int(Flag.FIN)
+_RST = int(Flag.RST)
+#: Payloads smaller than this are joined to their header (one small copy
+#: beats a list); larger ones go to the transport as a separate piece.
+_JOIN_BELOW = 1024
 
 
 @frozen
@@ -139,6 +144,7 @@ class Session(Protocol):
         self._open_waiters: deque[Deferred[None]] = deque()
         self._pending_flush: dict[Stream, None] = {}
         self._output_paused = False
+        self._paused_since = 0.0
         self._write_timer: IDelayedCall | None = None
         self._ping_id = 0
         self._ping_timer: IDelayedCall | None = None
@@ -168,7 +174,7 @@ class Session(Protocol):
             for frame_type, flags, stream_id, length, payload in frames:
                 if frame_type <= _WINDOW_UPDATE:  # Data or WindowUpdate
                     self._on_stream_frame(frame_type, flags, stream_id, length, payload)
-                elif frame_type == FrameType.PING:
+                elif frame_type == _PING:
                     self._on_ping(flags, length)
                 else:
                     self._on_go_away(length)
@@ -187,30 +193,32 @@ class Session(Protocol):
     # -- IPushProducer (the transport's view of us) ---------------------------
 
     def pauseProducing(self) -> None:
-        """The transport is full: hold stream data until it drains."""
+        """
+        The transport is full: hold stream data until it drains.
+
+        Streams are not told: each keeps what it is given and pauses its own
+        producer past its high-water mark, which keeps memory bounded without
+        touching every stream on every pause (a busy session pauses often).
+        """
         if self._output_paused or self.closed:
             return
         self._output_paused = True
-        self._write_timer = self.clock.callLater(self.config.write_timeout, self._write_timed_out)
-        for stream in list(self._streams.values()):
-            stream._output_paused()
+        self._paused_since = self.clock.seconds()
+        if self._write_timer is None:
+            self._write_timer = self.clock.callLater(
+                self.config.write_timeout, self._check_write_timeout
+            )
 
     def resumeProducing(self) -> None:
-        """The transport drained: send what the streams hold, fairly."""
+        """The transport drained: send what the streams hold, in turn."""
         if not self._output_paused:
             return
         self._output_paused = False
-        if self._write_timer is not None and self._write_timer.active():
-            self._write_timer.cancel()
-        self._write_timer = None
         pending = self._pending_flush
         while pending and not self._output_paused and not self.closed:
             stream = next(iter(pending))
             del pending[stream]
             stream._flush()
-        if not self._output_paused:
-            for stream in list(self._streams.values()):
-                stream._output_resumed()
 
     def stopProducing(self) -> None:
         """The transport is going away."""
@@ -353,7 +361,12 @@ class Session(Protocol):
         if transport is None:
             return
         header = _pack_header(PROTOCOL_VERSION, frame_type, flags, stream_id, length)
-        transport.write(header + payload if payload else header)
+        if not payload:
+            transport.write(header)
+        elif len(payload) < _JOIN_BELOW:
+            transport.write(header + payload)
+        else:
+            transport.writeSequence((header, payload))
 
     def _want_flush(self, stream: Stream) -> None:
         self._pending_flush[stream] = None
@@ -505,9 +518,22 @@ class Session(Protocol):
         self.log.warn("yamux stream {id} was not acknowledged in time", id=stream.stream_id)
         self._terminate(Failure(StreamOpenTimeout("stream open timeout")))
 
-    def _write_timed_out(self) -> None:
+    def _check_write_timeout(self) -> None:
+        """
+        One timer for the whole time writes are blocked, not one per pause.
+
+        Fires ``write_timeout`` after a pause began; if the transport resumed
+        and paused again meanwhile, it re-arms for the newest pause.
+        """
         self._write_timer = None
-        self._terminate(Failure(WriteTimeout("connection write timeout")))
+        if not self._output_paused or self.closed:
+            return
+        deadline = self._paused_since + self.config.write_timeout
+        now = self.clock.seconds()
+        if now >= deadline:
+            self._terminate(Failure(WriteTimeout("connection write timeout")))
+        else:
+            self._write_timer = self.clock.callLater(deadline - now, self._check_write_timeout)
 
     # -- ending -------------------------------------------------------------
 

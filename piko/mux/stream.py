@@ -43,10 +43,10 @@ from piko.mux.frames import Flag, FrameType
 if TYPE_CHECKING:
     from piko.mux.session import Session
 
-_DATA = FrameType.DATA
-_WINDOW_UPDATE = FrameType.WINDOW_UPDATE
-_FIN = Flag.FIN
-_RST = Flag.RST
+_DATA = int(FrameType.DATA)
+_WINDOW_UPDATE = int(FrameType.WINDOW_UPDATE)
+_FIN = int(Flag.FIN)
+_RST = int(Flag.RST)
 
 #: Pause a registered producer when this much outgoing data waits.
 HIGH_WATER = 64 * 1024
@@ -203,7 +203,7 @@ class Stream:
         self._producer_paused = False
         if not streaming:
             producer.resumeProducing()  # type: ignore[attr-defined]
-        elif self._send_buffer or self._session._output_paused:
+        elif len(self._send_buffer) > HIGH_WATER:
             self._pause_producer()
 
     def unregisterProducer(self) -> None:
@@ -236,8 +236,13 @@ class Stream:
         max_frame = session.config.max_frame_payload
         while buffer and self._send_window > 0 and not session._output_paused:
             size = min(len(buffer), self._send_window, max_frame)
-            chunk = bytes(buffer[:size])
-            del buffer[:size]
+            if size == len(buffer):
+                chunk = bytes(buffer)
+                buffer.clear()
+            else:
+                with memoryview(buffer) as view:
+                    chunk = bytes(view[:size])
+                del buffer[:size]
             self._send_window -= size
             flags = self._take_flags()
             if not buffer and self._write_closing:
@@ -293,15 +298,6 @@ class Stream:
         elif self._producer_paused:
             self._producer_paused = False
             producer.resumeProducing()  # type: ignore[attr-defined]
-
-    def _output_paused(self) -> None:
-        """The session's transport is full."""
-        self._pause_producer()
-
-    def _output_resumed(self) -> None:
-        """The session's transport drained."""
-        if not self._send_buffer and not self.finished:
-            self._resume_producer()
 
     def _window_update(self, delta: int) -> None:
         self._send_window += delta

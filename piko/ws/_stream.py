@@ -36,6 +36,7 @@ from typing import Any
 
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.utf8validator import Utf8Validator
+from autobahn.websocket.xormasker import create_xor_masker
 from twisted.internet.error import ConnectionDone, TimeoutError
 from twisted.internet.interfaces import (
     IAddress,
@@ -113,8 +114,13 @@ class WebSocketStreamTransport:
         self._websocket._send_binary(data)
 
     def writeSequence(self, data: Iterable[bytes]) -> None:
-        """Send the concatenation of ``data`` as one binary message."""
-        self._websocket._send_binary(b"".join(data))
+        """
+        Send the concatenation of ``data`` as one binary message.
+
+        The pieces are not joined: a yamux header and its payload go to the
+        TCP transport as they are (masked piece by piece on the client).
+        """
+        self._websocket._send_binary_parts(list(data))
 
     def loseConnection(self) -> None:
         """Send a Close frame (1000), then drop TCP once our bytes are flushed."""
@@ -323,6 +329,23 @@ class ByteStreamWebSocketMixin(WebSocketProtocol):
             self.transport.unregisterProducer()
 
     # -- what the stream transport calls ------------------------------------
+
+    def _send_binary_parts(self, parts: list[bytes]) -> None:
+        """Send ``parts`` as one binary message without joining them first."""
+        length = sum(map(len, parts))
+        if not length or self.state != WebSocketProtocol.STATE_OPEN or self._stream_closing:
+            return
+        if length < _SEPARATE_PAYLOAD_THRESHOLD:
+            self._send_binary(b"".join(parts))
+            return
+        if self._is_client:
+            key = new_mask_key()
+            header = binary_frame_header(length, key)
+            masker = create_xor_masker(key, length)
+            parts = [masker.process(part) for part in parts if part]
+        else:
+            header = binary_frame_header(length)
+        self.transport.writeSequence([header, *parts])
 
     def _send_binary(self, data: bytes) -> None:
         """Send ``data`` as one unfragmented binary message (masked if client)."""

@@ -19,6 +19,7 @@ from piko.mux.errors import (
 )
 from piko.mux.frames import Flag, FrameType, encode_frame
 from piko.mux.session import SessionConfig
+from piko.mux.stream import HIGH_WATER
 from piko.test.mux.helpers import (
     HalfCloseRecorder,
     Recorder,
@@ -302,7 +303,7 @@ class FlowControlTests(SynchronousTestCase):
         self.assertIsInstance(self.successResultOf(pair.client.when_closed()), ProtocolError)
 
     def test_transport_backpressure_holds_streams(self) -> None:
-        """While the transport is paused, stream data waits and stream producers pause."""
+        """While the transport is paused stream data waits; producers pause past their mark."""
         pair = SessionPair()
         stream = pair.server.open_stream(Recorder())
         producer = FakeProducer()
@@ -310,15 +311,29 @@ class FlowControlTests(SynchronousTestCase):
         pair.clock.advance(0)
         pair.take_server_output()
         pair.server.pauseProducing()
-        self.assertTrue(producer.paused)
         stream.write(b"held")
         self.assertEqual(pair.take_server_output(), b"")
-        pair.server.resumeProducing()
-        self.assertEqual(
-            frames_of(pair.take_server_output())[0].payload,
-            b"held",
-        )
         self.assertFalse(producer.paused)
+        stream.write(b"x" * HIGH_WATER)
+        self.assertTrue(producer.paused)
+        pair.server.resumeProducing()
+        payload = b"".join(frame.payload for frame in frames_of(pair.take_server_output()))
+        self.assertEqual(payload, b"held" + b"x" * HIGH_WATER)
+        self.assertFalse(producer.paused)
+
+    def test_write_timeout_spans_repeated_pauses(self) -> None:
+        """Short pauses do not add up to a write timeout; one long pause does."""
+        pair = SessionPair()
+        for _ in range(5):
+            pair.server.pauseProducing()
+            pair.clock.advance(4)
+            pair.server.resumeProducing()
+        self.assertFalse(pair.server.closed)
+        pair.server.pauseProducing()
+        pair.clock.advance(9.9)
+        self.assertFalse(pair.server.closed)
+        pair.clock.advance(0.1)
+        self.assertTrue(pair.server.closed)
 
     def test_self_resuming_producer_paused_again(self) -> None:
         """A producer that resumes itself is paused again by the next write over the mark."""
@@ -327,9 +342,10 @@ class FlowControlTests(SynchronousTestCase):
         pair.server.pauseProducing()
         producer = FakeProducer()
         stream.registerProducer(producer, True)
+        stream.write(b"x" * (HIGH_WATER + 1))
         self.assertTrue(producer.paused)
         producer.resumeProducing()
-        stream.write(b"x" * (64 * 1024 + 1))
+        stream.write(b"x")
         self.assertTrue(producer.paused)
         self.assertEqual(producer.pauses, 2)
 
