@@ -54,6 +54,7 @@ from piko.mux.frames import (
     FrameType,
     GoAwayCode,
 )
+from piko.mux.stream import INITIAL_WINDOW
 
 if TYPE_CHECKING:
     from piko.mux.stream import Stream
@@ -139,7 +140,7 @@ class Session(Protocol):
         self._streams: dict[int, Stream] = {}
         self._backlog: deque[Stream] = deque()
         self._factory: IProtocolFactory | None = None
-        self._decoder = FrameDecoder(self.config.max_stream_window)
+        self._decoder = FrameDecoder(max(self.config.max_stream_window, INITIAL_WINDOW))
         self._unacked_opens = 0
         self._open_waiters: deque[Deferred[None]] = deque()
         self._pending_flush: dict[Stream, None] = {}
@@ -277,11 +278,7 @@ class Session(Protocol):
         stream._open_timer = self.clock.callLater(
             self.config.stream_open_timeout, self._open_timed_out, stream
         )
-        if self.config.coalesce_control:
-            stream._pending_flags = _SYN
-            stream._control_call = self.clock.callLater(0, stream._send_pending_control)
-        else:
-            self.send_frame(_WINDOW_UPDATE, _SYN, stream_id, 0)
+        self._send_control(stream, _SYN)
         stream._connect(protocol)
         return stream
 
@@ -427,16 +424,26 @@ class Session(Protocol):
         return stream if not stream.finished else None
 
     def _accept(self, stream: Stream, factory: IProtocolFactory) -> None:
-        if self.config.coalesce_control:
-            stream._pending_flags = _ACK
-            stream._control_call = self.clock.callLater(0, stream._send_pending_control)
-        else:
-            self.send_frame(_WINDOW_UPDATE, _ACK, stream.stream_id, 0)
+        self._send_control(stream, _ACK)
         protocol = factory.buildProtocol(stream.getPeer())
         if protocol is None:
             stream.abortConnection()
             return
         stream._connect(protocol)
+
+    def _send_control(self, stream: Stream, flag: int) -> None:
+        """
+        Send a new stream's SYN or ACK: on its first Data frame when coalescing
+        (and no extra window is to be granted), else as a WindowUpdate now,
+        carrying the window we grant beyond the initial one (as hashicorp does).
+        """
+        extra = stream._max_window - stream._recv_window
+        if self.config.coalesce_control and not extra:
+            stream._pending_flags = flag
+            stream._control_call = self.clock.callLater(0, stream._send_pending_control)
+            return
+        stream._recv_window += extra
+        self.send_frame(_WINDOW_UPDATE, flag, stream.stream_id, extra)
 
     def _stream_acked(self, stream: Stream) -> None:
         timer = stream._open_timer

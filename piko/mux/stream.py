@@ -51,6 +51,9 @@ _RST = int(Flag.RST)
 #: Pause a registered producer when this much outgoing data waits.
 HIGH_WATER = 64 * 1024
 
+#: yamux's initial per-stream window, which both ends assume without saying.
+INITIAL_WINDOW = 256 * 1024
+
 
 @implementer(IAddress)
 @frozen
@@ -80,10 +83,11 @@ class Stream:
         self._session = session
         self.stream_id = stream_id
         self.opened_locally = opened_locally
-        window = session.config.max_stream_window
-        self._max_window = window
-        self._send_window = window
-        self._recv_window = window
+        # Both ends start from the protocol's initial window; a larger
+        # max_stream_window is granted to the peer with a window update.
+        self._max_window = max(session.config.max_stream_window, INITIAL_WINDOW)
+        self._send_window = INITIAL_WINDOW
+        self._recv_window = INITIAL_WINDOW
         self._send_buffer = bytearray()
         self._recv_buffer: list[bytes] = []
         self._recv_buffered = 0

@@ -288,6 +288,24 @@ class FlowControlTests(SynchronousTestCase):
         [update] = frames_of(pair.take_client_output())
         self.assertEqual((update.type, update.length), (FrameType.WINDOW_UPDATE, WINDOW // 2))
 
+    def test_larger_window_granted_on_open(self) -> None:
+        """A larger max_stream_window is granted in the SYN's delta; the peer may then fill it."""
+        config = SessionConfig(max_stream_window=4 * WINDOW)
+        pair = SessionPair(config)
+        pair.client.listen(RecorderFactory())
+        opener = Recorder()
+        pair.server.open_stream(opener)
+        [syn] = frames_of(pair.take_server_output())
+        self.assertEqual((syn.flags, syn.length), (Flag.SYN, 3 * WINDOW))
+        pair.client.dataReceived(encode_frame(*syn))
+        pair.server.dataReceived(pair.take_client_output())
+        stream = pair.client._streams[2]
+        self.assertEqual(stream._send_window, 4 * WINDOW)
+        stream.write(b"z" * 4 * WINDOW)
+        pair.pump()
+        self.assertEqual(len(opener.received), 4 * WINDOW)
+        self.assertFalse(pair.server.closed)
+
     def test_window_overflow_is_protocol_error(self) -> None:
         """Data past the advertised window gets GoAway(1) and the session closes."""
         pair = SessionPair()
