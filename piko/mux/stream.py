@@ -269,8 +269,10 @@ class Stream:
             if self._fin_sent:
                 self._after_fin_sent()
                 return
-            if not session._output_paused:
-                self._resume_producer()
+            # Resume even if the session is paused now (the last frame may have
+            # filled the transport): the producer refills at most a high-water
+            # mark before it is paused again, and nothing else would wake it.
+            self._resume_producer()
 
     def _after_fin_sent(self) -> None:
         if self._fin_received:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
@@ -97,6 +97,50 @@ class TCPTests(E2ETestCase):
         client.transport.write(b"hello")
         client.transport.loseConnection()
         yield ended
+
+    @inlineCallbacks
+    def test_parallel_bulk_pushes_complete(self) -> Any:
+        """Four connections pushing 16 MiB each at full speed through one upstream all finish."""
+        yield self.start_server()
+        size = 16 * 1024 * 1024
+
+        class Sink(Protocol):
+            def connectionMade(self) -> None:
+                self.count = 0
+
+            def dataReceived(self, data: bytes) -> None:
+                self.count += len(data)
+                if self.count == size:
+                    self.transport.write(b"ok")
+
+        @implementer(IPushProducer)
+        class Push(Collector):
+            def connectionMade(self) -> None:
+                self.sent = 0
+                self.paused = False
+                self.transport.registerProducer(self, True)
+                self.resumeProducing()
+
+            def pauseProducing(self) -> None:
+                self.paused = True
+
+            def resumeProducing(self) -> None:
+                self.paused = False
+                while not self.paused and self.sent < size:
+                    self.transport.write(b"x" * 65536)
+                    self.sent += 65536
+
+            def stopProducing(self) -> None:
+                self.paused = True
+
+        yield self.listen("sink", Factory.forProtocol(Sink))
+        pushes = []
+        for _ in range(4):
+            push = yield self.dialer().dial("sink", Factory.forProtocol(Push))
+            self.addCleanup(lambda p=push: p.transport.loseConnection() or p.lost)
+            pushes.append(push)
+        acks = yield DeferredList([push.wait_for(2) for push in pushes], fireOnOneErrback=True)
+        self.assertEqual([ack for _, ack in acks], [b"ok"] * 4)
 
     @inlineCallbacks
     def test_unknown_endpoint_refused(self) -> Any:

@@ -339,6 +339,27 @@ class FlowControlTests(SynchronousTestCase):
         self.assertEqual(payload, b"held" + b"x" * HIGH_WATER)
         self.assertFalse(producer.paused)
 
+    def test_producer_resumed_when_last_frame_fills_transport(self) -> None:
+        """A drained stream resumes its producer even if its last frame paused the session."""
+        pair = SessionPair()
+        stream = pair.server.open_stream(Recorder())
+        producer = FakeProducer()
+        stream.registerProducer(producer, True)
+        pair.server.pauseProducing()
+        stream.write(b"x" * (HIGH_WATER + 1))
+        self.assertTrue(producer.paused)
+        write_sequence = pair.server_transport.writeSequence
+
+        def write_then_fill(data: list[bytes]) -> None:
+            write_sequence(data)
+            pair.server.pauseProducing()
+
+        pair.server_transport.writeSequence = write_then_fill  # type: ignore[method-assign]
+        pair.server.resumeProducing()
+        self.assertEqual(len(stream._send_buffer), 0)
+        self.assertTrue(pair.server.is_paused)
+        self.assertFalse(producer.paused)
+
     def test_write_timeout_spans_repeated_pauses(self) -> None:
         """Short pauses do not add up to a write timeout; one long pause does."""
         pair = SessionPair()
