@@ -137,8 +137,14 @@ class TCPTests(E2ETestCase):
         pushes = []
         for _ in range(4):
             push = yield self.dialer().dial("sink", Factory.forProtocol(Push))
-            self.addCleanup(lambda p=push: p.transport.loseConnection() or p.lost)
             pushes.append(push)
+
+        def close_all() -> Any:
+            for push in pushes:
+                push.transport.loseConnection()
+            return DeferredList([push.lost for push in pushes])
+
+        self.addCleanup(close_all)
         acks = yield DeferredList([push.wait_for(2) for push in pushes], fireOnOneErrback=True)
         self.assertEqual([ack for _, ack in acks], [b"ok"] * 4)
 
