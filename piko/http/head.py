@@ -92,15 +92,29 @@ def header_tokens(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> list[b
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
+#: Canonical forms already computed, by wire spelling: header names repeat from request to
+#: request, so the hot path is one dict lookup.  Bounded: cleared when full.
+_CANONICAL: dict[bytes, bytes] = {}
+_CANONICAL_MAX = 4096
+
+
 def canonical_key(name: bytes) -> bytes:
     """
     Go's ``textproto.CanonicalMIMEHeaderKey``: ``x-piko-endpoint`` -> ``X-Piko-Endpoint``.
 
     Names holding a byte that is not a token character are returned unchanged, as Go does.
     """
+    key = _CANONICAL.get(name)
+    if key is not None:
+        return key
     if any(c not in _TOKEN for c in name):
-        return name
-    return b"-".join(part[:1].upper() + part[1:].lower() for part in name.split(b"-"))
+        key = name
+    else:
+        key = b"-".join(part[:1].upper() + part[1:].lower() for part in name.split(b"-"))
+    if len(_CANONICAL) >= _CANONICAL_MAX:
+        _CANONICAL.clear()
+    _CANONICAL[bytes(name)] = key
+    return key
 
 
 def endpoint_id_from_request(headers: Sequence[tuple[bytes, bytes]]) -> str | None:
@@ -150,19 +164,40 @@ _GO_STATUS_TEXT = {
 }
 
 
+_STATUS_TEXT: dict[int, bytes] = {}
+
+
 def status_text(code: int) -> bytes:
     """Go's ``http.StatusText``, with Go's ``status code N`` fallback for unknown codes."""
+    text = _STATUS_TEXT.get(code)
+    if text is not None:
+        return text
     if code in _GO_STATUS_TEXT:
-        return _GO_STATUS_TEXT[code].encode()
-    try:
-        return HTTPStatus(code).phrase.encode()
-    except ValueError:
-        return b"status code %d" % (code,)
+        text = _GO_STATUS_TEXT[code].encode()
+    else:
+        try:
+            text = HTTPStatus(code).phrase.encode()
+        except ValueError:
+            text = b"status code %d" % (code,)
+    if len(_STATUS_TEXT) < 1024:
+        _STATUS_TEXT[code] = text
+    return text
+
+
+#: The last whole second formatted by :func:`http_date`, and its text: one format per second.
+_last_date: tuple[int, bytes] = (-1, b"")
 
 
 def http_date(seconds: float) -> bytes:
     """Format ``seconds`` since the epoch as Go's ``http.TimeFormat`` (RFC 7231 IMF-fixdate)."""
-    return formatdate(seconds, usegmt=True).encode()
+    global _last_date
+    whole = int(seconds // 1)
+    last, text = _last_date
+    if whole == last:
+        return text
+    text = formatdate(whole, usegmt=True).encode()
+    _last_date = (whole, text)
+    return text
 
 
 def serialize_headers(headers: Iterable[tuple[bytes, bytes]]) -> bytes:

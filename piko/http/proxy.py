@@ -238,7 +238,18 @@ class ProxyExchange(Protocol):
         if self._done and not self._got_head:
             return
         self.reader.feed(data)
-        self._process()
+        # A yamux stream downstream (the agent) holds what this read produces (head, body,
+        # FIN) and sends it as one frame.
+        downstream = self.exchange.transport
+        cork = getattr(downstream, "cork", None)
+        if cork is None:
+            self._process()
+            return
+        cork()
+        try:
+            self._process()
+        finally:
+            downstream.uncork()  # type: ignore[attr-defined]
 
     def _process(self) -> None:
         while not self._relaying:

@@ -101,6 +101,7 @@ class Stream:
         self._open_timer: IDelayedCall | None = None
         self._close_timer: IDelayedCall | None = None
         self._write_closing = False  # loseConnection asked; FIN once the buffer drains
+        self._corked = False
         self._fin_sent = False
         self._fin_received = False
         self._eof_delivered = False
@@ -150,12 +151,14 @@ class Stream:
             and size <= self._send_window
             and size <= session.config.max_frame_payload
             and not session._output_paused
+            and not self._corked
         ):
             self._send_window -= size
             session.send_frame(_DATA, self._take_flags(), self.stream_id, size, bytes(data))
             return
         self._send_buffer += data
-        self._flush()
+        if not self._corked:
+            self._flush()
 
     def writeSequence(self, data: list[bytes]) -> None:  # type: ignore[override]
         """Send the concatenation of ``data``."""
@@ -170,7 +173,26 @@ class Stream:
         if self._producer is not None and not self._streaming_producer:
             # A pull producer would never be asked again; drop it.
             self._producer = None
-        self._flush()
+        if not self._corked:
+            self._flush()
+
+    def cork(self) -> None:
+        """
+        Hold what is written (and a half-close) until :meth:`uncork`.
+
+        A protocol that answers with several writes and then closes, all in one call (a
+        response head, its body, the FIN), corks around them so that one Data frame carries
+        all of it, the FIN flag included: one WebSocket message instead of three.
+        """
+        self._corked = True
+
+    def uncork(self) -> None:
+        """Send what was held since :meth:`cork`."""
+        if not self._corked:
+            return
+        self._corked = False
+        if not self.finished and (self._send_buffer or self._write_closing):
+            self._flush()
 
     def loseWriteConnection(self) -> None:
         """Half-close the stream (the ``ITCPTransport`` spelling)."""

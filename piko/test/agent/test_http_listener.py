@@ -10,8 +10,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from piko.agent.http_listener import HTTPListenerFactory, Target, parse_target
 from piko.agent.pool import ConnectionPool
+from piko.mux.frames import Flag, FrameType
 from piko.test.agent.helpers import FakeEndpoint, ListenerPair, mask_date, take
 from piko.test.interop import read_bytes
+from piko.test.mux.helpers import frames_of
 
 STREAMS = "upstream-http/upstream-conn/conn1.streams/"
 ERRORS = "errors/upstream-conn/conn1.streams/"
@@ -62,6 +64,21 @@ class HTTPListenerInteropTests(SynchronousTestCase):
             # The agent FINs the stream after its answer (Connection: close).
             self.assertTrue(recorder.read_closed)
             self.assertFalse(local.disconnecting)
+
+    def test_response_read_at_once_is_one_frame(self):
+        """
+        A whole response read from the local service in one piece goes onto the stream as one
+        Data frame that also carries the FIN (head, body and close together).
+        """
+        pair, endpoint, pool = setup()
+        recorder = pair.open()
+        recorder.transport.write(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        pair.pump()
+        endpoint.protocols[0].dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        [frame] = frames_of(pair.take_client_output())
+        self.assertEqual((frame.type, frame.flags), (FrameType.DATA, Flag.FIN))
+        self.assertTrue(frame.payload.startswith(b"HTTP/1.1 200 OK\r\n"), frame.payload)
+        self.assertTrue(frame.payload.endswith(b"\r\n\r\nhello"), frame.payload)
 
     def test_unreachable_502(self):
         """A refused local connection answers Go's agent 502 on the stream, GET and POST."""

@@ -64,3 +64,14 @@ class HelperTests(SynchronousTestCase):
         self.assertEqual(status_text(502), b"Bad Gateway")
         self.assertEqual(status_text(599), b"status code 599")
         self.assertEqual(http_date(1795700650), b"Thu, 26 Nov 2026 13:44:10 GMT")
+
+    def test_cached_helpers_answer_again(self):
+        """Repeated calls (served from the caches) give the same answers as the first."""
+        for _ in range(2):
+            self.assertEqual(canonical_key(b"x-piko-endpoint"), b"X-Piko-Endpoint")
+            self.assertEqual(canonical_key(b"bad header"), b"bad header")
+            self.assertEqual(status_text(418), b"I'm a teapot")
+        self.assertEqual(http_date(1795700650.1), b"Thu, 26 Nov 2026 13:44:10 GMT")
+        self.assertEqual(http_date(1795700650.9), b"Thu, 26 Nov 2026 13:44:10 GMT")
+        self.assertEqual(http_date(1795700651.0), b"Thu, 26 Nov 2026 13:44:11 GMT")
+        self.assertEqual(http_date(-0.5), b"Wed, 31 Dec 1969 23:59:59 GMT")

@@ -211,6 +211,44 @@ class CloseTests(SynchronousTestCase):
         self.assertEqual(bytes(agent.received), payload)
         agent.lost.trap(ConnectionDone)
 
+    def test_cork_sends_writes_and_fin_as_one_frame(self) -> None:
+        """Writes and a close made while corked leave as one Data frame with the FIN flag."""
+        pair = SessionPair()
+        accepted = RecorderFactory(HalfCloseRecorder)
+        pair.client.listen(accepted)
+        opener = Recorder()
+        stream = pair.server.open_stream(opener)
+        pair.pump()
+        stream.cork()
+        stream.write(b"head ")
+        stream.write(b"body")
+        stream.loseConnection()
+        self.assertEqual(pair.take_server_output(), b"")
+        stream.uncork()
+        [frame] = frames_of(pair.take_server_output())
+        self.assertEqual(
+            (frame.type, frame.flags, frame.payload),
+            (FrameType.DATA, Flag.FIN, b"head body"),
+        )
+        pair.client.dataReceived(
+            encode_frame(frame.type, frame.flags, frame.stream_id, frame.length, frame.payload)
+        )
+        [agent] = accepted.built
+        assert isinstance(agent, HalfCloseRecorder)
+        self.assertEqual(bytes(agent.received), b"head body")
+        self.assertTrue(agent.read_closed)
+
+    def test_uncork_without_writes_sends_nothing(self) -> None:
+        """Uncorking a stream nothing was written to sends no frame."""
+        pair = SessionPair()
+        pair.client.listen(RecorderFactory())
+        stream = pair.server.open_stream(Recorder())
+        pair.pump()
+        stream.cork()
+        stream.uncork()
+        stream.uncork()
+        self.assertEqual(pair.take_server_output(), b"")
+
     def test_abort_resets_peer(self) -> None:
         """abortConnection sends RST; the peer's protocol loses the stream with StreamReset."""
         pair = SessionPair()
