@@ -42,7 +42,14 @@ class StreamClientEndpoint:
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         """Open a stream and connect a protocol built by ``protocolFactory``."""
-        return self.session.wait_for_open_slot().addCallback(lambda _: self._open(protocolFactory))
+        session = self.session
+        if session.open_slot_available:
+            # The common case, without a Deferred chain: open now.
+            try:
+                return succeed(self._open(protocolFactory))
+            except Exception:
+                return fail()
+        return session.wait_for_open_slot().addCallback(lambda _: self._open(protocolFactory))
 
     def _open(self, factory: IProtocolFactory) -> IProtocol:
         protocol = factory.buildProtocol(StreamAddress(0, None))

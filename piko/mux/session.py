@@ -280,7 +280,13 @@ class Session(Protocol):
         )
         self._send_control(stream, _SYN)
         stream._connect(protocol)
+        self._control_later(stream)
         return stream
+
+    @property
+    def open_slot_available(self) -> bool:
+        """Whether :meth:`wait_for_open_slot` would fire at once."""
+        return self._unacked_opens < self.config.accept_backlog or self.closed
 
     def wait_for_open_slot(self) -> Deferred[None]:
         """
@@ -289,7 +295,7 @@ class Session(Protocol):
         Go blocks ``OpenStream`` in the same situation; the peer would refuse
         the excess with RST.
         """
-        if self._unacked_opens < self.config.accept_backlog or self.closed:
+        if self.open_slot_available:
             d: Deferred[None] = Deferred()
             d.callback(None)
             return d
@@ -430,6 +436,7 @@ class Session(Protocol):
             stream.abortConnection()
             return
         stream._connect(protocol)
+        self._control_later(stream)
 
     def _send_control(self, stream: Stream, flag: int) -> None:
         """
@@ -439,11 +446,21 @@ class Session(Protocol):
         """
         extra = stream._max_window - stream._recv_window
         if self.config.coalesce_control and not extra:
+            # Held for the first Data frame; see _control_later for when none comes.
             stream._pending_flags = flag
-            stream._control_call = self.clock.callLater(0, stream._send_pending_control)
             return
         stream._recv_window += extra
         self.send_frame(_WINDOW_UPDATE, flag, stream.stream_id, extra)
+
+    def _control_later(self, stream: Stream) -> None:
+        """
+        After a new stream's protocol was connected: if its SYN or ACK is still held (the
+        protocol wrote nothing yet), send it at the next turn unless a Data frame written
+        before then carries it.  Scheduling only now spares a timer for the common case of
+        a protocol that writes in ``connectionMade``.
+        """
+        if stream._pending_flags and not stream.finished and stream._control_call is None:
+            stream._control_call = self.clock.callLater(0, stream._send_pending_control)
 
     def _stream_acked(self, stream: Stream) -> None:
         timer = stream._open_timer

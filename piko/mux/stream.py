@@ -48,6 +48,10 @@ _WINDOW_UPDATE = int(FrameType.WINDOW_UPDATE)
 _FIN = int(Flag.FIN)
 _RST = int(Flag.RST)
 
+#: The reason every cleanly closed stream gives, shared as Twisted shares
+#: ``protocol.connectionDone``: building a Failure per stream is costly.
+_STREAM_CLOSED = Failure(ConnectionDone("stream closed"))
+
 #: Pause a registered producer when this much outgoing data waits.
 HIGH_WATER = 64 * 1024
 
@@ -299,7 +303,7 @@ class Stream:
     def _after_fin_sent(self) -> None:
         if self._fin_received:
             if self._eof_delivered or not self._recv_buffer:
-                self._finish(Failure(ConnectionDone("stream closed")))
+                self._finish(_STREAM_CLOSED)
             return
         if self._close_timer is None:
             self._close_timer = self._session.clock.callLater(
@@ -390,7 +394,7 @@ class Stream:
             return
         self._eof_delivered = True
         if self._fin_sent:
-            self._finish(Failure(ConnectionDone("stream closed")))
+            self._finish(_STREAM_CLOSED)
             return
         protocol = self.protocol
         if protocol is not None and IHalfCloseableProtocol.providedBy(protocol):
