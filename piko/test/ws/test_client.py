@@ -5,6 +5,7 @@ and a client/server pair through both adapters over L{twisted.test.iosim}.
 
 from __future__ import annotations
 
+from autobahn.websocket.xormasker import create_xor_masker
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.protocol import Factory, Protocol
@@ -254,3 +255,12 @@ class FrameTests(SynchronousTestCase):
             self.assertEqual(mask_payload(key, mask_payload(key, wire)), wire)
             checked += 1
         self.assertGreater(checked, 10)
+
+    def test_mask_matches_autobahn_at_every_size(self):
+        """Masking gives autobahn's bytes on both sides of the native-masker threshold."""
+        key = bytes([0x12, 0xAB, 0x00, 0xFF])
+        for size in (1, 2, 3, 4, 5, 127, 128, 767, 768, 769, 5000):
+            payload = bytes((i * 7 + 3) % 256 for i in range(size))
+            expected = create_xor_masker(key, size).process(payload)
+            self.assertEqual(mask_payload(key, payload), expected, size)
+        self.assertEqual(mask_payload(key, b""), b"")
