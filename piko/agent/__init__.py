@@ -7,5 +7,5 @@ services.
 - :mod:`piko.agent.http_listener` - HTTP listeners (reverse proxy per yamux stream);
 - :mod:`piko.agent.tcp_listener` - TCP listeners (splice per yamux stream);
 - :mod:`piko.agent.pool` - keep-alive connections to the local HTTP service;
-- :mod:`piko.agent.tls` - client TLS from configuration.
+- :mod:`piko.tls` - client TLS from configuration.
 """

@@ -33,9 +33,9 @@ from twisted.python.failure import Failure
 from piko.agent.http_listener import HTTPListenerFactory, parse_target
 from piko.agent.pool import ConnectionPool
 from piko.agent.tcp_listener import TCPListenerFactory
-from piko.agent.tls import client_tls, tls_for_url
 from piko.client.upstream import PikoListeningPort, Upstream
 from piko.config import AgentConfig, ListenerConfig, split_host_port
+from piko.tls import client_tls, tls_for_url
 
 __all__ = ["AgentService", "build_listener_factory", "make_agent_service"]
 

@@ -24,10 +24,10 @@ from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamServ
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger, LogLevel
 
-from piko.agent.tls import tls_for_url
 from piko.client.dialer import Dialer
 from piko.config import ForwardConfig, PortConfig, listen_endpoint_description, local_host
 from piko.splice import DialingSplice
+from piko.tls import tls_for_url
 
 __all__ = ["ForwardFactory", "ForwardService", "listen_description", "make_forward_service"]
 

@@ -9,6 +9,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.internet.protocol import Factory
+from twisted.internet.ssl import CertificateOptions
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from piko._tcp import tune
@@ -90,11 +92,18 @@ class HTTPPortFactory(Factory):
         return sum(1 for protocol in self.connections if protocol.busy)
 
 
-def listen(reactor: Any, bind_addr: str, factory: Factory) -> Deferred[IListeningPort]:
+def listen(
+    reactor: Any, bind_addr: str, factory: Factory, tls: CertificateOptions | None = None
+) -> Deferred[IListeningPort]:
     """
-    Listen on a Go-style ``host:port`` or a Twisted endpoint string.
+    Listen on a Go-style ``host:port`` or a Twisted endpoint string, with TLS if given.
+
+    TLS wraps whatever the endpoint is (TCP, UNIX, systemd), so every listen
+    form can serve TLS.
 
     :raises ValueError: for an address that is neither.
     """
     endpoint = serverFromString(reactor, listen_endpoint_description(bind_addr))
-    return endpoint.listen(factory)
+    if tls is None:
+        return endpoint.listen(factory)
+    return endpoint.listen(TLSMemoryBIOFactory(tls, False, factory))

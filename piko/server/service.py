@@ -28,6 +28,7 @@ from piko.server.listening import HTTPPortFactory, listen
 from piko.server.proxy_port import ProxyPortHandler
 from piko.server.registry import UpstreamRegistry
 from piko.server.upstream_port import UpstreamPortHandler, UpstreamSession
+from piko.tls import server_tls
 from piko.ws.server import WebSocketAcceptor
 
 #: How often a draining server looks whether in-flight requests have finished.
@@ -87,6 +88,12 @@ class PikoServerService(MultiService):
         self.routes = AdminRoutes(
             LocalNode(config.cluster.node_id, "", ""), self.registry, lambda: self.ready
         )
+        # Unusable TLS settings raise here, before anything listens: fail closed.
+        self.tls = {
+            "admin": server_tls("admin", config.admin.tls),
+            "upstream": server_tls("upstream", config.upstream.tls),
+            "proxy": server_tls("proxy", config.proxy.tls),
+        }
         http = config.proxy.http
         self.factories = {
             "admin": HTTPPortFactory(AdminPortHandler(self.routes), reactor),
@@ -114,7 +121,9 @@ class PikoServerService(MultiService):
             ("proxy", config.proxy.bind_addr),
         ):
             try:
-                self.ports[name] = yield listen(self.reactor, bind_addr, self.factories[name])
+                self.ports[name] = yield listen(
+                    self.reactor, bind_addr, self.factories[name], self.tls[name]
+                )
             except Exception as error:
                 self.log.error(
                     "{name}: failed to listen on {addr}: {error}",

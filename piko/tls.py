@@ -1,6 +1,7 @@
-# -*- test-case-name: piko.test.agent.test_tls -*-
+# -*- test-case-name: piko.test.test_tls -*-
 """
-Client TLS from a :class:`~piko.config.ConnectTLSConfig`, as Go's ``tls.Config`` is built.
+TLS settings as Go's ``tls.Config`` is built: clients from a
+:class:`~piko.config.ConnectTLSConfig`, server ports from a :class:`~piko.config.ServerTLSConfig`.
 
 Used three ways: the agent to the server's upstream port (``connect.tls``), ``piko forward``
 to the proxy port, and an agent HTTP listener to an ``https://`` local service (the
@@ -26,9 +27,9 @@ from twisted.internet.ssl import (
 )
 from zope.interface import implementer
 
-from piko.config import ConnectTLSConfig
+from piko.config import ConfigError, ConnectTLSConfig, ServerTLSConfig
 
-__all__ = ["client_tls", "load_certificates"]
+__all__ = ["TLSConfigError", "client_tls", "load_certificates", "server_tls"]
 
 _BEGIN = b"-----BEGIN CERTIFICATE-----"
 
@@ -118,3 +119,58 @@ def tls_for_url(url: str, config: ConnectTLSConfig) -> IOpenSSLClientConnectionC
     if not (config.root_cas or config.cert or config.insecure_skip_verify):
         return None
     return client_tls(parts.hostname or "localhost", config)
+
+
+class TLSConfigError(ConfigError):
+    """A port's TLS settings cannot be used; the server refuses to start (fail closed)."""
+
+
+def server_tls(port: str, config: ServerTLSConfig) -> CertificateOptions | None:
+    """
+    The TLS options of a server port, or ``None`` when it serves plain TCP.
+
+    ``cert`` and ``key`` are PEM files (the certificate file may carry the
+    chain after the leaf); ``client_cas`` turns on mutual TLS: clients must
+    present a certificate signed by one of those CAs (Go's
+    ``RequireAndVerifyClientCert``).  Only HTTP/1.1 is offered by ALPN.
+
+    :param port: the port's name, for error messages (``proxy``, ``upstream``, ``admin``).
+    :raises TLSConfigError: naming the setting and file that cannot be used.
+    """
+    if not config.cert and not config.key:
+        return None
+    if not config.cert:
+        raise TLSConfigError(f"config: {port}: tls: missing cert")
+    if not config.key:
+        raise TLSConfigError(f"config: {port}: tls: missing key")
+    try:
+        chain = load_certificates(config.cert)
+    except (OSError, ValueError, SSL.Error) as error:
+        raise TLSConfigError(f"config: {port}: tls: cert {config.cert}: {error}") from error
+    try:
+        with open(config.key, "rb") as f:
+            key = KeyPair.load(f.read(), FILETYPE_PEM)
+    except (OSError, ValueError, SSL.Error) as error:
+        raise TLSConfigError(f"config: {port}: tls: key {config.key}: {error}") from error
+    options: dict[str, object] = {
+        "privateKey": key.original,
+        "certificate": chain[0].original,
+        "extraCertChain": [c.original for c in chain[1:]],
+        "acceptableProtocols": [b"http/1.1"],
+    }
+    if config.client_cas:
+        try:
+            cas = load_certificates(config.client_cas)
+        except (OSError, ValueError, SSL.Error) as error:
+            raise TLSConfigError(
+                f"config: {port}: tls: client_cas {config.client_cas}: {error}"
+            ) from error
+        options.update(verify=True, caCerts=[c.original for c in cas], requireCertificate=True)
+    try:
+        tls = CertificateOptions(**options)  # type: ignore[arg-type]
+        tls.getContext()  # the key must match the certificate: check now, not per connection
+    except (SSL.Error, ValueError) as error:
+        raise TLSConfigError(
+            f"{port}: tls: cert {config.cert} and key {config.key}: {error}"
+        ) from error
+    return tls

@@ -1,11 +1,11 @@
-# -*- test-case-name: piko.test.agent.test_tls -*-
-"""Tests for :mod:`piko.agent.tls`."""
+# -*- test-case-name: piko.test.test_tls -*-
+"""Tests for :mod:`piko.tls`."""
 
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.trial.unittest import SynchronousTestCase
 
-from piko.agent.tls import client_tls, tls_for_url
 from piko.config import ConnectTLSConfig
+from piko.tls import client_tls, tls_for_url
 
 
 class TLSTests(SynchronousTestCase):
