@@ -69,6 +69,7 @@ class UpstreamRegistry(Generic[UpstreamT]):
     def __init__(self) -> None:
         self._endpoints: dict[str, _EndpointUpstreams[UpstreamT]] = {}
         self._observers: list[CountObserver] = []
+        self._selection_observers: list[Callable[[str], object]] = []
         self.upstream_count = 0
 
     def add(self, endpoint_id: str, upstream: UpstreamT) -> None:
@@ -105,6 +106,8 @@ class UpstreamRegistry(Generic[UpstreamT]):
         upstreams = entry.upstreams
         index = entry.next_index % len(upstreams)
         entry.next_index = (index + 1) % len(upstreams)
+        for observer in self._selection_observers:
+            observer(endpoint_id)
         return upstreams[index]
 
     def upstreams(self, endpoint_id: str) -> list[UpstreamT]:
@@ -123,6 +126,10 @@ class UpstreamRegistry(Generic[UpstreamT]):
     def observe(self, observer: CountObserver) -> None:
         """Call ``observer(endpoint_id, count)`` on every change of an endpoint's count."""
         self._observers.append(observer)
+
+    def observe_selections(self, observer: Callable[[str], object]) -> None:
+        """Call ``observer(endpoint_id)`` each time a local upstream is selected (metrics)."""
+        self._selection_observers.append(observer)
 
     def _notify(self, endpoint_id: str, count: int) -> None:
         for observer in self._observers:

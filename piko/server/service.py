@@ -25,6 +25,7 @@ from piko.mux.session import SessionConfig
 from piko.server.admin import AdminRoutes, LocalNode
 from piko.server.admin_port import AdminPortHandler
 from piko.server.listening import HTTPPortFactory, listen
+from piko.server.metrics import MeteredHandler, ServerMetrics
 from piko.server.proxy_port import ProxyPortHandler
 from piko.server.registry import UpstreamRegistry
 from piko.server.upstream_port import UpstreamPortHandler, UpstreamSession
@@ -85,8 +86,13 @@ class PikoServerService(MultiService):
         self.proxy_handler = ProxyPortHandler(
             reactor, self.registry, acceptor, timeout=config.proxy.timeout
         )
+        self.metrics = ServerMetrics()
+        self.metrics.watch(self.registry)
         self.routes = AdminRoutes(
-            LocalNode(config.cluster.node_id, "", ""), self.registry, lambda: self.ready
+            LocalNode(config.cluster.node_id, "", ""),
+            self.registry,
+            lambda: self.ready,
+            self.metrics.render,
         )
         # Unusable TLS settings raise here, before anything listens: fail closed.
         self.tls = {
@@ -99,7 +105,7 @@ class PikoServerService(MultiService):
             "admin": HTTPPortFactory(AdminPortHandler(self.routes), reactor),
             "upstream": HTTPPortFactory(self.upstream_handler, reactor),
             "proxy": HTTPPortFactory(
-                self.proxy_handler,
+                MeteredHandler(self.proxy_handler, self.metrics, reactor),
                 reactor,
                 header_timeout=http.read_header_timeout,
                 idle_timeout=http.idle_timeout,

@@ -387,3 +387,19 @@ class UpstreamLifecycleTests(E2ETestCase):
         self.assertEqual((response.status, response.body), (200, b"done"))
         yield stopped
         yield wait_for_count(self.server, "my-ep", 0)
+
+
+class MetricsE2ETests(E2ETestCase):
+    @inlineCallbacks
+    def test_metrics_move_after_traffic(self) -> Any:
+        """After a proxied request the admin port's /metrics shows Go's counters moved."""
+        yield self.start_server()
+        yield self.listen("my-ep", server.Site(Echo()))
+        yield self.request(get(b"/"))
+        response = yield self.request(
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", self.port_of("admin")
+        )
+        self.assertEqual(response.status, 200)
+        self.assertIn(b'piko_proxy_requests_total{method="GET",status="200"} 1.0', response.body)
+        self.assertIn(b"piko_upstreams_connected_upstreams 1.0", response.body)
+        self.assertIn(b"piko_upstreams_upstream_requests_total 1.0", response.body)

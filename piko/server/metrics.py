@@ -1,0 +1,180 @@
+# -*- test-case-name: piko.test.server.test_metrics -*-
+"""
+The server's Prometheus metrics, with Go Piko's names, types, labels and buckets.
+
+One :class:`~prometheus_client.CollectorRegistry` per node, injected, so that
+several nodes (tests, worker processes) never share counters.  It is served
+by the admin port's ``/metrics`` from our own resource:
+``prometheus_client.twisted`` imports the global reactor and serves from a
+thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
+
+from piko.http.server import IRequestHandler, IServerExchange
+from piko.server.registry import UpstreamRegistry
+
+#: Go's ``prometheus.ExponentialBuckets(256, 4, 8)`` for request and response sizes.
+SIZE_BUCKETS = tuple(256 * 4**k for k in range(8))
+
+
+class ServerMetrics:
+    """The ``piko_proxy_*`` and ``piko_upstreams_*`` metrics of one node."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        ProcessCollector(registry=r)
+        self.requests_in_flight = Gauge(
+            "piko_proxy_requests_in_flight",
+            "Number of requests currently handled by this server.",
+            registry=r,
+        )
+        self.requests_total = Counter(
+            "piko_proxy_requests", "Total requests.", ["status", "method"], registry=r
+        )
+        self.request_latency = Histogram(
+            "piko_proxy_request_latency_seconds",
+            "Request latency.",
+            ["status", "method"],
+            registry=r,
+        )
+        self.request_size = Histogram(
+            "piko_proxy_request_size_bytes", "Request size", buckets=SIZE_BUCKETS, registry=r
+        )
+        self.response_size = Histogram(
+            "piko_proxy_response_size_bytes", "Response size", buckets=SIZE_BUCKETS, registry=r
+        )
+        self.connected_upstreams = Gauge(
+            "piko_upstreams_connected_upstreams",
+            "Number of upstreams connected to this node",
+            registry=r,
+        )
+        self.registered_endpoints = Gauge(
+            "piko_upstreams_registered_endpoints",
+            "Number of endpoints registered to this node",
+            registry=r,
+        )
+        self.upstream_requests_total = Counter(
+            "piko_upstreams_upstream_requests",
+            "Number of requests sent to an upstream connected to the local node",
+            registry=r,
+        )
+        self.remote_requests_total = Counter(
+            "piko_upstreams_remote_requests",
+            "Number of requests sent to a remote node",
+            ["node_id"],
+            registry=r,
+        )
+
+    def watch(self, upstreams: UpstreamRegistry[Any]) -> None:
+        """Keep the upstream gauges equal to ``upstreams``' counts, and count selections."""
+
+        def changed(endpoint_id: str, count: int) -> None:
+            self.connected_upstreams.set(upstreams.upstream_count)
+            self.registered_endpoints.set(len(upstreams.endpoints()))
+
+        upstreams.observe(changed)
+        upstreams.observe_selections(lambda endpoint_id: self.upstream_requests_total.inc())
+
+    def render(self) -> tuple[bytes, bytes]:
+        """The text exposition: ``(content type, body)``."""
+        return CONTENT_TYPE_LATEST.encode(), generate_latest(self.registry)
+
+
+@implementer(IRequestHandler)
+class MeteredHandler:
+    """
+    Counts every request a wrapped handler answers, as Go's metrics middleware does.
+
+    Status and sizes are taken from what the handler sends through the
+    exchange; an upgrade counts as 101 when the connection is handed over.
+    """
+
+    def __init__(
+        self, handler: IRequestHandler, metrics: ServerMetrics, clock: IReactorTime
+    ) -> None:
+        self.handler = handler
+        self.metrics = metrics
+        self.clock = clock
+
+    def request_received(self, exchange: IServerExchange) -> None:
+        """Count the request in, and wrap the exchange to count it out."""
+        self.metrics.requests_in_flight.inc()
+        self.handler.request_received(_MeteredExchange(exchange, self))  # type: ignore[arg-type]
+
+
+class _MeteredExchange:
+    """An :class:`IServerExchange` that records what passes through it."""
+
+    def __init__(self, exchange: IServerExchange, handler: MeteredHandler) -> None:
+        self._exchange = exchange
+        self._handler = handler
+        self._started = handler.clock.seconds()
+        self._status = 0
+        self._sent = 0
+        self._done = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._exchange, name)
+
+    def respond(self, build: Callable[..., bytes]) -> None:
+        def measured(date: bytes, **kwargs: Any) -> bytes:
+            response = build(date, **kwargs)
+            self._status = int(response[9:12])
+            head_end = response.find(b"\r\n\r\n")
+            self._sent = len(response) - head_end - 4 if head_end >= 0 else 0
+            return response
+
+        self._exchange.respond(measured)
+        self._record()
+
+    def start_response(self, status: int, headers: tuple[tuple[bytes, bytes], ...]) -> None:
+        self._status = status
+        self._exchange.start_response(status, headers)
+
+    def write(self, data: bytes) -> None:
+        self._sent += len(data)
+        self._exchange.write(data)
+
+    def finish(self) -> None:
+        self._exchange.finish()
+        self._record()
+
+    def abort(self) -> None:
+        self._exchange.abort()
+        self._record()
+
+    def take_over(self, protocol: Any, replay_head: bool = False) -> None:
+        self._status = self._status or 101
+        self._exchange.take_over(protocol, replay_head)
+        self._record()
+
+    def _record(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        metrics = self._handler.metrics
+        metrics.requests_in_flight.dec()
+        labels = {"status": str(self._status), "method": self._exchange.head.method.decode()}
+        metrics.requests_total.labels(**labels).inc()
+        elapsed = self._handler.clock.seconds() - self._started
+        metrics.request_latency.labels(**labels).observe(round(elapsed, 3))
+        length = self._exchange.framing.length or 0
+        metrics.request_size.observe(len(self._exchange.raw_head) + length)
+        metrics.response_size.observe(self._sent)
