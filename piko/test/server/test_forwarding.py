@@ -1,0 +1,102 @@
+"""Tests for :mod:`piko.server.forwarding`, without sockets."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import IProtocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from piko.cluster.nodes import ClusterState, Node
+from piko.http.server import HTTPServerProtocol
+from piko.server.forwarding import RemoteForwarder
+
+
+class FakePool:
+    """Connects each protocol to a fresh StringTransport, or refuses."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.refuse = refuse
+        self.transports: list[StringTransport] = []
+        self.protocols: list[IProtocol] = []
+
+    def connect(self, protocol: IProtocol) -> Deferred[IProtocol]:
+        if self.refuse:
+            return fail(ConnectionRefusedError())
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.transports.append(transport)
+        self.protocols.append(protocol)
+        return succeed(protocol)
+
+    def release(self, protocol: IProtocol, reusable: bool) -> None:
+        pass
+
+
+class ForwardingHandler:
+    """An IRequestHandler that forwards everything for endpoint 'ep'."""
+
+    def __init__(self, forwarder: RemoteForwarder) -> None:
+        self.forwarder = forwarder
+        self.forwarded: list[bool] = []
+
+    def request_received(self, exchange: Any) -> None:
+        self.forwarded.append(self.forwarder.forward(exchange, "ep"))
+
+
+def setup(pool: FakePool) -> tuple[ClusterState, ForwardingHandler, StringTransport, Any]:
+    clock = Clock()
+    cluster = ClusterState(Node("n1"), random.Random(1))
+    cluster.add_node(Node("n2", proxy_addr="127.0.0.1:9000", endpoints={"ep": 2}))
+    seen: list[str] = []
+    forwarder = RemoteForwarder(
+        clock,
+        cluster,
+        pool_for=lambda node: pool,
+        on_forward=seen.append,  # type: ignore[arg-type,return-value]
+    )
+    handler = ForwardingHandler(forwarder)
+    protocol = HTTPServerProtocol(handler, clock)  # type: ignore[arg-type]
+    client = StringTransport()
+    protocol.makeConnection(client)
+    return cluster, handler, client, (protocol, seen)
+
+
+class ForwardingTests(SynchronousTestCase):
+    def test_forwarded_one_hop_with_header(self) -> None:
+        """A request goes to the node holding the endpoint, marked x-piko-forward, kept alive."""
+        pool = FakePool()
+        _, handler, client, (protocol, seen) = setup(pool)
+        protocol.dataReceived(b"GET /x HTTP/1.1\r\nHost: ep.example.com\r\n\r\n")
+        self.assertEqual(handler.forwarded, [True])
+        self.assertEqual(seen, ["n2"])
+        [remote] = pool.transports
+        request = remote.value()
+        self.assertTrue(request.startswith(b"GET /x HTTP/1.1\r\nHost: ep.example.com\r\n"))
+        self.assertIn(b"X-Piko-Forward: true\r\n", request)
+        self.assertNotIn(b"Connection: close", request)
+        pool.protocols[0].dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertTrue(client.value().endswith(b"\r\n\r\nhi"))
+
+    def test_already_forwarded_stays_local(self) -> None:
+        """A request already marked x-piko-forward: true is never forwarded again."""
+        pool = FakePool()
+        _, handler, _, (protocol, _) = setup(pool)
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\nx-piko-forward: true\r\n\r\n")
+        self.assertEqual(handler.forwarded, [False])
+        self.assertEqual(pool.transports, [])
+
+    def test_unreachable_node_502_and_route_dropped(self) -> None:
+        """A node that refuses gets the client a 502 and loses its route for the endpoint."""
+        pool = FakePool(refuse=True)
+        cluster, handler, client, (protocol, _) = setup(pool)
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: ep.example.com\r\n\r\n")
+        self.assertIn(b"502 Bad Gateway", client.value())
+        self.assertIn(b'{"error":"upstream unreachable"}', client.value())
+        self.assertIsNone(cluster.lookup_endpoint("ep"))
