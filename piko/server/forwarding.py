@@ -1,6 +1,6 @@
 # -*- test-case-name: piko.test.server.test_forwarding -*-
 """
-Node-to-node forwarding: a request for an endpoint with no local upstream goes to a node that has one.
+Node-to-node forwarding: a request with no local upstream goes to a node that has one.
 
 Go Piko reverse-proxies such a request over the other node's proxy port,
 marked ``x-piko-forward: true`` so that it goes one hop at most; the other
@@ -40,7 +40,7 @@ TLSForHost = Callable[[str], IOpenSSLClientConnectionCreator | None]
 class _RouteConnector:
     """A pooled connection to one node, dropping the route if the node cannot be reached."""
 
-    def __init__(self, pool: ConnectionPool, on_unreachable: Callable[[], object]) -> None:
+    def __init__(self, pool: IUpstreamConnector, on_unreachable: Callable[[], object]) -> None:
         self.pool = pool
         self.on_unreachable = on_unreachable
 
@@ -78,7 +78,7 @@ class RemoteForwarder:
         tls_for_host: TLSForHost | None = None,
         on_forward: Callable[[str], object] | None = None,
         dial_timeout: float = 10.0,
-        pool_for: Callable[[Node], ConnectionPool] | None = None,
+        pool_for: Callable[[Node], IUpstreamConnector] | None = None,
     ) -> None:
         self.reactor = reactor
         self.cluster = cluster
@@ -87,7 +87,7 @@ class RemoteForwarder:
         self.on_forward = on_forward
         self.dial_timeout = dial_timeout
         self._pools: dict[str, ConnectionPool] = {}
-        self._pool_for = pool_for or self._pool
+        self._pool_for: Callable[[Node], IUpstreamConnector] = pool_for or self._pool
 
     def forward(self, exchange: IServerExchange, endpoint_id: str) -> bool:
         """

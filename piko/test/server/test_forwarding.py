@@ -11,12 +11,15 @@ from twisted.internet.interfaces import IProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from piko.cluster.nodes import ClusterState, Node
+from piko.http.proxy import IUpstreamConnector
 from piko.http.server import HTTPServerProtocol
 from piko.server.forwarding import RemoteForwarder
 
 
+@implementer(IUpstreamConnector)
 class FakePool:
     """Connects each protocol to a fresh StringTransport, or refuses."""
 
@@ -58,7 +61,7 @@ def setup(pool: FakePool) -> tuple[ClusterState, ForwardingHandler, StringTransp
         clock,
         cluster,
         pool_for=lambda node: pool,
-        on_forward=seen.append,  # type: ignore[arg-type,return-value]
+        on_forward=seen.append,
     )
     handler = ForwardingHandler(forwarder)
     protocol = HTTPServerProtocol(handler, clock)  # type: ignore[arg-type]
