@@ -41,6 +41,9 @@ def _fields(event: LogEvent) -> dict[str, Any]:
             fields[key] = value
         elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
             fields[key] = list(value)
+        elif isinstance(value, dict):
+            # Structured fields (the access log's ``request``) stay objects, as zap writes them.
+            fields[key] = value
     return fields
 
 

@@ -21,6 +21,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from piko.config import ServerConfig
+from piko.http.access_log import AccessLog, AccessLoggedHandler
 from piko.mux.session import SessionConfig
 from piko.server.admin import AdminRoutes, LocalNode
 from piko.server.admin_port import AdminPortHandler
@@ -105,7 +106,15 @@ class PikoServerService(MultiService):
             "admin": HTTPPortFactory(AdminPortHandler(self.routes), reactor),
             "upstream": HTTPPortFactory(self.upstream_handler, reactor),
             "proxy": HTTPPortFactory(
-                MeteredHandler(self.proxy_handler, self.metrics, reactor),
+                MeteredHandler(
+                    AccessLoggedHandler(
+                        self.proxy_handler,
+                        AccessLog(config.proxy.access_log, "proxy.access", skip_prefix="/_piko"),
+                        reactor,
+                    ),
+                    self.metrics,
+                    reactor,
+                ),
                 reactor,
                 header_timeout=http.read_header_timeout,
                 idle_timeout=http.idle_timeout,

@@ -1,0 +1,205 @@
+# -*- test-case-name: piko.test.http.test_access_log -*-
+"""
+Go Piko's access log (``pkg/middleware/logger.go``): one ``request`` record per request.
+
+The record carries ``request: {proto, method, host, path, request_headers, response_headers,
+status, duration}`` with headers as Go's ``http.Header`` (``{"Canonical-Name": ["v"]}``),
+filtered by an allow list or else a block list, and ``duration`` as a Go duration string
+(``1.234ms``).  It is emitted at the configured level, raised to at least ``warn`` for a 5xx.
+
+Unlike Go, credentials never reach a log line whatever the lists say: the values of
+``Authorization``, ``Proxy-Authorization``, ``X-Piko-Authorization``, ``Cookie`` and
+``Set-Cookie`` are replaced by :data:`REDACTED` (the header names stay, so a reader still sees
+that a request was authenticated).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from attrs import frozen
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import ILogObserver, Logger, LogLevel
+from zope.interface import implementer
+
+from piko.config import AccessLogConfig, AccessLogHeaderConfig
+from piko.http.head import canonical_key
+from piko.http.observe import ExchangeOutcome, ObservedExchange
+from piko.http.server import IRequestHandler, IServerExchange
+
+__all__ = [
+    "REDACTED",
+    "AccessLog",
+    "AccessLoggedHandler",
+    "HeaderFilter",
+    "go_duration",
+    "log_level",
+]
+
+#: What a credential header's value is logged as.
+REDACTED = "[REDACTED]"
+
+#: Headers whose values are secrets (canonical names).
+SECRET_HEADERS = frozenset(
+    {"Authorization", "Proxy-Authorization", "X-Piko-Authorization", "Cookie", "Set-Cookie"}
+)
+
+_LEVELS = {
+    "debug": LogLevel.debug,
+    "info": LogLevel.info,
+    "warn": LogLevel.warn,
+    "error": LogLevel.error,
+}
+
+
+def log_level(name: str) -> LogLevel:
+    """The :class:`LogLevel` for a Go level name (``info`` when empty or unknown)."""
+    return _LEVELS.get(name.lower(), LogLevel.info)
+
+
+def _canonical(name: str | bytes) -> str:
+    raw = name.encode("latin-1") if isinstance(name, str) else name
+    return canonical_key(raw).decode("latin-1")
+
+
+def go_duration(seconds: float) -> str:
+    """
+    Go's ``time.Duration.String()``: ``0s``, ``850ns``, ``12.5µs``, ``1.234ms``, ``2.5s``,
+    ``1m30s``, ``1h0m0s``.
+    """
+    ns = round(seconds * 1e9)
+    if ns == 0:
+        return "0s"
+    sign = "-" if ns < 0 else ""
+    ns = abs(ns)
+    if ns < 1_000:
+        return f"{sign}{ns}ns"
+    if ns < 1_000_000:
+        return f"{sign}{_fraction(ns, 3)}µs"
+    if ns < 1_000_000_000:
+        return f"{sign}{_fraction(ns, 6)}ms"
+    hours, rest = divmod(ns, 3_600 * 10**9)
+    minutes, rest = divmod(rest, 60 * 10**9)
+    text = f"{_fraction(rest, 9)}s"
+    if hours:
+        return f"{sign}{hours}h{minutes}m{text}"
+    if minutes:
+        return f"{sign}{minutes}m{text}"
+    return sign + text
+
+
+def _fraction(value: int, digits: int) -> str:
+    whole, frac = divmod(value, 10**digits)
+    text = f"{frac:0{digits}d}".rstrip("0")
+    return f"{whole}.{text}" if text else str(whole)
+
+
+@frozen
+class HeaderFilter:
+    """
+    Which headers a record carries: only ``allow`` when it is set, else all but ``block``.
+
+    Names are compared in canonical form; secret headers are always redacted.
+    """
+
+    allow: frozenset[str] = frozenset()
+    block: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_config(cls, config: AccessLogHeaderConfig) -> HeaderFilter:
+        """The filter of ``access_log.request_headers`` or ``.response_headers``."""
+        return cls(
+            frozenset(_canonical(n) for n in config.allow_list),
+            frozenset(_canonical(n) for n in config.block_list),
+        )
+
+    def apply(self, headers: Iterable[tuple[bytes, bytes]]) -> dict[str, list[str]]:
+        """Go's ``http.Header`` of ``headers``, filtered and with secrets redacted."""
+        out: dict[str, list[str]] = {}
+        for raw_name, raw_value in headers:
+            name = _canonical(raw_name)
+            if self.allow:
+                if name not in self.allow:
+                    continue
+            elif name in self.block:
+                continue
+            value = REDACTED if name in SECRET_HEADERS else raw_value.decode("latin-1")
+            out.setdefault(name, []).append(value)
+        return out
+
+
+class AccessLog:
+    """
+    Emits access log records for one server or listener.
+
+    :param config: the ``access_log`` settings.
+    :param namespace: the logger namespace, printed as the record's ``subsystem``
+        (``proxy.access`` on the server, ``proxy.http.access`` on the agent).
+    :param fields: extra fields on every record (the agent's ``endpoint-id``).
+    :param skip_prefix: requests whose path starts with it are not logged (``/_piko``).
+    :param observer: where records go (default: the global log publisher).
+    """
+
+    def __init__(
+        self,
+        config: AccessLogConfig,
+        namespace: str,
+        *,
+        fields: Mapping[str, Any] | None = None,
+        skip_prefix: str | None = None,
+        observer: ILogObserver | None = None,
+    ) -> None:
+        self.disabled = config.disable
+        self.level = log_level(config.level)
+        self.request_headers = HeaderFilter.from_config(config.request_headers)
+        self.response_headers = HeaderFilter.from_config(config.response_headers)
+        self.fields = dict(fields or {})
+        self.skip_prefix = skip_prefix
+        self.log = Logger(namespace=namespace, observer=observer)
+
+    def record(self, outcome: ExchangeOutcome) -> None:
+        """Log one answered request (unless disabled or skipped)."""
+        if self.disabled:
+            return
+        head = outcome.head
+        target = head.target.decode("latin-1")
+        path = unquote(urlsplit(target).path) if target != "*" else target
+        if self.skip_prefix is not None and path.startswith(self.skip_prefix):
+            return
+        host = head.get(b"host")
+        request = {
+            "proto": "HTTP/" + head.version.decode("latin-1"),
+            "method": head.method.decode("latin-1"),
+            "host": host.decode("latin-1") if host is not None else "",
+            "path": path,
+            "request_headers": self.request_headers.apply(head.headers),
+            "response_headers": self.response_headers.apply(outcome.headers),
+            "status": outcome.status,
+            "duration": go_duration(outcome.duration),
+        }
+        level = self.level
+        if outcome.status >= 500 and level < LogLevel.warn:
+            level = LogLevel.warn
+        self.log.emit(level, "request", request=request, **self.fields)
+
+
+@implementer(IRequestHandler)
+class AccessLoggedHandler:
+    """Logs every request a wrapped handler answers, after it is answered (Go's middleware)."""
+
+    def __init__(
+        self, handler: IRequestHandler, access_log: AccessLog, clock: IReactorTime
+    ) -> None:
+        self.handler = handler
+        self.access_log = access_log
+        self.clock = clock
+
+    def request_received(self, exchange: IServerExchange) -> None:
+        """Pass the request on through an exchange that reports its outcome."""
+        if self.access_log.disabled:
+            self.handler.request_received(exchange)
+            return
+        observed = ObservedExchange(exchange, self.clock, self.access_log.record)
+        self.handler.request_received(observed)  # type: ignore[arg-type]

@@ -1,0 +1,142 @@
+# -*- test-case-name: piko.test.http.test_access_log -*-
+"""
+Watching what a request handler answers, without changing it.
+
+Go wraps its handlers in middleware (metrics, access log) that see the status, headers and
+size of every response.  :class:`ObservedExchange` is the same seam over
+:class:`~piko.http.server.IServerExchange`: it forwards every call to the real exchange and,
+once the response is complete (finished, aborted, or the connection handed over for an
+upgrade), calls back with an :class:`ExchangeOutcome`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from attrs import frozen
+from twisted.internet.interfaces import IReactorTime
+
+from piko.http.head import RequestHead
+
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
+@frozen
+class ExchangeOutcome:
+    """
+    What one request got.
+
+    :ivar status: the response status (101 for a handed-over upgrade; 0 if the exchange was
+        aborted before any head).
+    :ivar headers: the response headers as the handler gave them (for a canned response, the
+        whole head as written).
+    :ivar sent: response body bytes written.
+    :ivar started: the clock's time when the request head arrived.
+    :ivar ended: the clock's time when the response completed.
+    """
+
+    head: RequestHead
+    request_size: int
+    status: int
+    headers: Headers
+    sent: int
+    started: float
+    ended: float
+
+    @property
+    def duration(self) -> float:
+        """Seconds from request head to response end."""
+        return self.ended - self.started
+
+
+def parse_head_headers(response: bytes) -> tuple[int, Headers, int]:
+    """``(status, headers, body length)`` of a whole canned response."""
+    head_end = response.find(b"\r\n\r\n")
+    if head_end < 0:
+        return 0, (), 0
+    try:
+        status = int(response[9:12])
+    except ValueError:
+        status = 0
+    lines = response[:head_end].split(b"\r\n")[1:]
+    headers = tuple(
+        (name.strip(), value.strip())
+        for name, sep, value in (line.partition(b":") for line in lines)
+        if sep
+    )
+    return status, headers, len(response) - head_end - 4
+
+
+class ObservedExchange:
+    """
+    An :class:`~piko.http.server.IServerExchange` that reports its outcome once.
+
+    Everything not overridden here is the wrapped exchange's own attribute.
+    """
+
+    def __init__(
+        self,
+        exchange: Any,
+        clock: IReactorTime,
+        done: Callable[[ExchangeOutcome], None],
+    ) -> None:
+        self._exchange = exchange
+        self._clock = clock
+        self._done_callback: Callable[[ExchangeOutcome], None] | None = done
+        self._started = clock.seconds()
+        self._status = 0
+        self._headers: Headers = ()
+        self._sent = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._exchange, name)
+
+    def respond(self, build: Callable[..., bytes]) -> None:
+        def observed(date: bytes, **kwargs: Any) -> bytes:
+            response = build(date, **kwargs)
+            self._status, self._headers, self._sent = parse_head_headers(response)
+            return response
+
+        self._exchange.respond(observed)
+        self._complete()
+
+    def start_response(self, status: int, headers: Headers) -> None:
+        self._status = status
+        self._headers = tuple(headers)
+        self._exchange.start_response(status, headers)
+
+    def write(self, data: bytes) -> None:
+        self._sent += len(data)
+        self._exchange.write(data)
+
+    def finish(self) -> None:
+        self._exchange.finish()
+        self._complete()
+
+    def abort(self) -> None:
+        self._exchange.abort()
+        self._complete()
+
+    def take_over(self, protocol: Any, replay_head: bool = False) -> None:
+        self._status = self._status or 101
+        self._exchange.take_over(protocol, replay_head)
+        self._complete()
+
+    def _complete(self) -> None:
+        done, self._done_callback = self._done_callback, None
+        if done is None:
+            return
+        exchange = self._exchange
+        length = exchange.framing.length or 0
+        done(
+            ExchangeOutcome(
+                head=exchange.head,
+                request_size=len(exchange.raw_head) + length,
+                status=self._status,
+                headers=self._headers,
+                sent=self._sent,
+                started=self._started,
+                ended=self._clock.seconds(),
+            )
+        )
