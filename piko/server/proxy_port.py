@@ -7,6 +7,10 @@ of ``Host``; each is relayed on a new yamux stream to an upstream chosen
 round robin, rewritten as Go's ReverseProxy does.  ``GET /_piko/v1/tcp/<id>``
 opens the stream first (failures are answered with 502 JSON before any
 upgrade), then upgrades to a WebSocket spliced to the stream.
+
+With auth on, every request is authenticated before routing (Go's
+``router.Use``); once the endpoint is known it must be in the token's
+``piko.endpoints`` (401 ``endpoint not permitted``), on both routes.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from piko.auth.http import RequestAuthenticator, endpoint_not_permitted
+from piko.auth.token import Token
 from piko.http import errors
 from piko.http.head import RequestHead, endpoint_id_from_request
 from piko.http.proxy import EndpointConnector, ProxyExchange
@@ -34,6 +40,9 @@ from piko.ws.server import HandshakeRequest, WebSocketAcceptor
 
 TCP_ROUTE = "/_piko/v1/tcp/"
 
+#: The grant of a port without auth.
+_ALL_ENDPOINTS = Token()
+
 
 @implementer(IRequestHandler)
 class ProxyPortHandler:
@@ -45,8 +54,8 @@ class ProxyPortHandler:
     :param acceptor: runs the WebSocket handshakes of the TCP route.
     :param timeout: seconds to wait for an upstream's response head
         (``proxy.timeout``); ``None`` or 0 disables it.
-    :param authorize: checks a request and its endpoint; returns a refusal
-        response builder or ``None``.
+    :param auth: authenticates every request before routing; ``None`` when
+        the port has no auth.
     """
 
     log = Logger()
@@ -58,32 +67,44 @@ class ProxyPortHandler:
         acceptor: WebSocketAcceptor,
         *,
         timeout: float | None = 30.0,
-        authorize: Callable[[IServerExchange, str], Callable[..., bytes] | None] | None = None,
+        auth: RequestAuthenticator | None = None,
     ) -> None:
         self.clock = clock
         self.registry = registry
         self.acceptor = acceptor
         self.timeout = timeout or None
-        self.authorize = authorize
+        self.auth = auth
         self.in_flight = 0
 
     def request_received(self, exchange: IServerExchange) -> None:
         """Send the request to the TCP route or the HTTP proxy."""
         head = exchange.head
+        token = _ALL_ENDPOINTS
+        if self.auth is not None:
+            verified = self.auth.authenticate(head)
+            if not isinstance(verified, Token):
+                exchange.respond(verified)
+                return
+            token = verified
         if head.method == b"GET":
             path = urlsplit(head.target.decode("latin-1")).path
             endpoint_id = endpoint_from_path(path, TCP_ROUTE)
             if endpoint_id is not None:
-                self._tcp(exchange, endpoint_id)
+                self._tcp(exchange, endpoint_id, token)
                 return
-        self._http(exchange)
+        self._http(exchange, token)
 
-    def _select(self, exchange: IServerExchange, endpoint_id: str) -> UpstreamSession | None:
-        if self.authorize is not None:
-            refusal = self.authorize(exchange, endpoint_id)
-            if refusal is not None:
-                exchange.respond(refusal)
-                return None
+    def _select(
+        self, exchange: IServerExchange, endpoint_id: str, token: Token
+    ) -> UpstreamSession | None:
+        if not token.endpoint_permitted(endpoint_id):
+            self.log.warn(
+                "endpoint not permitted: {endpoint_id} not in {endpoints}",
+                endpoint_id=endpoint_id,
+                endpoints=token.endpoints,
+            )
+            exchange.respond(endpoint_not_permitted(exchange.head))
+            return None
         upstream: UpstreamSession | None = self.registry.select(endpoint_id)
         if upstream is None:
             exchange.respond(errors.no_available_upstreams)
@@ -91,12 +112,12 @@ class ProxyPortHandler:
 
     # -- HTTP ---------------------------------------------------------------
 
-    def _http(self, exchange: IServerExchange) -> None:
+    def _http(self, exchange: IServerExchange, token: Token) -> None:
         endpoint_id = endpoint_id_from_request(exchange.head.headers)
         if endpoint_id is None:
             exchange.respond(errors.missing_endpoint_id)
             return
-        upstream = self._select(exchange, endpoint_id)
+        upstream = self._select(exchange, endpoint_id, token)
         if upstream is None:
             return
         if upstream.remote_go_away:
@@ -122,8 +143,8 @@ class ProxyPortHandler:
 
     # -- TCP ----------------------------------------------------------------
 
-    def _tcp(self, exchange: IServerExchange, endpoint_id: str) -> None:
-        upstream = self._select(exchange, endpoint_id)
+    def _tcp(self, exchange: IServerExchange, endpoint_id: str, token: Token) -> None:
+        upstream = self._select(exchange, endpoint_id, token)
         if upstream is None:
             return
         if not exchange.upgrade:

@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from piko.auth import RequestAuthenticator, load_port_authenticator
 from piko.config import ServerConfig
 from piko.http.access_log import AccessLog, AccessLoggedHandler
 from piko.mux.session import SessionConfig
@@ -71,7 +72,7 @@ class PikoServerService(MultiService):
 
     log = Logger()
 
-    def __init__(self, config: ServerConfig, reactor: Any) -> None:
+    def __init__(self, config: ServerConfig, reactor: Any, *, http_client: Any = None) -> None:
         super().__init__()
         self.config = config
         self.reactor = reactor
@@ -79,13 +80,22 @@ class PikoServerService(MultiService):
         self.ready = False
         self.ports: dict[str, IListeningPort] = {}
         self.started: Deferred[None] = Deferred()
+        # Configured but unusable auth raises here, before anything listens: fail closed.
+        self.auth: dict[str, RequestAuthenticator | None] = {
+            port: load_port_authenticator(config, port, reactor, http_client=http_client)
+            for port in ("admin", "upstream", "proxy")
+        }
         acceptor = WebSocketAcceptor(reactor)
         session_config = SessionConfig()
         self.upstream_handler = UpstreamPortHandler(
-            reactor, self.registry, acceptor, session_config
+            reactor, self.registry, acceptor, session_config, auth=self.auth["upstream"]
         )
         self.proxy_handler = ProxyPortHandler(
-            reactor, self.registry, acceptor, timeout=config.proxy.timeout
+            reactor,
+            self.registry,
+            acceptor,
+            timeout=config.proxy.timeout,
+            auth=self.auth["proxy"],
         )
         self.metrics = ServerMetrics()
         self.metrics.watch(self.registry)
@@ -103,7 +113,7 @@ class PikoServerService(MultiService):
         }
         http = config.proxy.http
         self.factories = {
-            "admin": HTTPPortFactory(AdminPortHandler(self.routes), reactor),
+            "admin": HTTPPortFactory(AdminPortHandler(self.routes, self.auth["admin"]), reactor),
             "upstream": HTTPPortFactory(self.upstream_handler, reactor),
             "proxy": HTTPPortFactory(
                 MeteredHandler(
@@ -125,6 +135,9 @@ class PikoServerService(MultiService):
     def startService(self) -> None:
         """Listen on admin, upstream and proxy in that order, then turn ready."""
         super().startService()
+        for auth in self.auth.values():
+            if auth is not None:
+                auth.start()
         self._start().chainDeferred(self.started)
 
     @inlineCallbacks
@@ -164,6 +177,9 @@ class PikoServerService(MultiService):
     def stopService(self) -> Deferred[None]:
         """Drain, then close; bounded by ``grace_period``."""
         super().stopService()
+        for auth in self.auth.values():
+            if auth is not None:
+                auth.stop()
         return self._stop()
 
     @inlineCallbacks
@@ -200,6 +216,14 @@ def _addr(port: IListeningPort) -> str:
     return f"{getattr(address, 'host', '')}:{getattr(address, 'port', '')}"
 
 
-def make_server_service(config: ServerConfig, reactor: Any) -> PikoServerService:
-    """Build the server node service (what ``twistd piko-server`` and ``piko server`` run)."""
-    return PikoServerService(config, reactor)
+def make_server_service(
+    config: ServerConfig, reactor: Any, *, http_client: Any = None
+) -> PikoServerService:
+    """
+    Build the server node service (what ``twistd piko-server`` and ``piko server`` run).
+
+    :param http_client: fetches remote JWKS (default :mod:`treq`).
+    :raises piko.config.ConfigError: when TLS or auth is configured but
+        cannot be loaded; the server must not start without it.
+    """
+    return PikoServerService(config, reactor, http_client=http_client)

@@ -8,18 +8,25 @@ connected until it ends; removal is idempotent.  Every other request gets
 the answer Go Piko gives (``interop/errors``): 404 ``404 page not found``
 for other paths and methods, gorilla's 400 for a non-WebSocket request on
 the route, 403 for a foreign ``Origin``.
+
+With auth on, every request is authenticated first, before routing (Go's
+``router.Use``), then the endpoint is checked against the token's
+``piko.endpoints``; a session whose token has an expiry is closed when it
+passes (``upstream token expired``), so the upstream must reconnect with a
+fresh token.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from urllib.parse import unquote, urlsplit
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from piko.auth.http import RequestAuthenticator, endpoint_not_permitted
+from piko.auth.token import Token
 from piko.http import errors
 from piko.http.server import IRequestHandler, IServerExchange
 from piko.mux.session import Session, SessionConfig
@@ -50,6 +57,9 @@ class UpstreamSession(Session):
 
     :ivar endpoint_id: the endpoint it listens on.
     :ivar client_ip: the upstream's address, for logs and status.
+    :ivar expiry: when its token expires (POSIX seconds on ``clock``); the
+        session is closed then.  ``None`` never closes it.
+    :ivar tenant_id: the tenant that authenticated it, for logs.
     """
 
     log = Logger()
@@ -60,11 +70,17 @@ class UpstreamSession(Session):
         endpoint_id: str,
         registry: IUpstreamRegistry,
         config: SessionConfig | None = None,
+        *,
+        expiry: float | None = None,
+        tenant_id: str = "",
     ) -> None:
         super().__init__(clock, client=False, config=config, on_closed=self._ended)
         self.endpoint_id = endpoint_id
         self.registry = registry
         self.client_ip = ""
+        self.expiry = expiry
+        self.tenant_id = tenant_id
+        self._expiry_timer: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         """Register once the WebSocket is open and streams can be opened."""
@@ -76,9 +92,25 @@ class UpstreamSession(Session):
             "upstream connected: endpoint {endpoint_id} from {client_ip}",
             endpoint_id=self.endpoint_id,
             client_ip=self.client_ip,
+            tenant_id=self.tenant_id,
         )
+        if self.expiry is not None and not self.closed:
+            delay = max(0.0, self.expiry - self.clock.seconds())
+            self._expiry_timer = self.clock.callLater(delay, self._token_expired)
+
+    def _token_expired(self) -> None:
+        self._expiry_timer = None
+        self.log.info(
+            "upstream token expired: endpoint {endpoint_id} from {client_ip}",
+            endpoint_id=self.endpoint_id,
+            client_ip=self.client_ip,
+        )
+        self.close()
 
     def _ended(self, reason: Failure) -> None:
+        if self._expiry_timer is not None and self._expiry_timer.active():
+            self._expiry_timer.cancel()
+        self._expiry_timer = None
         if self.registry.remove(self.endpoint_id, self):
             self.log.info(
                 "upstream disconnected: endpoint {endpoint_id} from {client_ip}: {reason}",
@@ -97,9 +129,11 @@ class UpstreamPortHandler:
     :param registry: where connected upstreams are registered.
     :param acceptor: runs the WebSocket handshakes.
     :param session_config: yamux tunables.
-    :param authorize: checks a request before it is upgraded; returns a
-        complete refusal response (bytes builder) or ``None`` to go on.
+    :param auth: authenticates every request before routing; ``None``
+        when the port has no auth.
     """
+
+    log = Logger()
 
     def __init__(
         self,
@@ -107,34 +141,51 @@ class UpstreamPortHandler:
         registry: IUpstreamRegistry,
         acceptor: WebSocketAcceptor,
         session_config: SessionConfig | None = None,
-        authorize: Callable[[IServerExchange, str], Callable[..., bytes] | None] | None = None,
+        auth: RequestAuthenticator | None = None,
     ) -> None:
         self.clock = clock
         self.registry = registry
         self.acceptor = acceptor
         self.session_config = session_config
-        self.authorize = authorize
+        self.auth = auth
         self.sessions: set[UpstreamSession] = set()
 
     def request_received(self, exchange: IServerExchange) -> None:
         """Upgrade requests on the upstream route; answer anything else as Go does."""
         head = exchange.head
+        token = Token()
+        if self.auth is not None:
+            verified = self.auth.authenticate(head)
+            if not isinstance(verified, Token):
+                exchange.respond(verified)
+                return
+            token = verified
         path = urlsplit(head.target.decode("latin-1")).path
         endpoint_id = endpoint_from_path(path, UPSTREAM_ROUTE)
         if endpoint_id is None or head.method != b"GET":
             exchange.respond(errors.not_found)
             return
-        if self.authorize is not None:
-            refusal = self.authorize(exchange, endpoint_id)
-            if refusal is not None:
-                exchange.respond(refusal)
-                return
+        if not token.endpoint_permitted(endpoint_id):
+            self.log.warn(
+                "endpoint not permitted: {endpoint_id} not in {endpoints}",
+                endpoint_id=endpoint_id,
+                endpoints=token.endpoints,
+            )
+            exchange.respond(endpoint_not_permitted(head))
+            return
         if not exchange.upgrade:
             exchange.respond(errors.websocket_bad_request)
             return
 
         def on_handshake(request: HandshakeRequest) -> UpstreamSession:
-            session = UpstreamSession(self.clock, endpoint_id, self.registry, self.session_config)
+            session = UpstreamSession(
+                self.clock,
+                endpoint_id,
+                self.registry,
+                self.session_config,
+                expiry=token.expiry,
+                tenant_id=token.tenant_id,
+            )
             self.sessions.add(session)
             session.when_closed().addCallback(lambda _: self.sessions.discard(session))
             return session
