@@ -29,13 +29,13 @@ from piko.server.service import PikoServerService, make_server_service
 reactor: Any = global_reactor
 
 
-def server_config(**proxy: Any) -> ServerConfig:
-    """A config listening on ephemeral loopback ports."""
+def server_config(*, upstream: dict[str, Any] | None = None, **proxy: Any) -> ServerConfig:
+    """A config listening on ephemeral loopback ports; overrides for proxy (and upstream)."""
     config = ServerConfig()
     return evolve(
         config,
         proxy=evolve(config.proxy, bind_addr="127.0.0.1:0", **proxy),
-        upstream=evolve(config.upstream, bind_addr="127.0.0.1:0"),
+        upstream=evolve(config.upstream, bind_addr="127.0.0.1:0", **(upstream or {})),
         admin=evolve(config.admin, bind_addr="127.0.0.1:0"),
         cluster=evolve(config.cluster, node_id="node-e2e"),
         grace_period=5.0,
@@ -124,8 +124,8 @@ class E2ETestCase(TestCase):
     timeout = 60
 
     @inlineCallbacks
-    def start_server(self, **proxy: Any) -> Any:
-        service = make_server_service(server_config(**proxy), reactor)
+    def start_server(self, *, upstream: dict[str, Any] | None = None, **proxy: Any) -> Any:
+        service = make_server_service(server_config(upstream=upstream, **proxy), reactor)
         service.startService()
         self.addCleanup(lambda: service.stopService() if service.running else None)
         yield service.started
