@@ -13,6 +13,7 @@ needs a small creator of its own because ``optionsForClientTLS`` always verifies
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 
 from OpenSSL import SSL
 from OpenSSL.crypto import FILETYPE_PEM
@@ -174,3 +175,31 @@ def server_tls(port: str, config: ServerTLSConfig) -> CertificateOptions | None:
             f"{port}: tls: cert {config.cert} and key {config.key}: {error}"
         ) from error
     return tls
+
+
+def node_tls(
+    config: ServerTLSConfig,
+) -> Callable[[str], IOpenSSLClientConnectionCreator | None] | None:
+    """
+    TLS for node-to-node forwarding, used iff the proxy port itself serves TLS (as Go).
+
+    Built from ``proxy.tls.client`` (``cert``/``key`` for mutual TLS between
+    nodes, ``root_cas``, ``insecure_skip_verify``, ``server_name`` to check
+    instead of the node's address).
+
+    :return: a function from a node's host to its TLS creator, or ``None``.
+    """
+    if not (config.cert or config.key):
+        return None
+    client = config.client
+    connect = ConnectTLSConfig(
+        cert=client.cert,
+        key=client.key,
+        root_cas=client.root_cas,
+        insecure_skip_verify=client.insecure_skip_verify,
+    )
+
+    def for_host(host: str) -> IOpenSSLClientConnectionCreator:
+        return client_tls(client.server_name or host, connect)
+
+    return for_host

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 
 from attrs import define, field
 
 
-class NodeStatus(str, Enum):
+class NodeStatus(StrEnum):
     """A node's status, with Go's JSON values."""
 
     ACTIVE = "active"

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from attrs import frozen
 
+from piko.cluster.nodes import ClusterState, Node
 from piko.server.gojson import GoStruct, go_json
 from piko.server.registry import IUpstreamRegistry
 
@@ -54,6 +55,7 @@ class AdminRoutes:
     :param registry: the local upstreams.
     :param is_ready: whether ``/ready`` answers 200 (started and not draining).
     :param metrics: renders the Prometheus exposition, if metrics are served.
+    :param cluster: the other nodes, listed after this one by the status API.
     """
 
     def __init__(
@@ -62,11 +64,13 @@ class AdminRoutes:
         registry: IUpstreamRegistry,
         is_ready: Callable[[], bool],
         metrics: Callable[[], tuple[bytes, bytes]] | None = None,
+        cluster: ClusterState | None = None,
     ) -> None:
         self.node = node
         self.registry = registry
         self.is_ready = is_ready
         self.metrics = metrics
+        self.cluster = cluster
 
     def handle(self, method: bytes, target: bytes) -> AdminResponse:
         """Answer one request given its method and request target."""
@@ -88,13 +92,19 @@ class AdminRoutes:
         if path == "/status/upstream/endpoints":
             return self._json(self.registry.endpoints())
         if path == "/status/cluster/nodes":
-            return self._json([self._node_summary()])
+            return self._json([self._node_summary(), *map(_remote_summary, self._remotes())])
         if path.startswith("/status/cluster/nodes/"):
             node_id = path[len("/status/cluster/nodes/") :]
             if node_id in ("local", self.node.node_id):
                 return self._json(self._node_detail())
+            for remote in self._remotes():
+                if remote.id == node_id:
+                    return self._json(_remote_detail(remote))
             return EMPTY_NOT_FOUND if node_id and "/" not in node_id else NOT_FOUND
         return NOT_FOUND
+
+    def _remotes(self) -> list[Node]:
+        return [] if self.cluster is None else self.cluster.nodes()[1:]
 
     def _json(self, value: object) -> AdminResponse:
         return AdminResponse(200, _JSON, go_json(value))
@@ -119,3 +129,24 @@ class AdminRoutes:
             admin_addr=self.node.admin_addr,
             endpoints=endpoints or None,
         )
+
+
+def _remote_summary(node: Node) -> GoStruct:
+    return GoStruct(
+        id=node.id,
+        status=node.status.value,
+        proxy_addr=node.proxy_addr,
+        admin_addr=node.admin_addr,
+        endpoints=len(node.endpoints),
+        upstreams=node.upstream_count,
+    )
+
+
+def _remote_detail(node: Node) -> GoStruct:
+    return GoStruct(
+        id=node.id,
+        status=node.status.value,
+        proxy_addr=node.proxy_addr,
+        admin_addr=node.admin_addr,
+        endpoints=dict(node.endpoints) or None,
+    )

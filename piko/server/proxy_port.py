@@ -33,6 +33,7 @@ from piko.http.server import IRequestHandler, IServerExchange
 from piko.mux.endpoints import StreamClientEndpoint
 from piko.mux.errors import MuxError, RemoteGoAway
 from piko.server._takeover import WebSocketTakeover
+from piko.server.forwarding import RemoteForwarder
 from piko.server.registry import IUpstreamRegistry
 from piko.server.upstream_port import UpstreamSession, endpoint_from_path
 from piko.splice import SpliceProtocol, join
@@ -56,6 +57,8 @@ class ProxyPortHandler:
         (``proxy.timeout``); ``None`` or 0 disables it.
     :param auth: authenticates every request before routing; ``None`` when
         the port has no auth.
+    :param forwarder: sends requests for endpoints with no local upstream to
+        another node of the cluster; ``None`` on a single node.
     """
 
     log = Logger()
@@ -68,12 +71,14 @@ class ProxyPortHandler:
         *,
         timeout: float | None = 30.0,
         auth: RequestAuthenticator | None = None,
+        forwarder: RemoteForwarder | None = None,
     ) -> None:
         self.clock = clock
         self.registry = registry
         self.acceptor = acceptor
         self.timeout = timeout or None
         self.auth = auth
+        self.forwarder = forwarder
         self.in_flight = 0
 
     def request_received(self, exchange: IServerExchange) -> None:
@@ -106,7 +111,10 @@ class ProxyPortHandler:
             exchange.respond(endpoint_not_permitted(exchange.head))
             return None
         upstream: UpstreamSession | None = self.registry.select(endpoint_id)
-        if upstream is None:
+        # Local upstreams first; else one hop to a node that has one.
+        if upstream is None and (
+            self.forwarder is None or not self.forwarder.forward(exchange, endpoint_id)
+        ):
             exchange.respond(errors.no_available_upstreams)
         return upstream
 

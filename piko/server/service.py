@@ -21,17 +21,19 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from piko.auth import RequestAuthenticator, load_port_authenticator
+from piko.cluster.nodes import ClusterState, Node
 from piko.config import ServerConfig
 from piko.http.access_log import AccessLog, AccessLoggedHandler
 from piko.mux.session import SessionConfig
 from piko.server.admin import AdminRoutes, LocalNode
 from piko.server.admin_port import AdminPortHandler
+from piko.server.forwarding import RemoteForwarder
 from piko.server.listening import HTTPPortFactory, listen
 from piko.server.metrics import MeteredHandler, ServerMetrics
 from piko.server.proxy_port import ProxyPortHandler
 from piko.server.registry import UpstreamRegistry
 from piko.server.upstream_port import UpstreamPortHandler, UpstreamSession
-from piko.tls import server_tls
+from piko.tls import node_tls, server_tls
 from piko.ws.server import WebSocketAcceptor
 
 #: How often a draining server looks whether in-flight requests have finished.
@@ -85,6 +87,18 @@ class PikoServerService(MultiService):
             port: load_port_authenticator(config, port, reactor, http_client=http_client)
             for port in ("admin", "upstream", "proxy")
         }
+        # The other nodes, fed by gossip; the local endpoint counts follow the registry.
+        self.cluster = ClusterState(Node(config.cluster.node_id))
+        self.registry.observe(self.cluster.set_local_endpoint)
+        self.forwarder = RemoteForwarder(
+            reactor,
+            self.cluster,
+            timeout=config.proxy.timeout,
+            tls_for_host=node_tls(config.proxy.tls),
+            on_forward=lambda node_id: self.metrics.remote_requests_total.labels(
+                node_id=node_id
+            ).inc(),
+        )
         acceptor = WebSocketAcceptor(reactor)
         session_config = SessionConfig()
         self.upstream_handler = UpstreamPortHandler(
@@ -96,6 +110,7 @@ class PikoServerService(MultiService):
             acceptor,
             timeout=config.proxy.timeout,
             auth=self.auth["proxy"],
+            forwarder=self.forwarder,
         )
         self.metrics = ServerMetrics()
         self.metrics.watch(self.registry)
@@ -104,6 +119,7 @@ class PikoServerService(MultiService):
             self.registry,
             lambda: self.ready,
             self.metrics.render,
+            self.cluster,
         )
         # Unusable TLS settings raise here, before anything listens: fail closed.
         self.tls = {

@@ -29,14 +29,14 @@ class LookupTests(SynchronousTestCase):
         state.add_node(Node("n4", proxy_addr="c:1", endpoints={"ep": 9}))
         state.update_status("n4", NodeStatus.UNREACHABLE)
         state.add_node(Node("n5", proxy_addr="d:1", endpoints={"ep": 9}, status=NodeStatus.LEFT))
-        self.assertEqual({state.lookup_endpoint("ep").id for _ in range(50)}, {"n2"})  # type: ignore[union-attr]
+        self.assertEqual({state.lookup_endpoint("ep").id for _ in range(50)}, {"n2"})
 
     def test_weighted_by_upstream_count(self) -> None:
         """A node with three times the upstreams gets about three times the requests."""
         state = cluster()
         state.add_node(Node("n2", proxy_addr="a:1", endpoints={"ep": 1}))
         state.add_node(Node("n3", proxy_addr="b:1", endpoints={"ep": 3}))
-        picks = Counter(state.lookup_endpoint("ep").id for _ in range(4000))  # type: ignore[union-attr]
+        picks = Counter(state.lookup_endpoint("ep").id for _ in range(4000))
         ratio = picks["n3"] / picks["n2"]
         self.assertTrue(2.6 < ratio < 3.4, ratio)
 
@@ -45,10 +45,10 @@ class LookupTests(SynchronousTestCase):
         state = cluster()
         state.add_node(Node("n2", proxy_addr="a:1"))
         state.update_endpoint("n2", "ep", 2)
-        self.assertEqual(state.lookup_endpoint("ep").id, "n2")  # type: ignore[union-attr]
+        self.assertEqual(state.lookup_endpoint("ep").id, "n2")
         state.update_endpoint("n2", "ep", 0)
         self.assertIsNone(state.lookup_endpoint("ep"))
-        self.assertEqual(state.node("n2").endpoints, {})  # type: ignore[union-attr]
+        self.assertEqual(state.node("n2").endpoints, {})
 
     def test_local_first_and_local_alias(self) -> None:
         """The node list starts with this node, which 'local' also names."""
