@@ -1,4 +1,4 @@
-"""Two server nodes on loopback: a node without the upstream forwards one hop to the node that has it."""
+"""Two nodes on loopback: one without the upstream forwards one hop to the node that has it."""
 
 from __future__ import annotations
 
