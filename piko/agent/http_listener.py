@@ -33,7 +33,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from piko.agent.metrics import AgentMetrics, MeteredListenerHandler
 from piko.agent.pool import ConnectionPool, StaleConnection
+from piko.http.access_log import AccessLog, AccessLoggedHandler
 from piko.http.head import header_get
 from piko.http.proxy import ProxyExchange
 from piko.http.rewrite import rewrite_request
@@ -155,6 +157,8 @@ class HTTPListenerFactory(Factory):
     :param target: the target URL's parts (path prefix and query).
     :param timeout: seconds to wait for a response head (the listener ``timeout``); None or
         0 for no limit.
+    :param access_log: logs every answered request (``proxy.http.access``), if given.
+    :param metrics: counts every answered request under ``endpoint_id``, if given.
     """
 
     log = Logger()
@@ -167,12 +171,20 @@ class HTTPListenerFactory(Factory):
         target: Target,
         *,
         timeout: float | None = None,
+        access_log: AccessLog | None = None,
+        metrics: AgentMetrics | None = None,
+        endpoint_id: str = "",
     ) -> None:
         self.clock = clock
         self.pool = pool
         self.target = target
         self.timeout = timeout or None
-        self._handler = _ProxyHandler(self)
+        handler: IRequestHandler = _ProxyHandler(self)
+        if access_log is not None and not access_log.disabled:
+            handler = AccessLoggedHandler(handler, access_log, clock)
+        if metrics is not None:
+            handler = MeteredListenerHandler(handler, metrics, endpoint_id, clock)
+        self._handler = handler
 
     def buildProtocol(self, addr: Any) -> HTTPServerProtocol:
         return HTTPServerProtocol(self._handler, self.clock, header_timeout=None, idle_timeout=None)

@@ -31,10 +31,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from piko.agent.http_listener import HTTPListenerFactory, parse_target
+from piko.agent.metrics import AgentMetrics, AgentMetricsServer
 from piko.agent.pool import ConnectionPool
 from piko.agent.tcp_listener import TCPListenerFactory
 from piko.client.upstream import PikoListeningPort, Upstream
 from piko.config import AgentConfig, ListenerConfig, split_host_port
+from piko.http.access_log import AccessLog
 from piko.tls import client_tls, tls_for_url
 
 __all__ = ["AgentService", "build_listener_factory", "make_agent_service"]
@@ -62,9 +64,11 @@ def build_listener_factory(
     config: ListenerConfig,
     reactor: Any,
     endpoint_factory: EndpointFactory = _hostname_endpoint,
+    metrics: AgentMetrics | None = None,
 ) -> tuple[IProtocolFactory, ConnectionPool | None]:
     """
-    The stream factory of one listener (and its connection pool for HTTP).
+    The stream factory of one listener (and its connection pool for HTTP), with its access
+    log, and counted in ``metrics`` if given.
 
     :raises ValueError: when ``addr`` is invalid for the protocol.
     """
@@ -74,7 +78,7 @@ def build_listener_factory(
             raise ValueError(f"invalid addr: {config.addr}")
         host, port = split_host_port(host_port)
         endpoint = endpoint_factory(reactor, host, int(port), config.timeout)
-        return TCPListenerFactory(endpoint, config.endpoint_id), None
+        return TCPListenerFactory(endpoint, config.endpoint_id, config.access_log), None
     url = config.url()
     if url is None:
         raise ValueError(f"invalid addr: {config.addr}")
@@ -89,7 +93,19 @@ def build_listener_factory(
         idle_timeout=http_client.idle_conn_timeout,
         max_idle=http_client.max_idle_conns,
     )
-    return HTTPListenerFactory(reactor, pool, target, timeout=config.timeout), pool
+    access_log = AccessLog(
+        config.access_log, "proxy.http.access", fields={"endpoint-id": config.endpoint_id}
+    )
+    factory = HTTPListenerFactory(
+        reactor,
+        pool,
+        target,
+        timeout=config.timeout,
+        access_log=access_log,
+        metrics=metrics,
+        endpoint_id=config.endpoint_id,
+    )
+    return factory, pool
 
 
 class AgentService(MultiService):
@@ -157,6 +173,12 @@ class AgentService(MultiService):
             endpoint_id=listener.config.endpoint_id,
             error=str(error),
         )
+        self.fail(error)
+
+    def fail(self, error: BaseException) -> None:
+        """Shut every listener and report ``error`` (the agent must exit with status 1)."""
+        if self.failed.called:
+            return
         self._stopping = True
         d = DeferredList([self._shutdown(other) for other in self.listeners], consumeErrors=True)
 
@@ -240,9 +262,10 @@ def make_agent_service(
             tls=tls_for_url(connect.url, connect.tls),
             connect_timeout=connect.timeout,
         )
+    metrics = AgentMetrics() if config.server.enabled else None
     listeners = []
     for listener_config in config.listeners:
-        factory, pool = build_listener_factory(listener_config, reactor, endpoint_factory)
+        factory, pool = build_listener_factory(listener_config, reactor, endpoint_factory, metrics)
         listeners.append(_Listener(listener_config, factory, pool))
 
     def stop_reactor(_: BaseException) -> None:
@@ -250,5 +273,8 @@ def make_agent_service(
 
     on_failure = stop_reactor if stop_reactor_on_failure else None
     service = AgentService(config, reactor, upstream, listeners, on_failure)
+    if metrics is not None:
+        server = AgentMetricsServer(reactor, config.server.bind_addr, metrics, service.fail)
+        server.setServiceParent(service)
     IService(service)
     return service

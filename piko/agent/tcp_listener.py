@@ -14,9 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import ILogObserver, Logger, LogLevel
+from twisted.python.failure import Failure
 
+from piko.config import AccessLogConfig
 from piko.splice import DialingSplice
 
 __all__ = ["TCPListenerFactory"]
@@ -39,6 +43,16 @@ class _StreamSplice(DialingSplice):
         """Name the endpoint in the log line."""
         return {"endpoint_id": self.factory.endpoint_id}
 
+    def connectionMade(self) -> None:
+        """Log the connection (Go's ``proxy.tcp.access``), then dial."""
+        self.factory.access("connection opened")
+        super().connectionMade()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
+        """Log the connection's end."""
+        super().connectionLost(reason)
+        self.factory.access("connection closed")
+
 
 class TCPListenerFactory(Factory):
     """
@@ -47,11 +61,27 @@ class TCPListenerFactory(Factory):
     :param endpoint: dials the local service (a ``HostnameEndpoint`` with the listener
         ``timeout``; tests pass a fake).
     :param endpoint_id: for log messages.
+    :param access_log: the listener's ``access_log``: streams are logged opened and closed on
+        ``proxy.tcp.access`` at info, or at debug when the access log is disabled (as Go does).
+    :param observer: where access records go (default: the global log publisher).
     """
 
-    def __init__(self, endpoint: IStreamClientEndpoint, endpoint_id: str = "") -> None:
+    def __init__(
+        self,
+        endpoint: IStreamClientEndpoint,
+        endpoint_id: str = "",
+        access_log: AccessLogConfig | None = None,
+        observer: ILogObserver | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.endpoint_id = endpoint_id
+        disabled = access_log is not None and access_log.disable
+        self.access_level = LogLevel.debug if disabled else LogLevel.info
+        self.access_log = Logger(namespace="proxy.tcp.access", observer=observer)
+
+    def access(self, message: str) -> None:
+        """Emit one access record for this listener."""
+        self.access_log.emit(self.access_level, message, **{"endpoint-id": self.endpoint_id})
 
     def buildProtocol(self, addr: Any) -> Protocol:
         return _StreamSplice(self)
