@@ -48,9 +48,9 @@ from piko.mux.errors import (
 )
 from piko.mux.frames import (
     HEADER,
+    HEADER_SIZE,
     PROTOCOL_VERSION,
     Flag,
-    FrameDecoder,
     FrameType,
     GoAwayCode,
 )
@@ -61,9 +61,11 @@ if TYPE_CHECKING:
 
 # Plain ints on the hot path: IntFlag/IntEnum operators run Python code.
 _pack_header = HEADER.pack
+_unpack_header = HEADER.unpack_from
 _DATA = int(FrameType.DATA)
 _WINDOW_UPDATE = int(FrameType.WINDOW_UPDATE)
 _PING = int(FrameType.PING)
+_GO_AWAY = int(FrameType.GO_AWAY)
 _SYN = int(Flag.SYN)
 _ACK = int(Flag.ACK)
 _FIN = int(Flag.FIN)
@@ -140,7 +142,13 @@ class Session(Protocol):
         self._streams: dict[int, Stream] = {}
         self._backlog: deque[Stream] = deque()
         self._factory: IProtocolFactory | None = None
-        self._decoder = FrameDecoder(max(self.config.max_stream_window, INITIAL_WINDOW))
+        # Incoming frames are parsed in place (see dataReceived): a header cut
+        # by a read waits in _head; a Data payload is handed on as it arrives.
+        self._max_payload = max(self.config.max_stream_window, INITIAL_WINDOW)
+        self._head = bytearray()
+        self._payload_left = 0
+        self._payload_stream: Stream | None = None
+        self._payload_flags = 0
         self._unacked_opens = 0
         self._open_waiters: deque[Deferred[None]] = deque()
         self._pending_flush: dict[Stream, None] = {}
@@ -167,18 +175,68 @@ class Session(Protocol):
         self._schedule_keepalive()
 
     def dataReceived(self, data: bytes) -> None:
-        """Decode frames and dispatch them; a protocol error ends the session."""
+        """
+        Parse frames in place and dispatch them; a protocol error ends the session.
+
+        A Data frame's payload is not gathered first: its header is checked
+        against the stream's receive window at once (a longer frame is a
+        protocol error, as in hashicorp's ``readData``), then each piece goes
+        to the stream as it arrives.  Windows count bytes, so partial delivery
+        changes nothing for the protocol, and a piece that is the whole of
+        ``data`` is passed on without a copy.  The FIN or RST a Data frame
+        carries takes effect after its last byte.
+        """
         if self.closed:
             return
         try:
-            frames = self._decoder.feed(data)
-            for frame_type, flags, stream_id, length, payload in frames:
-                if frame_type <= _WINDOW_UPDATE:  # Data or WindowUpdate
-                    self._on_stream_frame(frame_type, flags, stream_id, length, payload)
+            offset = 0
+            end = len(data)
+            while offset < end:
+                left = self._payload_left
+                if left:
+                    size = end - offset
+                    if size > left:
+                        size = left
+                    piece = data if size == end else data[offset : offset + size]
+                    offset += size
+                    left -= size
+                    self._payload_left = left
+                    stream = self._payload_stream
+                    if stream is not None:
+                        stream._data_received(piece)
+                    if not left:
+                        self._end_payload()
+                    if self.closed:
+                        return
+                    continue
+                head = self._head
+                if head:
+                    take = HEADER_SIZE - len(head)
+                    head += data[offset : offset + take]
+                    offset += take
+                    if len(head) < HEADER_SIZE:
+                        return
+                    header = _unpack_header(head)
+                    head.clear()
+                elif end - offset < HEADER_SIZE:
+                    head += data[offset:]
+                    return
+                else:
+                    header = _unpack_header(data, offset)
+                    offset += HEADER_SIZE
+                version, frame_type, flags, stream_id, length = header
+                if version != PROTOCOL_VERSION:
+                    raise ProtocolError(f"invalid protocol version {version}")
+                if frame_type == _DATA:
+                    self._on_data_header(flags, stream_id, length)
+                elif frame_type == _WINDOW_UPDATE:
+                    self._on_window_update(flags, stream_id, length)
                 elif frame_type == _PING:
                     self._on_ping(flags, length)
-                else:
+                elif frame_type == _GO_AWAY:
                     self._on_go_away(length)
+                else:
+                    raise ProtocolError(f"invalid message type {frame_type}")
                 if self.closed:
                     return
         except ProtocolError as error:
@@ -376,31 +434,64 @@ class Session(Protocol):
 
     # -- frame input --------------------------------------------------------
 
-    def _on_stream_frame(
-        self, frame_type: int, flags: int, stream_id: int, length: int, payload: bytes
-    ) -> None:
+    def _frame_stream(self, flags: int, stream_id: int) -> Stream | None:
+        """
+        The stream a Data or WindowUpdate frame is for, made first if it
+        carries SYN and settled if it carries ACK; ``None`` to ignore the frame.
+        """
         stream = self._streams.get(stream_id)
         if flags & _SYN:
             if stream is not None:
                 raise ProtocolError(f"duplicate stream declared: {stream_id}")
             stream = self._incoming_stream(stream_id)
             if stream is None:
-                return
+                return None
         elif stream is None:
-            if frame_type == _DATA and length:
+            return None
+        if flags & _ACK and stream._open_timer is not None:
+            self._stream_acked(stream)
+        return stream
+
+    def _on_data_header(self, flags: int, stream_id: int, length: int) -> None:
+        """A Data header: check its length now, then expect ``length`` payload bytes."""
+        if length > self._max_payload:
+            raise ProtocolError(f"data frame of {length} bytes exceeds any window")
+        stream = self._frame_stream(flags, stream_id)
+        if stream is None:
+            if length and not flags & _SYN:
                 self.log.debug(
                     "discarding {length} data bytes for unknown stream {id}",
                     length=length,
                     id=stream_id,
                 )
+        elif length > stream._recv_window:
+            raise ProtocolError(
+                f"receive window exceeded on stream {stream_id}: "
+                f"{length} bytes for a window of {stream._recv_window}"
+            )
+        self._payload_stream = stream
+        self._payload_flags = flags
+        self._payload_left = length
+        if not length:
+            self._end_payload()
+
+    def _end_payload(self) -> None:
+        """The current Data frame's last byte arrived: apply its FIN or RST."""
+        stream = self._payload_stream
+        flags = self._payload_flags
+        self._payload_stream = None
+        if stream is not None and flags & (_FIN | _RST):
+            if flags & _RST:
+                stream._reset_received()
+            else:
+                stream._on_fin()
+
+    def _on_window_update(self, flags: int, stream_id: int, delta: int) -> None:
+        stream = self._frame_stream(flags, stream_id)
+        if stream is None:
             return
-        if flags & _ACK and stream._open_timer is not None:
-            self._stream_acked(stream)
-        if frame_type == _DATA:
-            if length:
-                stream._data_received(payload)
-        elif length:
-            stream._window_update(length)
+        if delta:
+            stream._window_update(delta)
         if flags & (_FIN | _RST):
             if flags & _RST:
                 stream._reset_received()

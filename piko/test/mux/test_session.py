@@ -358,6 +358,80 @@ class FlowControlTests(SynchronousTestCase):
         self.assertTrue(pair.client_transport.disconnecting)
         self.assertIsInstance(self.successResultOf(pair.client.when_closed()), ProtocolError)
 
+    def test_window_overflow_found_from_header(self) -> None:
+        """A Data header longer than the window is refused before any of its payload arrives."""
+        pair = SessionPair()
+        accepted = RecorderFactory()
+        pair.client.listen(accepted)
+        pair.client.dataReceived(encode_frame(FrameType.WINDOW_UPDATE, Flag.SYN, 2, 0))
+        header = encode_frame(FrameType.DATA, 0, 2, WINDOW + 1)
+        pair.client.dataReceived(header)
+        self.assertIn(encode_frame(FrameType.GO_AWAY, 0, 0, 1), pair.take_client_output())
+        self.assertTrue(pair.client.closed)
+        self.assertEqual(len(accepted.built[0].received), 0)
+
+    def test_payload_delivered_as_it_arrives(self) -> None:
+        """A Data payload split across reads reaches the protocol piece by piece, FIN last."""
+        pair = SessionPair()
+        accepted = RecorderFactory(HalfCloseRecorder)
+        pair.client.listen(accepted)
+        wire = encode_frame(FrameType.DATA, Flag.SYN | Flag.FIN, 2, 10, b"0123456789")
+        wire += encode_frame(FrameType.PING, Flag.SYN, 0, 7)
+        pair.client.dataReceived(wire[:5])
+        self.assertEqual(accepted.built, [])
+        pair.client.dataReceived(wire[5:15])
+        [agent] = accepted.built
+        self.assertEqual(bytes(agent.received), b"012")
+        self.assertFalse(agent.read_closed)
+        pair.client.dataReceived(wire[15:22])
+        self.assertEqual(bytes(agent.received), b"0123456789")
+        self.assertTrue(agent.read_closed)
+        pair.take_client_output()
+        pair.client.dataReceived(wire[22:30])
+        self.assertEqual(pair.take_client_output(), b"")
+        pair.client.dataReceived(wire[30:])
+        self.assertEqual(
+            frames_of(pair.take_client_output()), [(FrameType.PING, Flag.ACK, 0, 7, b"")]
+        )
+
+    def test_byte_at_a_time(self) -> None:
+        """Frames fed one byte at a time arrive whole and in order."""
+        pair = SessionPair()
+        accepted = RecorderFactory()
+        pair.client.listen(accepted)
+        wire = encode_frame(FrameType.WINDOW_UPDATE, Flag.SYN, 2, 0)
+        wire += encode_frame(FrameType.DATA, 0, 2, 3, b"abc")
+        wire += encode_frame(FrameType.DATA, 0, 4, 0) + encode_frame(FrameType.DATA, 0, 2, 2, b"de")
+        for i in range(len(wire)):
+            pair.client.dataReceived(wire[i : i + 1])
+        self.assertEqual(bytes(accepted.built[0].received), b"abcde")
+        self.assertFalse(pair.client.closed)
+
+    def test_whole_read_passed_without_copy(self) -> None:
+        """A read that is entirely payload reaches the protocol as the very same object."""
+        pair = SessionPair()
+        seen: list[bytes] = []
+        accepted = RecorderFactory()
+        pair.client.listen(accepted)
+        pair.client.dataReceived(encode_frame(FrameType.DATA, Flag.SYN, 2, 8))
+        [agent] = accepted.built
+        agent.dataReceived = seen.append  # type: ignore[method-assign]
+        piece = b"p" * 8
+        pair.client.dataReceived(piece)
+        self.assertIs(seen[0], piece)
+
+    def test_unknown_stream_payload_skipped(self) -> None:
+        """The payload of a Data frame for an unknown stream is skipped, even split across reads."""
+        pair = SessionPair()
+        accepted = RecorderFactory()
+        pair.client.listen(accepted)
+        wire = encode_frame(FrameType.DATA, 0, 8, 4, b"zzzz")
+        wire += encode_frame(FrameType.DATA, Flag.SYN, 2, 2, b"ok")
+        pair.client.dataReceived(wire[:14])
+        pair.client.dataReceived(wire[14:])
+        self.assertEqual(bytes(accepted.built[0].received), b"ok")
+        self.assertFalse(pair.client.closed)
+
     def test_transport_backpressure_holds_streams(self) -> None:
         """While the transport is paused stream data waits; producers pause past their mark."""
         pair = SessionPair()
