@@ -35,7 +35,7 @@ class ConfigValidationError(ConfigError):
     The assembled configuration is invalid.
 
     :ivar reason: Go's ``Validate()`` text, e.g. ``proxy: missing bind addr``;
-        ``str()`` adds the ``config: `` prefix Go prints.
+        ``str()`` adds the ``"config: "`` prefix Go prints.
     """
 
     @property
