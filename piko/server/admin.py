@@ -5,7 +5,8 @@ The admin port's routes, sans-IO: health, readiness and the status API.
 Answers are byte-compatible with Go Piko's gin handlers (see the recorded
 exchanges in ``interop/errors``): ``/health`` and ``/ready`` with empty
 bodies, JSON as gin writes it, and gin's ``404 page not found`` for any
-other path or method.
+other path or method.  Beyond Go: the status dashboard on ``/ui`` (see
+:mod:`piko.server.dashboard`), with ``/`` redirecting to it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 from attrs import frozen
 
 from piko.cluster.nodes import ClusterState, Node
+from piko.server.dashboard import PAGE, PAGE_HEADERS
 from piko.server.gojson import GoStruct, go_json
 from piko.server.registry import IUpstreamRegistry
 
@@ -35,6 +37,9 @@ class AdminResponse:
 
 
 NOT_FOUND = AdminResponse(404, _TEXT, b"404 page not found")
+#: The status dashboard (``/ui``), and ``/`` sending browsers there.
+DASHBOARD = AdminResponse(200, PAGE_HEADERS, PAGE)
+REDIRECT_TO_DASHBOARD = AdminResponse(302, ((b"Location", b"/ui"),))
 EMPTY_NOT_FOUND = AdminResponse(404)
 
 
@@ -84,6 +89,10 @@ class AdminRoutes:
             return EMPTY_NOT_FOUND
         if path == "/health":
             return AdminResponse(200)
+        if path == "/ui":
+            return DASHBOARD
+        if path == "/":
+            return REDIRECT_TO_DASHBOARD
         if path == "/ready":
             return AdminResponse(200 if self.is_ready() else 503)
         if path == "/metrics" and self.metrics is not None:
