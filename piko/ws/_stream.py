@@ -57,6 +57,14 @@ from piko._tcp import WEBSOCKET_BUFFER_SIZE, tune
 from piko.ws._frames import binary_frame_header, mask_payload, new_mask_key
 from piko.ws._options import WebSocketOptions
 
+#: The most bytes handed to autobahn's parser at once.  Autobahn re-slices its
+#: whole receive buffer at every frame boundary (``self.data = self.data[i:]``),
+#: so its cost grows with the size of a read times the frames in it; the large
+#: transport buffer (:data:`piko._tcp.WEBSOCKET_BUFFER_SIZE`) also sets the read
+#: size, and 512 KiB reads of 64 KiB messages cost ~2.7x the CPU per MiB of
+#: 64 KiB reads (``benchmarks/mux_throughput.py``).
+_PARSE_CHUNK = 64 * 1024
+
 #: Payloads at least this long are handed to the TCP transport as a separate
 #: buffer (``writeSequence``) instead of being concatenated with the header,
 #: which saves one copy of a large payload.
@@ -223,8 +231,19 @@ class ByteStreamWebSocketMixin(WebSocketProtocol):
     # -- autobahn callbacks -------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        """Feed autobahn directly, skipping its per-read debug-log arguments."""
-        self._dataReceived(data)
+        """
+        Feed autobahn directly, skipping its per-read debug-log arguments, at
+        most :data:`_PARSE_CHUNK` bytes at a time.
+        """
+        size = len(data)
+        if size <= _PARSE_CHUNK:
+            self._dataReceived(data)
+            return
+        with memoryview(data) as view:
+            for start in range(0, size, _PARSE_CHUNK):
+                if self.state == WebSocketProtocol.STATE_CLOSED:
+                    return
+                self._dataReceived(bytes(view[start : start + _PARSE_CHUNK]))
 
     def onOpen(self) -> None:
         """Connect the inner protocol to a stream transport over this WebSocket."""

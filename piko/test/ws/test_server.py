@@ -143,6 +143,23 @@ class ServerTests(SynchronousTestCase):
         self.assertEqual(self.inner.data, b"abcdef")
         self.assertNotIn(b"", self.inner.received)
 
+    def test_large_read_parsed_in_chunks(self):
+        """A read far larger than one parse chunk still yields every message's bytes, in order."""
+        self.accept()
+        payloads = [bytes([i]) * (10000 + 997 * i) for i in range(40)]
+        wire = b"".join(client_frame(2, p, key=bytes([i, 7, 9, i])) for i, p in enumerate(payloads))
+        self.assertGreater(len(wire), 4 * 64 * 1024)
+        self.protocol.dataReceived(wire)
+        self.assertEqual(self.inner.data, b"".join(payloads))
+
+    def test_large_read_stops_after_failure(self):
+        """Once a text message fails the connection, the rest of a large read is not delivered."""
+        self.accept()
+        wire = client_frame(2, b"a" * 70000) + client_frame(1, b"no")
+        wire += client_frame(2, b"b" * 70000)
+        self.protocol.dataReceived(wire)
+        self.assertEqual(self.inner.data, b"a" * 70000)
+
     def test_ping_answered(self):
         """A ping is answered with a pong carrying the same payload."""
         self.accept()
