@@ -11,12 +11,15 @@ other path or method.  Beyond Go: the status dashboard on ``/ui`` (see
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
 from attrs import frozen
 
+from piko.cluster.codec import Entry
 from piko.cluster.nodes import ClusterState, Node
+from piko.cluster.state import GossipState, NodeMetadata
 from piko.server.dashboard import PAGE, PAGE_HEADERS
 from piko.server.gojson import GoStruct, go_json
 from piko.server.registry import IUpstreamRegistry
@@ -41,6 +44,14 @@ NOT_FOUND = AdminResponse(404, _TEXT, b"404 page not found")
 DASHBOARD = AdminResponse(200, PAGE_HEADERS, PAGE)
 REDIRECT_TO_DASHBOARD = AdminResponse(302, ((b"Location", b"/ui"),))
 EMPTY_NOT_FOUND = AdminResponse(404)
+
+
+@frozen
+class ForwardTo:
+    """Not answered here: reverse-proxy the request to another node's admin address."""
+
+    node_id: str
+    admin_addr: str
 
 
 @frozen
@@ -70,23 +81,34 @@ class AdminRoutes:
         is_ready: Callable[[], bool],
         metrics: Callable[[], tuple[bytes, bytes]] | None = None,
         cluster: ClusterState | None = None,
+        gossip: Callable[[], GossipState | None] | None = None,
     ) -> None:
         self.node = node
         self.registry = registry
         self.is_ready = is_ready
         self.metrics = metrics
         self.cluster = cluster
+        self.gossip = gossip
 
-    def handle(self, method: bytes, target: bytes) -> AdminResponse:
-        """Answer one request given its method and request target."""
-        if method not in (b"GET", b"HEAD"):
-            return NOT_FOUND
+    def handle(self, method: bytes, target: bytes) -> AdminResponse | ForwardTo:
+        """
+        Answer one request given its method and request target.
+
+        ``?forward=<node>`` naming another known node (any method) returns a
+        :class:`ForwardTo` for the port to relay; an unknown node is 404.
+        """
         parts = urlsplit(target.decode("latin-1"))
         path = parts.path
         forward = parse_qs(parts.query).get("forward")
         if forward and forward[0] != self.node.node_id:
-            # ?forward=<node>: this node knows no other node to forward to.
-            return EMPTY_NOT_FOUND
+            remote = None
+            if self.cluster is not None and forward[0] != "local":
+                remote = self.cluster.node(forward[0])
+            if remote is None or not remote.admin_addr:
+                return EMPTY_NOT_FOUND
+            return ForwardTo(remote.id, remote.admin_addr)
+        if method not in (b"GET", b"HEAD"):
+            return NOT_FOUND
         if path == "/health":
             return AdminResponse(200)
         if path == "/ui":
@@ -110,6 +132,19 @@ class AdminRoutes:
                 if remote.id == node_id:
                     return self._json(_remote_detail(remote))
             return EMPTY_NOT_FOUND if node_id and "/" not in node_id else NOT_FOUND
+        state = self.gossip() if self.gossip is not None else None
+        if path == "/status/gossip/nodes" and state is not None:
+            return self._json([_gossip_node(m) for m in sorted(state.nodes(), key=_by_id)])
+        if path.startswith("/status/gossip/nodes/") and state is not None:
+            node_id = path[len("/status/gossip/nodes/") :]
+            if not node_id or "/" in node_id:
+                return NOT_FOUND
+            gossip_node = state.node(node_id)
+            if gossip_node is None:
+                return EMPTY_NOT_FOUND
+            detail = _gossip_node(gossip_node.metadata)
+            detail["Entries"] = [_gossip_entry(e) for e in gossip_node.entries] or None
+            return self._json(detail)
         return NOT_FOUND
 
     def _remotes(self) -> list[Node]:
@@ -159,3 +194,45 @@ def _remote_detail(node: Node) -> GoStruct:
         admin_addr=node.admin_addr,
         endpoints=dict(node.endpoints) or None,
     )
+
+
+def _by_id(metadata: NodeMetadata) -> str:
+    return metadata.id
+
+
+def _gossip_node(metadata: NodeMetadata) -> GoStruct:
+    return GoStruct(
+        id=metadata.id,
+        addr=metadata.addr,
+        version=metadata.version,
+        left=metadata.left,
+        unreachable=metadata.unreachable,
+        expiry=go_time(metadata.expiry),
+    )
+
+
+def _gossip_entry(entry: Entry) -> GoStruct:
+    return GoStruct(
+        key=entry.key,
+        value=entry.value,
+        version=entry.version,
+        internal=entry.internal,
+        deleted=entry.deleted,
+    )
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
+def go_time(seconds: float | None) -> str:
+    """
+    A POSIX time as Go's ``time.Time`` marshals to JSON (RFC 3339, nanoseconds,
+    trailing zeros trimmed); ``None`` is Go's zero time.
+    """
+    if seconds is None:
+        return "0001-01-01T00:00:00Z"
+    nanos = round(seconds * 1_000_000_000)
+    whole, frac = divmod(nanos, 1_000_000_000)
+    stamp = (_EPOCH + datetime.timedelta(seconds=whole)).strftime("%Y-%m-%dT%H:%M:%S")
+    fraction = f".{frac:09d}".rstrip("0") if frac else ""
+    return f"{stamp}{fraction}Z"

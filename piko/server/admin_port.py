@@ -8,13 +8,28 @@ and ``/metrics`` included, as Go's middleware does (probes need a token).
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any
+
+from twisted.internet.endpoints import HostnameEndpoint
 from zope.interface import implementer
 
 from piko.auth.http import RequestAuthenticator
 from piko.auth.token import Token
-from piko.http.rewrite import go_response_head
+from piko.config._addr import split_host_port
+from piko.http.proxy import EndpointConnector, IUpstreamConnector, ProxyExchange
+from piko.http.rewrite import go_response_head, rewrite_request
 from piko.http.server import IRequestHandler, IServerExchange
-from piko.server.admin import AdminResponse, AdminRoutes
+from piko.server.admin import EMPTY_NOT_FOUND, AdminResponse, AdminRoutes, ForwardTo
+
+#: Go's admin forwarding timeout.
+FORWARD_TIMEOUT = 15.0
+
+
+def connect_admin(reactor: Any, admin_addr: str) -> IUpstreamConnector:
+    """A connector to another node's admin port: plain HTTP, as Go (even with admin TLS)."""
+    host, port = split_host_port(admin_addr)
+    return EndpointConnector(HostnameEndpoint(reactor, host, int(port), timeout=FORWARD_TIMEOUT))
 
 
 @implementer(IRequestHandler)
@@ -25,9 +40,24 @@ class AdminPortHandler:
     :param auth: authenticates every request before routing, or ``None``.
     """
 
-    def __init__(self, routes: AdminRoutes, auth: RequestAuthenticator | None = None) -> None:
+    def __init__(
+        self,
+        routes: AdminRoutes,
+        auth: RequestAuthenticator | None = None,
+        *,
+        reactor: Any = None,
+        connector: Any = connect_admin,
+    ) -> None:
+        """
+        :param reactor: needed to relay ``?forward=<node>`` requests; without
+            one they are answered 404.
+        :param connector: ``connector(reactor, admin_addr)`` gives the
+            :class:`IUpstreamConnector` to another node's admin port.
+        """
         self.routes = routes
         self.auth = auth
+        self.reactor = reactor
+        self.connector = connector
 
     def request_received(self, exchange: IServerExchange) -> None:
         """Route and answer at once; admin answers are small."""
@@ -38,9 +68,31 @@ class AdminPortHandler:
                 exchange.respond(verified)
                 return
         response = self.routes.handle(head.method, head.target)
+        if isinstance(response, ForwardTo):
+            if self.reactor is None:
+                response = EMPTY_NOT_FOUND
+            else:
+                self._forward(exchange, response)
+                return
         exchange.respond(
             lambda date, **kw: render(response, date, head_only=head.method == b"HEAD", **kw)
         )
+
+    def _forward(self, exchange: IServerExchange, to: ForwardTo) -> None:
+        """Reverse-proxy to the node's admin port (same path and query; it serves locally)."""
+        peer = exchange.transport.getPeer()
+        try:
+            connector = self.connector(self.reactor, to.admin_addr)
+        except ValueError:
+            exchange.respond(lambda date, **kw: render(EMPTY_NOT_FOUND, date, **kw))
+            return
+        ProxyExchange(
+            exchange,
+            connector,
+            self.reactor,
+            partial(rewrite_request, client_ip=getattr(peer, "host", None), close=True),
+            timeout=FORWARD_TIMEOUT,
+        ).start()
 
 
 def render(

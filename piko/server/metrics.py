@@ -26,6 +26,8 @@ from prometheus_client import (
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
+from piko.cluster.nodes import ClusterState, NodeStatus
+from piko.cluster.state import GossipState
 from piko.http.server import IRequestHandler, IServerExchange
 from piko.server.registry import UpstreamRegistry
 
@@ -34,7 +36,7 @@ SIZE_BUCKETS = tuple(256 * 4**k for k in range(8))
 
 
 class ServerMetrics:
-    """The ``piko_proxy_*`` and ``piko_upstreams_*`` metrics of one node."""
+    """The proxy, upstreams, cluster and gossip metrics of one node."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -81,6 +83,50 @@ class ServerMetrics:
             ["node_id"],
             registry=r,
         )
+        self.cluster_nodes = Gauge(
+            "piko_cluster_nodes", "Number of nodes in the cluster state", ["status"], registry=r
+        )
+
+        def gossip_counter(name: str, help: str) -> Counter:
+            return Counter(f"piko_gossip_{name}", help, registry=r)
+
+        self.gossip_connections_inbound = gossip_counter(
+            "connections_inbound", "Total number of incoming stream connections"
+        )
+        self.gossip_connections_outbound = gossip_counter(
+            "connections_outbound", "Total number of outgoing stream connections"
+        )
+        self.gossip_stream_bytes_inbound = gossip_counter(
+            "stream_bytes_inbound", "Total number of bytes received on a stream connection"
+        )
+        self.gossip_stream_bytes_outbound = gossip_counter(
+            "stream_bytes_outbound", "Total number of bytes sent on a stream connection"
+        )
+        self.gossip_packet_bytes_inbound = gossip_counter(
+            "packet_bytes_inbound", "Total number of bytes received on a packet connection"
+        )
+        self.gossip_packet_bytes_outbound = gossip_counter(
+            "packet_bytes_outbound", "Total number of bytes sent on a packet connection"
+        )
+        self.gossip_digest_entries_inbound = gossip_counter(
+            "digest_entries_inbound", "Total number of digest entries received"
+        )
+        self.gossip_digest_entries_outbound = gossip_counter(
+            "digest_entries_outbound", "Total number of digest entries sent"
+        )
+        self.gossip_delta_entries_inbound = gossip_counter(
+            "delta_entries_inbound", "Total number of delta entries received"
+        )
+        self.gossip_delta_entries_outbound = gossip_counter(
+            "delta_entries_outbound", "Total number of delta entries sent"
+        )
+        self.gossip_entries = Gauge(
+            "piko_gossip_entries",
+            "Number of entries in the gossip state",
+            ["node_id", "deleted", "internal"],
+            registry=r,
+        )
+        self._gossip_state: Callable[[], GossipState | None] | None = None
 
     def watch(self, upstreams: UpstreamRegistry[Any]) -> None:
         """Keep the upstream gauges equal to ``upstreams``' counts, and count selections."""
@@ -92,8 +138,44 @@ class ServerMetrics:
         upstreams.observe(changed)
         upstreams.observe_selections(lambda endpoint_id: self.upstream_requests_total.inc())
 
+    def watch_cluster(self, cluster: ClusterState) -> None:
+        """Keep ``piko_cluster_nodes{status}`` equal to the node table (this node counts active)."""
+
+        def changed(state: ClusterState) -> None:
+            for status in NodeStatus:
+                count = sum(1 for node in state.nodes() if node.status is status)
+                self.cluster_nodes.labels(status=status.value).set(count)
+
+        cluster.observe(changed)
+        changed(cluster)
+
+    def watch_gossip(self, state: Callable[[], GossipState | None]) -> None:
+        """Count ``piko_gossip_entries`` from ``state()`` at each scrape."""
+        self._gossip_state = state
+
+    def _refresh_gossip_entries(self) -> None:
+        state = self._gossip_state() if self._gossip_state is not None else None
+        if state is None:
+            return
+        self.gossip_entries.clear()
+        for metadata in state.nodes():
+            node = state.node(metadata.id)
+            if node is None:
+                continue
+            counts: dict[tuple[bool, bool], int] = {}
+            for entry in node.entries:
+                key = (entry.deleted, entry.internal)
+                counts[key] = counts.get(key, 0) + 1
+            for (deleted, internal), count in counts.items():
+                self.gossip_entries.labels(
+                    node_id=metadata.id,
+                    deleted=str(deleted).lower(),
+                    internal=str(internal).lower(),
+                ).set(count)
+
     def render(self) -> tuple[bytes, bytes]:
         """The text exposition: ``(content type, body)``."""
+        self._refresh_gossip_entries()
         return CONTENT_TYPE_LATEST.encode(), generate_latest(self.registry)
 
 

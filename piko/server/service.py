@@ -1,12 +1,15 @@
 # -*- test-case-name: piko.test.server.test_service -*-
 """
-The Piko server node as a Twisted service: admin, upstream and proxy ports.
+The Piko server node as a Twisted service: admin, gossip, upstream and proxy ports.
 
-Start order follows Go: admin (not ready), upstream port, proxy port, then
-ready.  Stopping drains instead of cutting: ``/ready`` turns 503, both ports
-stop accepting, in-flight proxied requests finish (bounded by
-``grace_period``), and only then are the upstream sessions closed, so no
-request already routed is lost (Go closes the upstreams first).
+Start order follows Go: admin (not ready), gossip (TCP and UDP), one join
+attempt through ``cluster.join``, upstream port, proxy port, then ready (and,
+if the boot join found nobody, joining retries with backoff within
+``cluster.join_timeout``).  Stopping drains instead of cutting: ``/ready``
+turns 503, both ports stop accepting, in-flight proxied requests finish
+(bounded by ``grace_period``), and only then are the upstream sessions
+closed, so no request already routed is lost (Go closes the upstreams
+first); then the node leaves the cluster and closes gossip and admin.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from twisted.logger import Logger
 
 from piko.auth import RequestAuthenticator, load_port_authenticator
 from piko.cluster.nodes import ClusterState, Node
+from piko.cluster.service import GossipService, GossipSettings
+from piko.cluster.syncer import Syncer
 from piko.config import ServerConfig
 from piko.http.access_log import AccessLog, AccessLoggedHandler
 from piko.mux.session import SessionConfig
@@ -38,6 +43,10 @@ from piko.ws.server import WebSocketAcceptor
 
 #: How often a draining server looks whether in-flight requests have finished.
 DRAIN_POLL_INTERVAL = 0.05
+
+#: Go's join-on-startup backoff: from 1 s, doubling, at most 1 min.
+JOIN_BACKOFF_MIN = 1.0
+JOIN_BACKOFF_MAX = 60.0
 
 
 def advertise_addr(configured: str, port: IListeningPort) -> str:
@@ -74,8 +83,19 @@ class PikoServerService(MultiService):
 
     log = Logger()
 
-    def __init__(self, config: ServerConfig, reactor: Any, *, http_client: Any = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        reactor: Any,
+        *,
+        http_client: Any = None,
+        stop_reactor_on_failure: bool = False,
+    ) -> None:
         super().__init__()
+        self.stop_reactor_on_failure = stop_reactor_on_failure
+        #: Fires if the node gives up after starting (joining failed with
+        #: ``abort_if_join_fails``); the program then exits 1.
+        self.failed: Deferred[BaseException] = Deferred()
         self.config = config
         self.reactor = reactor
         self.registry: UpstreamRegistry[UpstreamSession] = UpstreamRegistry()
@@ -114,12 +134,33 @@ class PikoServerService(MultiService):
         )
         self.metrics = ServerMetrics()
         self.metrics.watch(self.registry)
+        self.metrics.watch_cluster(self.cluster)
+        # Gossip: what we publish and what we learn go through the syncer.
+        gossip = config.cluster.gossip
+        self.syncer = Syncer(self.cluster)
+        self.registry.observe(self.syncer.local_endpoint_changed)
+        self.gossip = GossipService(
+            reactor,
+            GossipSettings(
+                config.cluster.node_id,
+                gossip.bind_addr,
+                gossip.advertise_addr,
+                gossip.interval,
+                gossip.max_packet_size,
+            ),
+            self.syncer,
+            metrics=self.metrics,
+            advertise=lambda port: advertise_addr(gossip.advertise_addr, port),
+        )
+        self.metrics.watch_gossip(lambda: self.gossip.state)
+        self._join_retry: Deferred[Any] | None = None
         self.routes = AdminRoutes(
             LocalNode(config.cluster.node_id, "", ""),
             self.registry,
             lambda: self.ready,
             self.metrics.render,
             self.cluster,
+            gossip=lambda: self.gossip.state,
         )
         # Unusable TLS settings raise here, before anything listens: fail closed.
         self.tls = {
@@ -129,7 +170,9 @@ class PikoServerService(MultiService):
         }
         http = config.proxy.http
         self.factories = {
-            "admin": HTTPPortFactory(AdminPortHandler(self.routes, self.auth["admin"]), reactor),
+            "admin": HTTPPortFactory(
+                AdminPortHandler(self.routes, self.auth["admin"], reactor=reactor), reactor
+            ),
             "upstream": HTTPPortFactory(self.upstream_handler, reactor),
             "proxy": HTTPPortFactory(
                 MeteredHandler(
@@ -161,9 +204,23 @@ class PikoServerService(MultiService):
         config = self.config
         for name, bind_addr in (
             ("admin", config.admin.bind_addr),
+            ("gossip", config.cluster.gossip.bind_addr),
             ("upstream", config.upstream.bind_addr),
             ("proxy", config.proxy.bind_addr),
         ):
+            if name == "gossip":
+                try:
+                    self.gossip.listen()
+                except Exception as error:
+                    self.log.error(
+                        "gossip: failed to listen on {addr}: {error}",
+                        addr=bind_addr,
+                        error=str(error),
+                    )
+                    raise
+                self.gossip.startService()
+                joined = yield self._join_on_boot()
+                continue
             try:
                 self.ports[name] = yield listen(
                     self.reactor, bind_addr, self.factories[name], self.tls[name]
@@ -181,6 +238,12 @@ class PikoServerService(MultiService):
             advertise_addr(config.proxy.advertise_addr, self.ports["proxy"]),
             advertise_addr(config.admin.advertise_addr, self.ports["admin"]),
         )
+        self.cluster.local.proxy_addr = self.routes.node.proxy_addr
+        self.cluster.local.admin_addr = self.routes.node.admin_addr
+        assert self.gossip.state is not None
+        self.syncer.sync(
+            self.gossip.state, self.routes.node.proxy_addr, self.routes.node.admin_addr
+        )
         self.ready = True
         self.log.info(
             "piko server ready: node {node_id}, proxy {proxy}, upstream {upstream}, admin {admin}",
@@ -189,6 +252,50 @@ class PikoServerService(MultiService):
             upstream=_addr(self.ports["upstream"]),
             admin=_addr(self.ports["admin"]),
         )
+        if config.cluster.join and not joined:
+            self._join_retry = Deferred.fromCoroutine(self._join_on_startup())
+
+    @inlineCallbacks
+    def _join_on_boot(self) -> Any:
+        """One join attempt before serving (Go's ``JoinOnBoot``); failure is only logged."""
+        if not self.config.cluster.join:
+            return True
+        try:
+            yield Deferred.fromCoroutine(self.gossip.join(self.config.cluster.join))
+        except Exception as error:
+            self.log.warn("cluster: failed to join on boot: {error}", error=str(error))
+            return False
+        return True
+
+    async def _join_on_startup(self) -> None:
+        """Retry joining with backoff within ``join_timeout``; give up as configured."""
+        cluster = self.config.cluster
+        deadline = self.reactor.seconds() + cluster.join_timeout
+        backoff = JOIN_BACKOFF_MIN
+        error: Exception | None = None
+        while self.running:
+            try:
+                await self.gossip.join(cluster.join)
+                return
+            except Exception as e:
+                error = e
+            wait = min(backoff, deadline - self.reactor.seconds())
+            if wait <= 0:
+                break
+            self.log.warn(
+                "cluster: failed to join: {error}; retrying in {wait}s", error=str(error), wait=wait
+            )
+            await deferLater(self.reactor, wait, lambda: None)
+            backoff = min(backoff * 2, JOIN_BACKOFF_MAX)
+        if not self.running:
+            return
+        if cluster.abort_if_join_fails:
+            self.log.error("cluster: failed to join cluster: {error}", error=str(error))
+            self.failed.callback(error or Exception("join failed"))
+            if self.stop_reactor_on_failure:
+                self.reactor.stop()
+        else:
+            self.log.warn("cluster: failed to join cluster: {error}", error=str(error))
 
     def stopService(self) -> Deferred[None]:
         """Drain, then close; bounded by ``grace_period``."""
@@ -216,6 +323,16 @@ class PikoServerService(MultiService):
         self.upstream_handler.close_all()
         for protocol in list(self.factories["upstream"].connections):
             _abort(protocol.transport)
+        if self._join_retry is not None:
+            self._join_retry.cancel()
+            self._join_retry = None
+        if self.gossip.state is not None:
+            try:
+                yield Deferred.fromCoroutine(self.gossip.leave())
+            except Exception as error:
+                self.log.warn("gossip: leave: {error}", error=str(error))
+        if self.gossip.running or self.gossip.state is not None:
+            yield self.gossip.stopService()
         port = self.ports.pop("admin", None)
         if port is not None:
             yield port.stopListening()
@@ -242,4 +359,4 @@ def make_server_service(
     :raises piko.config.ConfigError: when TLS or auth is configured but
         cannot be loaded; the server must not start without it.
     """
-    return PikoServerService(config, reactor, http_client=http_client)
+    return PikoServerService(config, reactor, http_client=http_client, stop_reactor_on_failure=True)

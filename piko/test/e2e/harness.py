@@ -37,7 +37,11 @@ def server_config(*, upstream: dict[str, Any] | None = None, **proxy: Any) -> Se
         proxy=evolve(config.proxy, bind_addr="127.0.0.1:0", **proxy),
         upstream=evolve(config.upstream, bind_addr="127.0.0.1:0", **(upstream or {})),
         admin=evolve(config.admin, bind_addr="127.0.0.1:0"),
-        cluster=evolve(config.cluster, node_id="node-e2e"),
+        cluster=evolve(
+            config.cluster,
+            node_id="node-e2e",
+            gossip=evolve(config.cluster.gossip, bind_addr="127.0.0.1:0"),
+        ),
         grace_period=5.0,
     )
 

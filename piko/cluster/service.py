@@ -1,0 +1,707 @@
+# -*- test-case-name: piko.test.cluster.test_service -*-
+"""
+The gossip service: Go Piko's ``pkg/gossip`` transport around the sans-IO state.
+
+One address serves both transports, as in Go: UDP carries the periodic
+digest/delta exchange (scuttlebutt anti-entropy and, through the deltas, the
+failure detector's heartbeats), TCP carries joins and leaves.  Packets are
+byte-identical to Go Piko v0.9.0 (:mod:`piko.cluster.codec`), so Go and
+Python nodes form one cluster.
+
+Gossip on this transport is neither authenticated nor encrypted (Go's isn't
+either); a warning says so at start.
+
+Every ``interval`` (plus up to 10% jitter) the service sends a digest
+(``request=True``) to one random live node and one random unreachable node
+and updates liveness; every ten intervals it compacts the local state and
+forgets expired nodes.  Watcher events from the state are queued and
+delivered on the next reactor turn, so watchers may call back into anything.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from attrs import frozen
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHostResolution,
+    IListeningPort,
+    IReactorTime,
+    IResolutionReceiver,
+)
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from piko.cluster.codec import (
+    DEFAULT_MAX_PACKET_SIZE,
+    CodecError,
+    DeltaHeader,
+    DeltaPacket,
+    DigestHeader,
+    DigestPacket,
+    JoinHeader,
+    JoinRequest,
+    JoinResponse,
+    LeaveHeader,
+    LeaveRequest,
+    LeaveResponse,
+    MessageType,
+    RequestDecoder,
+    ResponseDecoder,
+    decode_packet,
+    encode_delta,
+    encode_digest,
+    encode_join_request,
+    encode_join_response,
+    encode_leave_request,
+    encode_leave_response,
+)
+from piko.cluster.failure_detector import AccrualFailureDetector
+from piko.cluster.state import GossipState, IGossipWatcher
+from piko.config._addr import join_host_port, split_host_port
+
+if TYPE_CHECKING:
+    from piko.server.metrics import ServerMetrics
+
+__all__ = [
+    "DEFAULT_INTERVAL",
+    "IO_TIMEOUT",
+    "LEAVE_ACKS",
+    "GossipService",
+    "JoinError",
+    "resolve_host",
+]
+
+#: Go's default gossip interval.
+DEFAULT_INTERVAL = 0.1
+
+#: Go's TCP dial timeout and read/write deadline.
+IO_TIMEOUT = 10.0
+
+#: A leaving node stops after this many nodes acknowledged its leave.
+LEAVE_ACKS = 4
+
+#: Compaction and expiry run every this many intervals.
+SWEEP_EVERY = 10
+
+#: Each tick is delayed by up to this fraction of the interval.
+JITTER = 0.1
+
+
+class JoinError(Exception):
+    """No seed address could be joined."""
+
+
+# -- name resolution ----------------------------------------------------------
+
+
+@implementer(IResolutionReceiver)
+class _Collector:
+    def __init__(self) -> None:
+        self.addresses: list[str] = []
+        self.done: Deferred[list[str]] = Deferred()
+
+    def resolutionBegan(self, resolutionInProgress: IHostResolution) -> None:
+        """Nothing to do."""
+
+    def addressResolved(self, address: IAddress) -> None:
+        host = getattr(address, "host", None)
+        if host is not None and host not in self.addresses:
+            self.addresses.append(host)
+
+    def resolutionComplete(self) -> None:
+        self.done.callback(self.addresses)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def resolve_host(reactor: Any, host: str) -> Deferred[list[str]]:
+    """
+    Every address ``host`` resolves to, through the reactor's resolver (never blocking).
+
+    An IP literal resolves to itself.  A DNS name gives every address it
+    has, as a Kubernetes headless service lists its pods.
+    """
+    if _is_ip(host):
+        return _succeed([host])
+    collector = _Collector()
+    reactor.nameResolver.resolveHostName(collector, host)
+    return collector.done
+
+
+def _succeed(value: list[str]) -> Deferred[list[str]]:
+    d: Deferred[list[str]] = Deferred()
+    d.callback(value)
+    return d
+
+
+# -- watcher events on the next turn -----------------------------------------
+
+
+@implementer(IGossipWatcher)
+class _DeferredWatcher:
+    """Queues the state's watcher calls and delivers them on the next reactor turn."""
+
+    def __init__(self, clock: IReactorTime, target: IGossipWatcher) -> None:
+        self._clock = clock
+        self._target = target
+        self._queue: list[tuple[str, tuple[str, ...]]] = []
+        self._call: IDelayedCall | None = None
+        self.closed = False
+
+    def _push(self, name: str, *args: str) -> None:
+        if self.closed:
+            return
+        self._queue.append((name, args))
+        if self._call is None:
+            self._call = self._clock.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._call = None
+        queue, self._queue = self._queue, []
+        for name, args in queue:
+            getattr(self._target, name)(*args)
+
+    def flush(self) -> None:
+        """Deliver what is queued now and nothing after (at stop)."""
+        self.closed = True
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._flush()
+
+    def on_join(self, node_id: str) -> None:
+        self._push("on_join", node_id)
+
+    def on_leave(self, node_id: str) -> None:
+        self._push("on_leave", node_id)
+
+    def on_reachable(self, node_id: str) -> None:
+        self._push("on_reachable", node_id)
+
+    def on_unreachable(self, node_id: str) -> None:
+        self._push("on_unreachable", node_id)
+
+    def on_upsert_key(self, node_id: str, key: str, value: str) -> None:
+        self._push("on_upsert_key", node_id, key, value)
+
+    def on_delete_key(self, node_id: str, key: str) -> None:
+        self._push("on_delete_key", node_id, key)
+
+    def on_expired(self, node_id: str) -> None:
+        self._push("on_expired", node_id)
+
+
+# -- transports ---------------------------------------------------------------
+
+
+class _UDP(DatagramProtocol):
+    noisy = False
+
+    def __init__(self, service: GossipService) -> None:
+        self.service = service
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.service.packet_received(datagram)
+
+
+class _Inbound(Protocol):
+    """One accepted TCP connection: a join or leave request, answered, then closed."""
+
+    def __init__(self, service: GossipService) -> None:
+        self.service = service
+        self.decoder = RequestDecoder()
+        self.timer: IDelayedCall | None = None
+        self.answered = False
+
+    def connectionMade(self) -> None:
+        self.service.inbound.add(self)
+        self.service.count("connections_inbound")
+        self.timer = self.service.clock.callLater(IO_TIMEOUT, self._timeout)
+
+    def _timeout(self) -> None:
+        self.timer = None
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.answered:
+            return
+        self.service.count("stream_bytes_inbound", len(data))
+        try:
+            request = self.decoder.feed(data)
+        except CodecError as error:
+            self.service.log.warn("gossip: stream: {error}", error=str(error))
+            self.answered = True
+            self.transport.abortConnection()  # type: ignore[union-attr]
+            return
+        if request is None:
+            return
+        self.answered = True
+        answer = self.service.request_received(request)
+        self.service.count("stream_bytes_outbound", len(answer))
+        assert self.transport is not None
+        self.transport.write(answer)
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.service.inbound.discard(self)
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+
+
+class _Outbound(Protocol):
+    """One dialled TCP exchange: write a request, read the response."""
+
+    def __init__(self, service: GossipService, request: bytes, kind: MessageType) -> None:
+        self.service = service
+        self.request = request
+        self.decoder = ResponseDecoder(kind)
+        self.result: Deferred[JoinResponse | LeaveResponse] = Deferred()
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.service.count("connections_outbound")
+        self.service.count("stream_bytes_outbound", len(self.request))
+        self.transport.write(self.request)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.result.called:
+            return
+        self.service.count("stream_bytes_inbound", len(data))
+        try:
+            response = self.decoder.feed(data)
+        except CodecError as error:
+            self.result.errback(Failure(error))
+            self.transport.abortConnection()  # type: ignore[union-attr]
+            return
+        if response is not None:
+            self.result.callback(response)
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        if not self.result.called:
+            self.result.errback(reason or Failure(ConnectionError("connection lost")))
+
+
+#: Dial ``(host, port, protocol)`` and fire with the connected protocol.
+Connect = Callable[[str, int, Protocol], "Deferred[Protocol]"]
+
+
+@frozen
+class GossipSettings:
+    """
+    What the service needs from ``cluster.gossip`` (and ``cluster.node_id``).
+
+    :ivar advertise_addr: the configured advertise address, or ``""`` to
+        infer it from the bound address.
+    """
+
+    node_id: str
+    bind_addr: str = ":8003"
+    advertise_addr: str = ""
+    interval: float = DEFAULT_INTERVAL
+    max_packet_size: int = DEFAULT_MAX_PACKET_SIZE
+
+
+class GossipService(Service):
+    """
+    Runs gossip for one node on one ``host:port`` for UDP and TCP.
+
+    :param reactor: provides TCP, UDP, time and name resolution.
+    :param settings: node id, addresses, interval, packet size.
+    :param watcher: told of remote nodes' changes on the next reactor turn.
+    :param metrics: the ``piko_gossip_*`` counters, if any.
+    :param advertise: infers the advertise address from the bound TCP port
+        when none is configured.
+    :param connect: dials a peer (tests replace it).
+    :param rng: randomness of peer choice, shuffles and jitter.
+
+    :ivar state: the gossip state, once :meth:`listen` has bound the port
+        (its local address is the advertise address).
+    """
+
+    log = Logger(namespace="gossip")
+
+    def __init__(
+        self,
+        reactor: Any,
+        settings: GossipSettings,
+        watcher: IGossipWatcher,
+        *,
+        metrics: ServerMetrics | None = None,
+        advertise: Callable[[IListeningPort], str] | None = None,
+        connect: Connect | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.clock: IReactorTime = reactor
+        self.settings = settings
+        self.metrics = metrics
+        self.rng = rng or random.Random()
+        self.failure_detector = AccrualFailureDetector(
+            reactor, bootstrap_interval=2 * settings.interval
+        )
+        self._watcher = _DeferredWatcher(reactor, watcher)
+        self._advertise = advertise
+        self._connect = connect or self._default_connect
+        self.state: GossipState | None = None
+        self.tcp_port: IListeningPort | None = None
+        self.udp_port: Any = None
+        self._tick: IDelayedCall | None = None
+        self._ticks = 0
+        #: Accepted TCP connections not yet closed (aborted at stop).
+        self.inbound: set[_Inbound] = set()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def listen(self) -> GossipState:
+        """
+        Bind TCP and UDP on the same address and create the state.
+
+        With port 0 the UDP socket takes the port TCP was given.
+
+        :raises twisted.internet.error.CannotListenError: when either cannot bind.
+        """
+        host, port = split_host_port(self.settings.bind_addr)
+        self.tcp_port = self.reactor.listenTCP(int(port), _InboundFactory(self), interface=host)
+        bound = self.tcp_port.getHost().port  # type: ignore[union-attr]
+        try:
+            self.udp_port = self.reactor.listenUDP(bound, _UDP(self), interface=host)
+        except Exception:
+            self.tcp_port.stopListening()
+            self.tcp_port = None
+            raise
+        if self.settings.advertise_addr:
+            addr = self.settings.advertise_addr
+        elif self._advertise is not None:
+            addr = self._advertise(self.tcp_port)
+        else:
+            addr = join_host_port(host or "127.0.0.1", str(bound))
+        self.state = GossipState(
+            self.settings.node_id, addr, self.clock, self.failure_detector, self._watcher
+        )
+        self.log.warn(
+            "gossip: no cluster TLS configured: gossip on {addr} is unauthenticated and "
+            "unencrypted; expose it only on a trusted network",
+            addr=addr,
+        )
+        return self.state
+
+    def startService(self) -> None:
+        """Bind (if not yet) and start the gossip rounds."""
+        super().startService()
+        if self.state is None:
+            self.listen()
+        self._schedule()
+
+    def stopService(self) -> Deferred[None]:
+        """Stop gossiping and close both sockets (call :meth:`leave` first to leave)."""
+        super().stopService()
+        if self._tick is not None and self._tick.active():
+            self._tick.cancel()
+        self._tick = None
+        self._watcher.flush()
+        for protocol in list(self.inbound):
+            if protocol.transport is not None:
+                protocol.transport.abortConnection()  # type: ignore[attr-defined]
+        stops = []
+        if self.tcp_port is not None:
+            stops.append(Deferred.fromCoroutine(_maybe(self.tcp_port.stopListening())))
+            self.tcp_port = None
+        if self.udp_port is not None:
+            stops.append(Deferred.fromCoroutine(_maybe(self.udp_port.stopListening())))
+            self.udp_port = None
+        return DeferredList(stops).addCallback(lambda _: None)
+
+    @property
+    def addr(self) -> str:
+        """The advertise address."""
+        assert self.state is not None
+        return self.state.local_addr
+
+    # -- periodic ----------------------------------------------------------
+
+    def _schedule(self) -> None:
+        interval = self.settings.interval
+        delay = interval + self.rng.uniform(0, JITTER * interval)
+        self._tick = self.clock.callLater(delay, self._on_tick)
+
+    def _on_tick(self) -> None:
+        self._tick = None
+        try:
+            self.gossip_round()
+            self._ticks += 1
+            if self._ticks % SWEEP_EVERY == 0:
+                self.sweep()
+        finally:
+            if self.running:
+                self._schedule()
+
+    def gossip_round(self) -> None:
+        """Send our digest to one random live node and one random unreachable node."""
+        state = self.state
+        assert state is not None
+        targets = []
+        live = state.live_nodes()
+        if live:
+            targets.append(self.rng.choice(live).addr)
+        unreachable = state.unreachable_nodes()
+        if unreachable:
+            targets.append(self.rng.choice(unreachable).addr)
+        for target in targets:
+            self._send_digest(target, request=True)
+        state.update_liveness()
+
+    def sweep(self) -> None:
+        """Compact the local state and forget expired nodes."""
+        assert self.state is not None
+        self.state.compact_local()
+        self.state.remove_expired()
+
+    # -- UDP ---------------------------------------------------------------
+
+    def _send_digest(self, addr: str, *, request: bool) -> None:
+        state = self.state
+        assert state is not None
+        digest = state.digest()
+        self.rng.shuffle(digest)
+        packet = encode_digest(
+            DigestHeader(state.local_id, state.local_addr, request),
+            digest,
+            self.settings.max_packet_size,
+        )
+        self.count("digest_entries_outbound", len(digest))
+        self._send(addr, packet)
+
+    def _send(self, addr: str, packet: bytes) -> None:
+        if self.udp_port is None:
+            return
+        try:
+            host, port = split_host_port(addr)
+            port_number = int(port)
+        except ValueError:
+            self.log.warn("gossip: bad address {addr}", addr=addr)
+            return
+        self.count("packet_bytes_outbound", len(packet))
+        if _is_ip(host):
+            self._write(packet, host, port_number)
+            return
+        resolve_host(self.reactor, host).addCallback(
+            lambda hosts: self._write(packet, hosts[0], port_number) if hosts else None
+        ).addErrback(lambda f: self.log.warn("gossip: resolve {h}: {e}", h=host, e=f.value))
+
+    def _write(self, packet: bytes, host: str, port: int) -> None:
+        if self.udp_port is None:
+            return
+        try:
+            self.udp_port.write(packet, (host, port))
+        except Exception as error:  # an unroutable address must not stop gossip
+            self.log.debug("gossip: send to {h}:{p}: {e}", h=host, p=port, e=str(error))
+
+    def packet_received(self, data: bytes) -> None:
+        """Handle one UDP datagram (truncated to ``max_packet_size`` as Go's buffer is)."""
+        state = self.state
+        if state is None or self.udp_port is None:
+            return
+        data = data[: self.settings.max_packet_size]
+        self.count("packet_bytes_inbound", len(data))
+        try:
+            packet = decode_packet(data)
+        except CodecError as error:
+            self.log.debug("gossip: packet: {error}", error=str(error))
+            return
+        if isinstance(packet, DigestPacket):
+            header = packet.header
+            self.count("digest_entries_inbound", len(packet.entries))
+            state.apply_digest(packet.entries, sender=header.node_id)
+            delta = state.delta(packet.entries)
+            self.count("delta_entries_outbound", sum(len(d.entries) for d in delta))
+            self._send(
+                header.addr,
+                encode_delta(
+                    DeltaHeader(state.local_id, state.local_addr, 0),
+                    delta,
+                    self.settings.max_packet_size,
+                ),
+            )
+            if header.request:
+                self._send_digest(header.addr, request=False)
+        elif isinstance(packet, DeltaPacket):
+            self.count("delta_entries_inbound", sum(len(d.entries) for d in packet.entries))
+            self.failure_detector.report(packet.header.node_id)
+            state.apply_delta(packet.entries, sender=packet.header.node_id)
+
+    # -- TCP ---------------------------------------------------------------
+
+    def request_received(self, request: JoinRequest | LeaveRequest) -> bytes:
+        """Apply a join or leave request and return the answer's bytes."""
+        state = self.state
+        assert state is not None
+        header = request.header
+        state.apply_delta(request.delta, sender=header.node_id)
+        if isinstance(request, JoinRequest):
+            state.apply_digest(request.digest, sender=header.node_id)
+            self.log.info(
+                "gossip: node joined: {node_id} {addr}", node_id=header.node_id, addr=header.addr
+            )
+            delta = state.delta(request.digest, full=True)
+            return encode_join_response(
+                JoinResponse(JoinHeader(state.local_id, state.local_addr), tuple(delta))
+            )
+        self.log.info("gossip: node left: {node_id}", node_id=header.node_id)
+        return encode_leave_response(LeaveResponse(LeaveHeader(state.local_id, state.local_addr)))
+
+    def _default_connect(self, host: str, port: int, protocol: Protocol) -> Deferred[Protocol]:
+        endpoint = HostnameEndpoint(self.reactor, host, port, timeout=IO_TIMEOUT)
+        return connectProtocol(endpoint, protocol)
+
+    def _exchange(
+        self, host: str, port: int, request: bytes, kind: MessageType
+    ) -> Deferred[JoinResponse | LeaveResponse]:
+        protocol = _Outbound(self, request, kind)
+        result = protocol.result
+        timer = self.clock.callLater(IO_TIMEOUT, lambda: _give_up(protocol))
+
+        def connect_failed(failure: Failure) -> None:
+            if not result.called:
+                result.errback(failure)
+
+        def done(value: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            return value
+
+        self._connect(host, port, protocol).addErrback(connect_failed)
+        return result.addBoth(done)
+
+    async def join_addr(self, host: str, port: int) -> str:
+        """Join through one address; return the id of the node that answered."""
+        state = self.state
+        assert state is not None
+        request = encode_join_request(
+            JoinRequest(
+                JoinHeader(state.local_id, state.local_addr),
+                tuple(state.local_delta()),
+                tuple(state.digest()),
+            )
+        )
+        response = await self._exchange(host, port, request, MessageType.JOIN)
+        assert isinstance(response, JoinResponse)
+        state.apply_delta(response.delta, sender=response.header.node_id)
+        return response.header.node_id
+
+    async def join(self, addresses: Sequence[str]) -> list[str]:
+        """
+        Join the cluster through seed addresses, as Go's ``Gossip.Join``.
+
+        An address without a port takes our gossip bind port; a DNS name is
+        tried at every address it resolves to.
+
+        :return: the ids of the nodes that answered.
+        :raises JoinError: when none did (or a name does not resolve, as Go).
+        """
+        _, bind_port = split_host_port(self.settings.bind_addr)
+        joined: list[str] = []
+        errors: list[str] = []
+        for address in addresses:
+            if ":" not in address:
+                address = f"{address}:{bind_port}"
+            host, port = split_host_port(address)
+            try:
+                hosts = await resolve_host(self.reactor, host)
+            except Exception as error:
+                raise JoinError(f"lookup {host}: {error}") from error
+            if not hosts:
+                raise JoinError(f"lookup {host}: no such host")
+            for ip in hosts:
+                try:
+                    node_id = await self.join_addr(ip, int(port))
+                except Exception as error:
+                    errors.append(f"{join_host_port(ip, port)}: {error}")
+                    self.log.warn(
+                        "gossip: failed to join {addr}: {error}",
+                        addr=join_host_port(ip, port),
+                        error=str(error),
+                    )
+                    continue
+                joined.append(node_id)
+        if not joined:
+            raise JoinError("failed to join any node: " + "; ".join(errors))
+        self.log.info("gossip: joined cluster: {nodes}", nodes=joined)
+        return joined
+
+    async def leave(self) -> int:
+        """
+        Mark ourselves left and tell up to :data:`LEAVE_ACKS` random live nodes.
+
+        :return: how many acknowledged.
+        """
+        state = self.state
+        if state is None:
+            return 0
+        state.leave_local()
+        live = state.live_nodes()
+        self.rng.shuffle(live)
+        request = encode_leave_request(
+            LeaveRequest(LeaveHeader(state.local_id, state.local_addr), tuple(state.local_delta()))
+        )
+        acked = 0
+        for node in live:
+            if acked >= LEAVE_ACKS:
+                break
+            try:
+                host, port = split_host_port(node.addr)
+                await self._exchange(host, int(port), request, MessageType.LEAVE)
+            except Exception as error:
+                self.log.warn("gossip: leave {node_id}: {error}", node_id=node.id, error=str(error))
+                continue
+            acked += 1
+        if live and not acked:
+            self.log.warn("gossip: no node acknowledged our leave")
+        return acked
+
+    # -- metrics -----------------------------------------------------------
+
+    def count(self, name: str, amount: int = 1) -> None:
+        """Add to the ``piko_gossip_<name>_total`` counter."""
+        if self.metrics is not None and amount:
+            getattr(self.metrics, "gossip_" + name).inc(amount)
+
+
+class _InboundFactory(Factory):
+    noisy = False
+
+    def __init__(self, service: GossipService) -> None:
+        self.service = service
+
+    def buildProtocol(self, addr: Any) -> _Inbound:
+        return _Inbound(self.service)
+
+
+def _give_up(protocol: _Outbound) -> None:
+    if not protocol.result.called:
+        protocol.result.errback(Failure(TimeoutError("gossip: i/o timeout")))
+    if protocol.transport is not None:
+        protocol.transport.abortConnection()  # type: ignore[attr-defined]
+
+
+async def _maybe(value: Any) -> None:
+    if isinstance(value, Deferred):
+        await value
