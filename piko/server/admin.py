@@ -12,6 +12,7 @@ other path or method.  Beyond Go: the status dashboard on ``/ui`` (see
 from __future__ import annotations
 
 import datetime
+import math
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
@@ -231,8 +232,10 @@ def go_time(seconds: float | None) -> str:
     """
     if seconds is None:
         return "0001-01-01T00:00:00Z"
-    nanos = round(seconds * 1_000_000_000)
-    whole, frac = divmod(nanos, 1_000_000_000)
+    whole = math.floor(seconds)
+    frac = round((seconds - whole) * 1_000_000_000)  # exact subtraction: no float drift
+    if frac >= 1_000_000_000:
+        whole, frac = whole + 1, frac - 1_000_000_000
     stamp = (_EPOCH + datetime.timedelta(seconds=whole)).strftime("%Y-%m-%dT%H:%M:%S")
     fraction = f".{frac:09d}".rstrip("0") if frac else ""
     return f"{stamp}{fraction}Z"
