@@ -37,6 +37,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from piko._deadlines import Deadlines
 from piko.mux.errors import (
     KeepAliveTimeout,
     MuxError,
@@ -112,6 +113,10 @@ class SessionConfig:
     coalesce_control: bool = True
 
 
+def _close_timed_out(stream: Stream) -> None:
+    stream._close_timed_out()
+
+
 @implementer(IPushProducer)
 class Session(Protocol):
     """
@@ -150,6 +155,13 @@ class Session(Protocol):
         self._payload_stream: Stream | None = None
         self._payload_flags = 0
         self._unacked_opens = 0
+        # Open and close timeouts of every stream, on one timer each (see Deadlines).
+        self._open_deadlines: Deadlines[Stream] = Deadlines(
+            clock, self.config.stream_open_timeout, self._open_timed_out
+        )
+        self._close_deadlines: Deadlines[Stream] = Deadlines(
+            clock, self.config.stream_close_timeout, _close_timed_out
+        )
         self._open_waiters: deque[Deferred[None]] = deque()
         self._pending_flush: dict[Stream, None] = {}
         self._output_paused = False
@@ -333,9 +345,8 @@ class Session(Protocol):
         stream = Stream(self, stream_id, opened_locally=True)
         self._streams[stream_id] = stream
         self._unacked_opens += 1
-        stream._open_timer = self.clock.callLater(
-            self.config.stream_open_timeout, self._open_timed_out, stream
-        )
+        stream._open_timer = True
+        self._open_deadlines.arm(stream)
         self._send_control(stream, _SYN)
         stream._connect(protocol)
         self._control_later(stream)
@@ -554,10 +565,8 @@ class Session(Protocol):
             stream._control_call = self.clock.callLater(0, stream._send_pending_control)
 
     def _stream_acked(self, stream: Stream) -> None:
-        timer = stream._open_timer
         stream._open_timer = None
-        if timer is not None and timer.active():
-            timer.cancel()
+        self._open_deadlines.disarm(stream)
         self._unacked_opens -= 1
         while self._open_waiters and self._unacked_opens < self.config.accept_backlog:
             self._open_waiters.popleft().callback(None)
@@ -664,6 +673,8 @@ class Session(Protocol):
             if call is not None and call.active():
                 call.cancel()
         self._keepalive_call = self._ping_timer = self._write_timer = None
+        self._open_deadlines.stop()
+        self._close_deadlines.stop()
         transport = self.transport
         if transport is not None:
             transport.unregisterProducer()  # type: ignore[attr-defined]

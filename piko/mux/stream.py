@@ -102,8 +102,10 @@ class Stream:
         self._reading_paused = False
         self._pending_flags = 0
         self._control_call: IDelayedCall | None = None
-        self._open_timer: IDelayedCall | None = None
-        self._close_timer: IDelayedCall | None = None
+        #: True while our SYN awaits its ACK (the timeout is in the session's Deadlines).
+        self._open_timer: bool | None = None
+        #: True once the close timeout was armed (in the session's Deadlines).
+        self._close_timer: bool | None = None
         self._write_closing = False  # loseConnection asked; FIN once the buffer drains
         self._corked = False
         self._fin_sent = False
@@ -306,9 +308,8 @@ class Stream:
                 self._finish(_STREAM_CLOSED)
             return
         if self._close_timer is None:
-            self._close_timer = self._session.clock.callLater(
-                self._session.config.stream_close_timeout, self._close_timed_out
-            )
+            self._close_timer = True
+            self._session._close_deadlines.arm(self)
         protocol = self.protocol
         if protocol is not None and IHalfCloseableProtocol.providedBy(protocol):
             protocol.writeConnectionLost()
@@ -421,10 +422,13 @@ class Stream:
         self.finished = True
         self.connected = False
         self.disconnecting = True
-        for call in (self._control_call, self._close_timer):
-            if call is not None and call.active():
-                call.cancel()
-        self._control_call = self._close_timer = None
+        call = self._control_call
+        if call is not None and call.active():
+            call.cancel()
+        self._control_call = None
+        if self._close_timer is not None:
+            self._close_timer = None
+            self._session._close_deadlines.disarm(self)
         self._send_buffer = bytearray()
         self._recv_buffer = []
         self._recv_buffered = 0
