@@ -27,7 +27,9 @@ __all__ = [
     "AgentServerConfig",
     "AuthConfig",
     "ClientTLSConfig",
+    "ClusterCertsConfig",
     "ClusterConfig",
+    "ClusterTLSConfig",
     "ConnectConfig",
     "ConnectTLSConfig",
     "ForwardConfig",
@@ -286,6 +288,24 @@ class GossipConfig:
 
 
 @frozen
+class ClusterTLSConfig:
+    """
+    Mutual TLS for gossip (not in Go Piko): PEM paths of this node's
+    certificate and key and of the cluster CA.  When set, all gossip goes
+    over TCP with TLS and only nodes with a certificate signed by ``ca``
+    are heard; the cluster is then not wire-compatible with Go nodes.
+    """
+
+    cert: str = ""
+    key: str = ""
+    ca: str = ""
+
+    def enabled(self) -> bool:
+        """Whether any of the three is set (validation wants all three)."""
+        return bool(self.cert or self.key or self.ca)
+
+
+@frozen
 class ClusterConfig:
     """
     Cluster membership.  ``node_id`` is filled in at load time when empty
@@ -298,6 +318,7 @@ class ClusterConfig:
     join_timeout: float = duration(60.0)
     abort_if_join_fails: bool = True
     gossip: GossipConfig = field(factory=GossipConfig)
+    tls: ClusterTLSConfig = field(factory=ClusterTLSConfig)
 
 
 @frozen
@@ -491,6 +512,18 @@ class StatusConfig:
     server: StatusServerConfig = field(factory=StatusServerConfig)
     forward: str = ""
     status: str = ""
+
+
+@frozen
+class ClusterCertsConfig:
+    """
+    Options of ``piko cluster certs``: where to write the cluster CA and
+    node certificates, the node names, and extra names or IPs for every node.
+    """
+
+    out: str = ""
+    nodes: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
 
 
 for _cls in list(globals().values()):

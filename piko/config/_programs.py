@@ -29,6 +29,7 @@ from piko.config._errors import ConfigError
 from piko.config._load import load_file, read_text
 from piko.config._models import (
     AgentConfig,
+    ClusterCertsConfig,
     ForwardConfig,
     ListenerConfig,
     LoadConfig,
@@ -49,6 +50,8 @@ __all__ = [
     "AGENT_HTTP_OPTIONS",
     "AGENT_OPTIONS",
     "AGENT_TCP_OPTIONS",
+    "CLUSTER_CERTS_OPTIONS",
+    "CLUSTER_COMMAND",
     "CLUSTER_NODES_OPTIONS",
     "FORWARD_COMMAND",
     "FORWARD_OPTIONS",
@@ -172,6 +175,9 @@ SERVER_OPTIONS = OptionTable(
         *_bind("cluster.gossip", "gossip traffic (TCP and UDP)"),
         Option("cluster.gossip.interval", "Gossip interval."),
         Option("cluster.gossip.max_packet_size", "Maximum gossip UDP packet size in bytes."),
+        Option("cluster.tls.cert", "PEM node certificate: gossip over mutual TLS (not Go-wire)."),
+        Option("cluster.tls.key", "PEM node key for gossip over mutual TLS."),
+        Option("cluster.tls.ca", "PEM cluster CA: only nodes it signed may gossip."),
         *_bind("proxy", "proxy requests"),
         Option("proxy.timeout", "Timeout forwarding requests to upstreams (0 disables)."),
         *_access_log("proxy."),
@@ -304,6 +310,28 @@ STATUS_COMMAND = CommandSpec(
                 CommandSpec("nodes", summary="inspect gossip nodes"),
                 CommandSpec("node", summary="inspect a gossip node", usage="<id>", nargs=1),
             ),
+        ),
+    ),
+)
+
+CLUSTER_CERTS_OPTIONS = OptionTable(
+    ClusterCertsConfig,
+    (
+        Option("out", "Directory to write ca.pem, ca-key.pem and <node>.pem/<node>-key.pem to."),
+        Option("nodes", "Node names, comma-separated (each gets a certificate)."),
+        Option("hosts", "Extra DNS names or IPs in every node certificate, comma-separated."),
+    ),
+)
+
+CLUSTER_COMMAND = CommandSpec(
+    "cluster",
+    summary="manage cluster gossip TLS",
+    runnable=False,
+    children=(
+        CommandSpec(
+            "certs",
+            summary="create a cluster CA and node certificates for gossip over mutual TLS",
+            tables=(CLUSTER_CERTS_OPTIONS,),
         ),
     ),
 )

@@ -24,6 +24,7 @@ from piko.config._models import (
     AccessLogHeaderConfig,
     AgentConfig,
     AuthConfig,
+    ClusterTLSConfig,
     ConnectTLSConfig,
     ForwardConfig,
     ListenerConfig,
@@ -118,6 +119,17 @@ def _server_tls(c: ServerTLSConfig) -> None:
         _fail("missing key")
 
 
+def _cluster_tls(c: ClusterTLSConfig) -> None:
+    if not c.enabled():
+        return
+    if not c.cert:
+        _fail("missing cert")
+    if not c.key:
+        _fail("missing key")
+    if not c.ca:
+        _fail("missing ca")
+
+
 def _client_tls(c: ConnectTLSConfig) -> None:
     if c.cert and not c.key:
         _fail("missing key")
@@ -158,6 +170,7 @@ def _server(c: ServerConfig) -> None:
         _fail("cluster: gossip: missing interval")
     if gossip.max_packet_size == 0:
         _fail("cluster: gossip: missing max packet size")
+    _wrap("cluster: tls", _cluster_tls, cluster.tls)
 
     _wrap("proxy", _bind, c.proxy.bind_addr)
     _wrap("proxy: tls", _server_tls, c.proxy.tls)

@@ -79,11 +79,14 @@ class FlagParsingTests(SynchronousTestCase):
             "admin.tls.client.insecure-skip-verify",
             "cluster.gossip.max-packet-size",
             "cluster.abort-if-join-fails",
+            "cluster.tls.cert",
+            "cluster.tls.key",
+            "cluster.tls.ca",
             "grace-period",
             "log.subsystems",
         ):
             self.assertIn(name, flags)
-        self.assertEqual(len(flags), 84)
+        self.assertEqual(len(flags), 87)
 
     def test_bool_forms(self):
         """Booleans accept a bare flag and ``=true|false``, and do not eat the next word."""
@@ -211,6 +214,17 @@ class ServerValidationTests(SynchronousTestCase):
             ev(c, cluster=ev(c.cluster, gossip=ev(c.cluster.gossip, max_packet_size=0))),
             "cluster: gossip: missing max packet size",
         )
+        tls = c.cluster.tls
+        self.assertInvalid(
+            ev(c, cluster=ev(c.cluster, tls=ev(tls, key="k", ca="a"))), "cluster: tls: missing cert"
+        )
+        self.assertInvalid(
+            ev(c, cluster=ev(c.cluster, tls=ev(tls, cert="c", ca="a"))), "cluster: tls: missing key"
+        )
+        self.assertInvalid(
+            ev(c, cluster=ev(c.cluster, tls=ev(tls, cert="c", key="k"))), "cluster: tls: missing ca"
+        )
+        validate_server(ev(c, cluster=ev(c.cluster, tls=ev(tls, cert="c", key="k", ca="a"))))
         self.assertInvalid(ev(c, proxy=ev(c.proxy, bind_addr="")), "proxy: missing bind addr")
         self.assertInvalid(
             ev(c, proxy=ev(c.proxy, tls=ev(c.proxy.tls, key="k"))), "proxy: tls: missing cert"
