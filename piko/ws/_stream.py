@@ -197,6 +197,8 @@ class ByteStreamWebSocketMixin(WebSocketProtocol):
     # Provided by twisted.internet.protocol.Protocol in the concrete classes.
     transport: Any
     factory: Any
+    # autobahn protocol options, copied from the factory at connectionMade.
+    applyMask: bool
 
     _reactor: IReactorTime
     _options: WebSocketOptions
@@ -255,6 +257,21 @@ class ByteStreamWebSocketMixin(WebSocketProtocol):
         self._stream = WebSocketStreamTransport(self)
         inner.makeConnection(self._stream)
         self._inner_connected(inner)
+
+    def onFrameData(self, payload: bytes) -> bool | None:
+        """
+        Unmask a masked frame's payload when autobahn was told not to (``applyMask=False``,
+        as the server is): small pieces are XOR-ed as one integer instead of through a native
+        masker built for every frame.
+        """
+        mask: bytes | None = self.current_frame.mask  # type: ignore[assignment]
+        if mask is not None and payload and not self.applyMask:
+            # autobahn's null masker counts the bytes of this frame handed on so far.
+            offset = (self.current_frame_masker.pointer() - len(payload)) & 3
+            key = mask[offset:] + mask[:offset] if offset else mask
+            payload = mask_payload(key, payload)
+        result: bool | None = super().onFrameData(payload)
+        return result
 
     def onMessageBegin(self, isBinary: bool) -> None:
         """Reject text messages: Go Piko treats them as a fatal error."""

@@ -167,6 +167,14 @@ class ServerTests(SynchronousTestCase):
         self.protocol.dataReceived(client_frame(9, b"p1"))
         self.assertEqual(self.transport.value(), b"\x8a\x02p1")
 
+    def test_split_masked_control_frame(self):
+        """A masked ping cut at every byte is unmasked whole: the pong echoes its payload."""
+        self.accept()
+        self.transport.clear()
+        for byte in client_frame(9, b"ping payload", key=b"\x9a\x17\xe3\x42"):
+            self.protocol.dataReceived(bytes([byte]))
+        self.assertEqual(self.transport.value(), b"\x8a\x0cping payload")
+
     def test_text_message_fails(self):
         """A text message closes with 1003 and the inner protocol gets a protocol error."""
         self.accept()
