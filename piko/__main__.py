@@ -1,0 +1,5 @@
+"""``python -m piko``: the same as the ``piko`` command."""
+
+from piko.cli import main
+
+raise SystemExit(main())
