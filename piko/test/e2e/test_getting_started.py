@@ -124,7 +124,7 @@ class GettingStartedTests(TestCase):
                 url = words[-1]
                 host, _, path = url.partition("/")
                 port = ports[host.split(":")[1]]
-                headers = {}
+                headers: dict[bytes | str, bytes | str] = {}
                 if "-H" in words:
                     name, _, value = words[words.index("-H") + 1].partition(": ")
                     headers[name] = value
