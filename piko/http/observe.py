@@ -68,6 +68,20 @@ def parse_head_headers(response: bytes) -> tuple[int, Headers, int]:
     return status, headers, len(response) - head_end - 4
 
 
+_MISSING = object()
+_REQUEST_ATTRIBUTES = ("head", "raw_head", "framing", "upgrade")
+_BOUND_METHODS = frozenset(
+    {
+        "date",
+        "set_receiver",
+        "pause_body",
+        "resume_body",
+        "register_producer",
+        "unregister_producer",
+    }
+)
+
+
 class ObservedExchange:
     """
     An :class:`~piko.http.server.IServerExchange` that reports its outcome once.
@@ -88,9 +102,19 @@ class ObservedExchange:
         self._status = 0
         self._headers: Headers = ()
         self._sent = 0
+        # The request's own attributes never change: copy them, sparing a failed lookup
+        # and a forward through __getattr__ (per wrapper) at every use.
+        for name in _REQUEST_ATTRIBUTES:
+            value = getattr(exchange, name, _MISSING)
+            if value is not _MISSING:
+                setattr(self, name, value)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._exchange, name)
+        value = getattr(self._exchange, name)
+        if name in _BOUND_METHODS:
+            # The wrapped exchange's methods: the same bound method at every use.
+            setattr(self, name, value)
+        return value
 
     def respond(self, build: Callable[..., bytes]) -> None:
         def observed(date: bytes, **kwargs: Any) -> bytes:
