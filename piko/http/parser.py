@@ -38,11 +38,14 @@ class ParseError(Exception):
     The peer sent something that is not HTTP/1.1.
 
     :ivar status: the status a server should answer with (400, or 431 for oversized heads).
+    :ivar reason: the text a server puts after ``400 Bad Request:`` (Go's, where Go gives
+        one; empty for llhttp's own messages, which Go words differently).
     """
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400, reason: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.reason = reason
 
 
 class Sentinel(enum.Enum):

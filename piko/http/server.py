@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from twisted.internet.interfaces import (
     IDelayedCall,
@@ -135,7 +136,7 @@ class ServerExchange:
     def __init__(self, protocol: HTTPServerProtocol, event: HeadEvent) -> None:
         assert isinstance(event.head, RequestHead)
         self._protocol = protocol
-        self.head: RequestHead = event.head
+        self.head: RequestHead = origin_form(event.head)
         self.raw_head = event.raw
         self.framing = event.framing
         self.upgrade = event.upgrade
@@ -263,6 +264,41 @@ class ServerExchange:
             self._pending.append(data)
 
 
+def origin_form(head: RequestHead) -> RequestHead:
+    """
+    An absolute-form request (``GET http://host/path``) as Go's server reads it: the URL's
+    host replaces any ``Host`` header and the target becomes ``path?query``.
+
+    Routing and the upstream then see the same host; otherwise this proxy would route by the
+    ``Host`` header while an upstream (Go's server does) obeys the URL's host.
+    """
+    target = head.target
+    if target[:1] == b"/" or b"://" not in target:
+        return head
+    parts = urlsplit(target)
+    host = parts.netloc.rpartition(b"@")[2]
+    if parts.scheme.lower() not in (b"http", b"https") or not host:
+        return head
+    path = (parts.path or b"/") + (b"?" + parts.query if parts.query else b"")
+    headers = [(b"Host", host), *((n, v) for n, v in head.headers if n.lower() != b"host")]
+    return RequestHead(head.method, path, head.version, headers)
+
+
+def _host_error(event: HeadEvent) -> str | None:
+    """
+    Go's ``readRequest`` check that a request carries at most one ``Host``.
+
+    Two ``Host`` headers would let this proxy route by one and the upstream read the other,
+    so they are refused before any routing, with Go's reason.  (Go also refuses an HTTP/1.1
+    request with no ``Host``; that one is harmless here, since routing then needs
+    ``x-piko-endpoint``, and is still accepted.)
+    """
+    hosts = sum(1 for name, _ in event.head.headers if name.lower() == b"host")
+    if hosts > 1:
+        return "too many Host headers"
+    return None
+
+
 @implementer(IHalfCloseableProtocol)
 class HTTPServerProtocol(Protocol):
     """
@@ -336,6 +372,12 @@ class HTTPServerProtocol(Protocol):
         # Go closes without answering when reading a head times out.
         self._closed = True
         self._tx.loseConnection()
+
+    def head_received(self) -> None:
+        """
+        A whole request head arrived and is about to be handled (a hook for subclasses that
+        count connections still in their first head).
+        """
 
     # -- IProtocol
 
@@ -440,6 +482,11 @@ class HTTPServerProtocol(Protocol):
                 return
             if isinstance(ev, HeadEvent):
                 self._cancel_timer()
+                refused = _host_error(ev)
+                if refused is not None:
+                    self._fail(ParseError(refused, reason=refused))
+                    return
+                self.head_received()
                 exchange = self.current = ServerExchange(self, ev)
                 self.handler.request_received(exchange)
             elif isinstance(ev, BodyChunk):
@@ -480,7 +527,7 @@ class HTTPServerProtocol(Protocol):
         if error.status == 431:
             self._tx.write(errors.request_header_too_large())
         else:
-            self._tx.write(errors.bad_request())
+            self._tx.write(errors.bad_request(error.reason))
         self._closed = True
         self._cancel_timer()
         self._tx.loseConnection()

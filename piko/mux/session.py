@@ -71,6 +71,9 @@ _SYN = int(Flag.SYN)
 _ACK = int(Flag.ACK)
 _FIN = int(Flag.FIN)
 _RST = int(Flag.RST)
+#: Answers (ping ACKs, RSTs of refused opens) the peer may make us write
+#: while it does not read (the transport is paused) before the session ends.
+MAX_UNREAD_REPLIES = 1024
 #: Payloads smaller than this are joined to their header (one small copy
 #: beats a list); larger ones go to the transport as a separate piece.
 _JOIN_BELOW = 1024
@@ -165,6 +168,7 @@ class Session(Protocol):
         self._open_waiters: deque[Deferred[None]] = deque()
         self._pending_flush: dict[Stream, None] = {}
         self._output_paused = False
+        self._unread_replies = 0
         self._paused_since = 0.0
         self._write_timer: IDelayedCall | None = None
         self._ping_id = 0
@@ -285,6 +289,7 @@ class Session(Protocol):
         if not self._output_paused:
             return
         self._output_paused = False
+        self._unread_replies = 0
         pending = self._pending_flush
         while pending and not self._output_paused and not self.closed:
             stream = next(iter(pending))
@@ -515,14 +520,14 @@ class Session(Protocol):
         if stream_id == 0 or (stream_id % 2 == 1) == self.client:
             raise ProtocolError(f"stream id {stream_id} has the wrong parity")
         if self.local_go_away:
-            self.send_frame(_WINDOW_UPDATE, _RST, stream_id, 0)
+            self._reply(_WINDOW_UPDATE, _RST, stream_id, 0)
             return None
         stream = Stream(self, stream_id, opened_locally=False)
         factory = self._factory
         if factory is None:
             if len(self._backlog) >= self.config.accept_backlog:
                 self.log.warn("backlog exceeded, forcing stream {id} reset", id=stream_id)
-                self.send_frame(_WINDOW_UPDATE, _RST, stream_id, 0)
+                self._reply(_WINDOW_UPDATE, _RST, stream_id, 0)
                 return None
             self._streams[stream_id] = stream
             self._backlog.append(stream)
@@ -583,9 +588,26 @@ class Session(Protocol):
             for d in waiters:
                 d.callback(None)
 
+    def _reply(self, frame_type: int, flags: int, stream_id: int, value: int) -> None:
+        """
+        Send a frame that answers the peer (a ping's ACK, a refused stream's RST).
+
+        The peer decides how many of these we send, so while the transport is
+        paused (the peer is not reading) at most ``MAX_UNREAD_REPLIES`` are
+        written; one more means the peer floods us without reading, and the
+        session ends rather than buffer without bound until the write timeout.
+        """
+        if self._output_paused:
+            self._unread_replies += 1
+            if self._unread_replies > MAX_UNREAD_REPLIES:
+                raise ProtocolError(
+                    f"peer sent over {MAX_UNREAD_REPLIES} pings or refused opens without reading"
+                )
+        self.send_frame(frame_type, flags, stream_id, value)
+
     def _on_ping(self, flags: int, value: int) -> None:
         if flags & _SYN:
-            self.send_frame(FrameType.PING, _ACK, 0, value)
+            self._reply(_PING, _ACK, 0, value)
         elif flags & _ACK:
             entry = self._ping_waiters.pop(value, None)
             if entry is None:

@@ -10,12 +10,16 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import CertificateOptions
+from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from piko._tcp import tune
 from piko.config import listen_endpoint_description
 from piko.http.server import HTTPServerProtocol, IRequestHandler
+
+#: Connections per port that may be waiting for their first request head.
+DEFAULT_MAX_PENDING = 4096
 
 
 class TrackedHTTPServerProtocol(HTTPServerProtocol):
@@ -24,14 +28,27 @@ class TrackedHTTPServerProtocol(HTTPServerProtocol):
     factory: HTTPPortFactory
 
     def connectionMade(self) -> None:
-        """Count the connection in."""
+        """Count the connection in, or drop it when too many are still in their first head."""
         tune(self.transport)
-        self.factory.connections.add(self)
+        factory = self.factory
+        if len(factory.pending) >= factory.max_pending:
+            factory.refuse_pending()
+            self._closed = True
+            abort = getattr(self.transport, "abortConnection", None)
+            (abort or self._tx.loseConnection)()
+            return
+        factory.connections.add(self)
+        factory.pending.add(self)
         super().connectionMade()
+
+    def head_received(self) -> None:
+        """The first (or a later) head arrived: the connection is no longer pending."""
+        self.factory.pending.discard(self)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         """Count the connection out."""
         self.factory.connections.discard(self)
+        self.factory.pending.discard(self)
         if reason is None:
             super().connectionLost()
         else:
@@ -50,8 +67,14 @@ class HTTPPortFactory(Factory):
     :param header_timeout: Go's ``read_header_timeout``.
     :param idle_timeout: Go's ``idle_timeout``.
     :param max_header_bytes: Go's ``max_header_bytes``.
+    :param max_pending: connections that may be open without having sent a whole
+        request head yet (slow or idle clients, handshakes that never finish);
+        beyond it new connections are dropped at once, with a warning, until
+        some complete a head or close.  Each pending one is also bounded in time
+        by ``header_timeout``.  Go has no such cap; the default is generous.
     """
 
+    log = Logger()
     noisy = False
 
     def __init__(
@@ -62,15 +85,33 @@ class HTTPPortFactory(Factory):
         header_timeout: float | None = 10.0,
         idle_timeout: float | None = 300.0,
         max_header_bytes: int = 1 << 20,
+        max_pending: int = DEFAULT_MAX_PENDING,
     ) -> None:
         self.handler = handler
         self.clock = clock
         self.header_timeout = header_timeout or None
         self.idle_timeout = idle_timeout or None
         self.max_header_bytes = max_header_bytes
+        self.max_pending = max_pending
         self.connections: set[TrackedHTTPServerProtocol] = set()
+        self.pending: set[TrackedHTTPServerProtocol] = set()
+        #: connections dropped by the ``max_pending`` cap
+        self.refused = 0
+        self._refusing = False
+
+    def refuse_pending(self) -> None:
+        """Count a connection dropped by the cap; warn once each time the cap is reached."""
+        self.refused += 1
+        if not self._refusing:
+            self._refusing = True
+            self.log.warn(
+                "{count} connections have not sent a request head; dropping new ones",
+                count=len(self.pending),
+            )
 
     def buildProtocol(self, addr: Any) -> TrackedHTTPServerProtocol:  # type: ignore[override]
+        if len(self.pending) < self.max_pending:
+            self._refusing = False
         protocol = TrackedHTTPServerProtocol(
             self.handler,
             self.clock,
