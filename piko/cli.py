@@ -83,17 +83,12 @@ def _load_factory(program: str) -> Callable[[Any, Any], IService]:
 def _start_logging(config: LogConfig, stream: IO[str]) -> None:
     """
     Send twisted.logger events to ``stream``: readable text on a terminal,
-    JSON lines otherwise; filtered by ``log.level``, with ``log.subsystems``
-    namespaces at every level.
+    JSON lines otherwise; filtered by ``log.level``, with the subsystems named
+    in ``log.subsystems`` (exact names, as Go) at every level.
     """
-    from twisted.logger import (
-        FilteringLogObserver,
-        LogLevel,
-        LogLevelFilterPredicate,
-        globalLogBeginner,
-    )
+    from twisted.logger import FilteringLogObserver, LogLevel, globalLogBeginner
 
-    from piko.logging import go_json_observer, readable_observer
+    from piko.logging import SubsystemLevelPredicate, go_json_observer, readable_observer
 
     levels = {
         "debug": LogLevel.debug,
@@ -101,9 +96,7 @@ def _start_logging(config: LogConfig, stream: IO[str]) -> None:
         "warn": LogLevel.warn,
         "error": LogLevel.error,
     }
-    predicate = LogLevelFilterPredicate(defaultLogLevel=levels.get(config.level, LogLevel.info))
-    for subsystem in config.subsystems:
-        predicate.setLogLevelForNamespace(subsystem, LogLevel.debug)
+    predicate = SubsystemLevelPredicate(levels.get(config.level, LogLevel.info), config.subsystems)
     isatty = getattr(stream, "isatty", None)
     observer = (
         readable_observer(stream) if isatty is not None and isatty() else go_json_observer(stream)

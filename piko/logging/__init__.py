@@ -1,5 +1,5 @@
 """Log observers: Go Piko's JSON lines for production, readable lines for a terminal."""
 
-from piko.logging.observers import go_json_observer, readable_observer
+from piko.logging.observers import SubsystemLevelPredicate, go_json_observer, readable_observer
 
-__all__ = ["go_json_observer", "readable_observer"]
+__all__ = ["SubsystemLevelPredicate", "go_json_observer", "readable_observer"]

@@ -13,10 +13,18 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from typing import IO, Any
 
-from twisted.logger import ILogObserver, LogEvent, formatEvent
-from zope.interface import provider
+from twisted.logger import (
+    ILogFilterPredicate,
+    ILogObserver,
+    LogEvent,
+    LogLevel,
+    PredicateResult,
+    formatEvent,
+)
+from zope.interface import implementer, provider
 
 _LEVELS = {"debug": "debug", "info": "info", "warn": "warn", "error": "error", "critical": "error"}
 
@@ -91,3 +99,24 @@ def readable_observer(stream: IO[str]) -> ILogObserver:
         stream.flush()
 
     return observe
+
+
+@implementer(ILogFilterPredicate)
+class SubsystemLevelPredicate:
+    """
+    Go's ``--log.level`` and ``--log.subsystems``: a minimum level, except that
+    the named subsystems (exact names, as Go matches them, e.g. ``proxy.access``
+    or ``server.upstream_port``) log at every level.
+    """
+
+    def __init__(self, level: LogLevel, subsystems: Iterable[str] = ()) -> None:
+        self.level = level
+        self.subsystems = frozenset(subsystems)
+
+    def __call__(self, event: LogEvent) -> PredicateResult:
+        level = event.get("log_level", LogLevel.info)
+        if level >= self.level:
+            return PredicateResult.maybe
+        if self.subsystems and _subsystem(event) in self.subsystems:
+            return PredicateResult.yes
+        return PredicateResult.no

@@ -46,3 +46,20 @@ class ObserverTests(SynchronousTestCase):
             "2026-11-26T13:33:20.25Z WARN  server.upstream_port: upstream connected: endpoint ep1"
         )
         self.assertEqual(stream.getvalue(), line + "\n")
+
+
+class SubsystemPredicateTests(SynchronousTestCase):
+    def test_level_and_exact_subsystems(self) -> None:
+        """Events below the level pass only for subsystems named exactly, as Go's flag does."""
+        from twisted.logger import PredicateResult
+
+        from piko.logging import SubsystemLevelPredicate
+
+        predicate = SubsystemLevelPredicate(LogLevel.warn, ["server.upstream_port"])
+        self.assertEqual(predicate(event()), PredicateResult.maybe)
+        debug = event(log_level=LogLevel.debug)
+        self.assertEqual(predicate(debug), PredicateResult.yes)
+        other = event(log_level=LogLevel.debug, log_namespace="piko.server.proxy_port.X")
+        self.assertEqual(predicate(other), PredicateResult.no)
+        prefix = SubsystemLevelPredicate(LogLevel.warn, ["server"])
+        self.assertEqual(prefix(debug), PredicateResult.no)
