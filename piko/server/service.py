@@ -10,6 +10,13 @@ turns 503, both ports stop accepting, in-flight proxied requests finish
 (bounded by ``grace_period``), and only then are the upstream sessions
 closed, so no request already routed is lost (Go closes the upstreams
 first); then the node leaves the cluster and closes gossip and admin.
+At the start of the drain every upstream is deregistered (the endpoint
+tombstones get gossiped, so other nodes stop forwarding here) and sent
+yamux GoAway(0), on which our SDK listeners open a replacement connection
+through the load balancer while their in-flight streams finish here.
+
+With ``upstream.rebalance.threshold`` set, a node well above the cluster's
+mean upstream count sheds some every second (:mod:`piko.server.rebalance`).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from piko.server.forwarding import RemoteForwarder
 from piko.server.listening import HTTPPortFactory, listen
 from piko.server.metrics import MeteredHandler, ServerMetrics
 from piko.server.proxy_port import ProxyPortHandler
+from piko.server.rebalance import Rebalancer
 from piko.server.registry import UpstreamRegistry
 from piko.server.upstream_port import UpstreamPortHandler, UpstreamSession
 from piko.tls import node_tls, server_tls
@@ -131,6 +139,12 @@ class PikoServerService(MultiService):
             timeout=config.proxy.timeout,
             auth=self.auth["proxy"],
             forwarder=self.forwarder,
+        )
+        self.rebalancer = Rebalancer(
+            reactor,
+            self.cluster,
+            config.upstream.rebalance,
+            lambda count: self.upstream_handler.shed(count, config.proxy.timeout or None),
         )
         self.metrics = ServerMetrics()
         self.metrics.watch(self.registry)
@@ -245,6 +259,7 @@ class PikoServerService(MultiService):
             self.gossip.state, self.routes.node.proxy_addr, self.routes.node.admin_addr
         )
         self.ready = True
+        self.rebalancer.start()
         self.log.info(
             "piko server ready: node {node_id}, proxy {proxy}, upstream {upstream}, admin {admin}",
             node_id=config.cluster.node_id,
@@ -308,10 +323,12 @@ class PikoServerService(MultiService):
     @inlineCallbacks
     def _stop(self) -> Any:
         self.ready = False
+        self.rebalancer.stop()
         for name in ("proxy", "upstream"):
             port = self.ports.pop(name, None)
             if port is not None:
                 yield port.stopListening()
+        self.upstream_handler.shed_all()
         proxy = self.factories["proxy"]
         deadline = self.reactor.seconds() + self.config.grace_period
         proxy.close_idle()

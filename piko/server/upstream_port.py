@@ -14,6 +14,13 @@ With auth on, every request is authenticated first, before routing (Go's
 ``piko.endpoints``; a session whose token has an expiry is closed when it
 passes (``upstream token expired``), so the upstream must reconnect with a
 fresh token.
+
+A session can be told to go (:meth:`UpstreamSession.shed`, for rebalancing
+and at the start of a drain): it is deregistered at once, so no new request
+is routed to it and the gossiped count drops; it is sent yamux GoAway(0),
+which our SDK listener takes as "open a replacement connection now"
+(Go agents ignore it); it is closed once its in-flight streams finish, or
+after ``timeout``.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from piko.auth.http import RequestAuthenticator, endpoint_not_permitted
 from piko.auth.token import Token
 from piko.http import errors
 from piko.http.server import IRequestHandler, IServerExchange
+from piko.mux.frames import GoAwayCode
 from piko.mux.session import Session, SessionConfig
 from piko.server._takeover import WebSocketTakeover
 from piko.server.registry import IUpstreamRegistry
@@ -81,6 +89,9 @@ class UpstreamSession(Session):
         self.expiry = expiry
         self.tenant_id = tenant_id
         self._expiry_timer: IDelayedCall | None = None
+        self._shed_timer: IDelayedCall | None = None
+        #: Set once :meth:`shed` was called.
+        self.shedding = False
 
     def connectionMade(self) -> None:
         """Register once the WebSocket is open and streams can be opened."""
@@ -107,10 +118,43 @@ class UpstreamSession(Session):
         )
         self.close()
 
+    def announce_go_away(self) -> None:
+        """
+        Send GoAway(0): the upstream should connect elsewhere.
+
+        Unlike :meth:`Session.go_away` this does not stop us opening streams
+        to it: requests already routed here still reach it.
+        """
+        if not self.closed and not self.shedding:
+            self._send_go_away(GoAwayCode.NORMAL)
+
+    def shed(self, timeout: float | None = None) -> None:
+        """
+        Stop routing to this upstream, tell it to go, and close it when idle.
+
+        :param timeout: close it anyway after this many seconds; ``None``
+            waits for its streams however long they take (a drain bounds
+            that itself).
+        """
+        if self.closed or self.shedding:
+            return
+        self.announce_go_away()
+        self.shedding = True
+        self.registry.remove(self.endpoint_id, self)
+        self.log.info(
+            "upstream told to go: endpoint {endpoint_id} from {client_ip}",
+            endpoint_id=self.endpoint_id,
+            client_ip=self.client_ip,
+        )
+        self.when_idle().addCallback(lambda _: self.close())
+        if timeout is not None and not self.closed:
+            self._shed_timer = self.clock.callLater(timeout, self.close)
+
     def _ended(self, reason: Failure) -> None:
-        if self._expiry_timer is not None and self._expiry_timer.active():
-            self._expiry_timer.cancel()
-        self._expiry_timer = None
+        for timer in (self._expiry_timer, self._shed_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._expiry_timer = self._shed_timer = None
         if self.registry.remove(self.endpoint_id, self):
             self.log.info(
                 "upstream disconnected: endpoint {endpoint_id} from {client_ip}: {reason}",
@@ -191,6 +235,29 @@ class UpstreamPortHandler:
             return session
 
         exchange.take_over(WebSocketTakeover(self.acceptor, on_handshake), replay_head=True)
+
+    def shed(self, count: int, timeout: float | None = None) -> int:
+        """
+        Tell ``count`` upstreams to go (rebalancing), from the endpoints with most.
+
+        :return: how many were told.
+        """
+        registered = [s for s in self.sessions if s.transport is not None and not s.shedding]
+        registered = [s for s in registered if not s.closed]
+        counts: dict[str, int] = {}
+        for session in registered:
+            counts[session.endpoint_id] = counts.get(session.endpoint_id, 0) + 1
+        registered.sort(key=lambda s: -counts[s.endpoint_id])
+        chosen = registered[:count]
+        for session in chosen:
+            session.shed(timeout)
+        return len(chosen)
+
+    def shed_all(self) -> None:
+        """Tell every upstream to go (the start of a drain); each closes when idle."""
+        for session in list(self.sessions):
+            if session.transport is not None:
+                session.shed()
 
     def close_all(self) -> None:
         """Close every upstream session (at shutdown); upstreams reconnect elsewhere."""
