@@ -9,7 +9,15 @@ stream the server opens served by the user's factory.
 The listener reconnects, with exponential backoff and full jitter, after any
 disconnection it did not ask for: a server restart, a node drained or
 rebalanced, a network fault.  (Go's v0.9.0 listener stops instead when the
-server closes the WebSocket.)
+server closes the WebSocket.)  The first delay after a connection that
+worked is drawn between 0 and ``min_reconnect_backoff`` (100 ms).
+
+A yamux GoAway(0) from the server (a node draining or rebalancing) is taken
+as "make before break": a replacement connection is opened at once (after
+the same small jitter), through the load balancer to some other node, while
+the old session keeps serving the streams already routed to it until the
+server closes it.  Go's server never sends GoAway, and Go's listener
+ignores one, so this changes nothing on the wire.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from attrs import frozen
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -36,6 +44,7 @@ from zope.interface import implementer
 
 from piko.client._urls import route_url
 from piko.client.backoff import Backoff
+from piko.mux.frames import GoAwayCode
 from piko.mux.session import Session, SessionConfig
 from piko.ws.client import WebSocketDialError, connect
 
@@ -53,6 +62,21 @@ class PikoAddress:
     endpoint_id: str
 
 
+class ListenerSession(Session):
+    """
+    The client session of a listener: tells it when the server sends GoAway(0).
+
+    :ivar on_go_away: called with the session when the server's GoAway(0) arrives.
+    """
+
+    on_go_away: Callable[[ListenerSession], object] | None = None
+
+    def _on_go_away(self, code: int) -> None:
+        super()._on_go_away(code)
+        if code == GoAwayCode.NORMAL and self.on_go_away is not None and not self.closed:
+            self.on_go_away(self)
+
+
 class _SessionFactory(Factory):
     """Builds the yamux client session that runs over the WebSocket."""
 
@@ -60,8 +84,8 @@ class _SessionFactory(Factory):
         self._clock = clock
         self._config = config
 
-    def buildProtocol(self, addr: Any) -> Session:
-        return Session(self._clock, client=True, config=self._config)
+    def buildProtocol(self, addr: Any) -> ListenerSession:
+        return ListenerSession(self._clock, client=True, config=self._config)
 
 
 class Upstream:
@@ -153,6 +177,10 @@ class PikoListeningPort:
 
     ``stopListening`` is a graceful stop: GoAway(0) so the server routes no
     new stream here, in-flight streams finish, then the connection closes.
+
+    :ivar session: the current session, once connected.
+    :ivar departing: sessions the server sent GoAway(0) on, still serving
+        their in-flight streams until the server closes them.
     """
 
     log = Logger()
@@ -162,6 +190,7 @@ class PikoListeningPort:
         self.endpoint_id = endpoint_id
         self.factory = factory
         self.session: Session | None = None
+        self.departing: set[Session] = set()
         self._backoff = Backoff(
             upstream.min_reconnect_backoff, upstream.max_reconnect_backoff, upstream._uniform
         )
@@ -214,6 +243,8 @@ class PikoListeningPort:
         self.connections += 1
         self._backoff.reset()
         session.listen(self.factory)
+        if isinstance(session, ListenerSession):
+            session.on_go_away = self._server_going_away
         session.when_closed().addCallback(self._session_ended, session)
         self.log.info("upstream connected: endpoint {endpoint_id}", endpoint_id=self.endpoint_id)
         if not self._started.called:
@@ -244,9 +275,28 @@ class PikoListeningPort:
             )
         self._reconnect_call = self.upstream.reactor.callLater(delay, self._connect)
 
+    def _server_going_away(self, session: Session) -> None:
+        """The server asked us to go: connect again now, keep this one until it closes."""
+        if self._stopping or self.session is not session:
+            return
+        self.session = None
+        self.departing.add(session)
+        delay = self._backoff.next_delay()
+        self.log.info(
+            "upstream server going away on endpoint {endpoint_id}; reconnecting in {delay:.2f}s",
+            endpoint_id=self.endpoint_id,
+            delay=delay,
+        )
+        self._reconnect_call = self.upstream.reactor.callLater(delay, self._connect)
+
     def _session_ended(self, reason: BaseException, session: Session) -> None:
-        if self.session is session:
-            self.session = None
+        if session in self.departing:
+            # Its replacement is connected or on its way.
+            self.departing.discard(session)
+            return
+        if self.session is not session:
+            return
+        self.session = None
         if self._stopping:
             return
         delay = self._backoff.next_delay()
@@ -272,21 +322,29 @@ class PikoListeningPort:
         self._stopping = True
         self._stopped = Deferred()
         self._cancel_pending()
-        session = self.session
-        if session is None or session.closed:
+        sessions = [s for s in self._sessions() if not s.closed]
+        if not sessions:
             self._finish_stop()
-        else:
+            return _chain(self._stopped)
+        idle = []
+        for session in sessions:
             session.listen(None)
             session.go_away()
-            session.when_idle().addCallback(lambda _: self._close_and_finish(session))
+            idle.append(session.when_idle().addCallback(lambda _, s=session: s.close()))
+        DeferredList(idle).addCallback(lambda _: self._finish_stop())
         return _chain(self._stopped)
 
     def shutdown(self) -> Deferred[None]:
-        """Close the connection now, in-flight streams included."""
+        """Close the connections now, in-flight streams included."""
         d = self.stopListening()
-        if self.session is not None:
-            self._close_and_finish(self.session)
+        for session in self._sessions():
+            session.close()
+        self._finish_stop()
         return d
+
+    def _sessions(self) -> list[Session]:
+        current = [self.session] if self.session is not None else []
+        return current + list(self.departing)
 
     def _cancel_pending(self) -> None:
         if self._reconnect_call is not None and self._reconnect_call.active():
@@ -297,13 +355,9 @@ class PikoListeningPort:
             dialing.addErrback(lambda _: None)
             dialing.cancel()
 
-    def _close_and_finish(self, session: Session) -> None:
-        if not session.closed:
-            session.close()
-        self._finish_stop()
-
     def _finish_stop(self) -> None:
         self.session = None
+        self.departing.clear()
         if self._stopped is not None and not self._stopped.called:
             self.factory.doStop()
             if not self._started.called:

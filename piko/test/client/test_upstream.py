@@ -194,6 +194,103 @@ class UpstreamListenTests(SynchronousTestCase):
         self.assertEqual(len(dial.calls), 1)
 
 
+GO_AWAY_NORMAL = encode_frame(FrameType.GO_AWAY, 0, 0, 0)
+
+
+class ServerGoAwayTests(SynchronousTestCase):
+    def connected(self) -> tuple[Any, FakeDial, Clock, PikoListeningPort, RecorderFactory]:
+        upstream, dial, clock = make_upstream()
+        factory = RecorderFactory()
+        d = upstream.listen("ep", factory)
+        session, _ = dial.succeed()
+        return session, dial, clock, self.successResultOf(d), factory
+
+    def test_first_reconnect_is_prompt(self) -> None:
+        """After a connection that worked, the reconnect delay is drawn in [0, 100 ms]."""
+        draws: list[tuple[float, float]] = []
+
+        def uniform(low: float, high: float) -> float:
+            draws.append((low, high))
+            return low
+
+        clock, dial = Clock(), FakeDial()
+        upstream = Upstream(clock, "http://piko.test:8001", dial=dial, uniform=uniform)
+        upstream.listen("ep", RecorderFactory())
+        session, _ = dial.succeed()
+        session.connectionLost()
+        self.assertEqual(draws, [(0.0, 0.1)])
+        clock.advance(0)
+        self.assertEqual(len(dial.calls), 2)
+
+    def test_make_before_break(self) -> None:
+        """GoAway(0) opens a replacement at once; the old session serves its streams till closed."""
+        old, dial, clock, port, factory = self.connected()
+        old.dataReceived(encode_frame(FrameType.DATA, Flag.SYN, 2, 1, b"a"))
+        old.dataReceived(GO_AWAY_NORMAL)
+        self.assertFalse(port.connected)
+        self.assertEqual(port.departing, {old})
+        clock.advance(0.1)
+        self.assertEqual(len(dial.calls), 2)
+        new, _ = dial.succeed()
+        self.assertIs(port.session, new)
+        self.assertEqual(port.connections, 2)
+        # The old session still delivers to the stream it had, and is not closed by us.
+        old.dataReceived(encode_frame(FrameType.DATA, 0, 2, 1, b"b"))
+        self.assertEqual(bytes(factory.built[0].received), b"ab")
+        self.assertFalse(old.closed)
+        # The server closes it: no further reconnection.
+        old.connectionLost()
+        self.assertEqual(port.departing, set())
+        clock.advance(60)
+        self.assertEqual(len(dial.calls), 2)
+        self.assertTrue(port.connected)
+
+    def test_replacement_retried_with_backoff(self) -> None:
+        """A failed replacement is retried with backoff; the old session's end changes nothing."""
+        old, dial, clock, port, _ = self.connected()
+        old.dataReceived(GO_AWAY_NORMAL)
+        clock.advance(0.1)
+        dial.fail(WebSocketDialError(None, "connection refused", True))
+        old.connectionLost()
+        clock.advance(0.2)
+        self.assertEqual(len(dial.calls), 3)
+        dial.succeed()
+        self.assertTrue(port.connected)
+
+    def test_go_away_twice_one_replacement(self) -> None:
+        """A repeated GoAway on the same session opens one replacement only."""
+        old, dial, clock, port, _ = self.connected()
+        old.dataReceived(GO_AWAY_NORMAL + GO_AWAY_NORMAL)
+        clock.advance(1)
+        self.assertEqual(len(dial.calls), 2)
+
+    def test_stop_waits_for_departing_session(self) -> None:
+        """stopListening waits for the in-flight streams of a departing session too."""
+        old, dial, clock, port, factory = self.connected()
+        old.dataReceived(encode_frame(FrameType.DATA, Flag.SYN, 2, 1, b"a"))
+        old.dataReceived(GO_AWAY_NORMAL)
+        clock.advance(0.1)
+        new, _ = dial.succeed()
+        stopped = port.stopListening()
+        self.assertTrue(new.closed)
+        self.assertNoResult(stopped)
+        factory.built[0].transport.abortConnection()
+        self.successResultOf(stopped)
+        self.assertTrue(old.closed)
+        clock.advance(60)
+        self.assertEqual(len(dial.calls), 2)
+
+    def test_shutdown_closes_departing_session(self) -> None:
+        """shutdown closes the departing session at once as well."""
+        old, dial, clock, port, _ = self.connected()
+        old.dataReceived(encode_frame(FrameType.DATA, Flag.SYN, 2, 1, b"a"))
+        old.dataReceived(GO_AWAY_NORMAL)
+        self.successResultOf(port.shutdown())
+        self.assertTrue(old.closed)
+        clock.advance(60)
+        self.assertEqual(len(dial.calls), 1)
+
+
 class DialerTests(SynchronousTestCase):
     def test_dials_tcp_route(self) -> None:
         """dial opens <url>/_piko/v1/tcp/<endpoint> with the bearer token."""
