@@ -330,7 +330,7 @@ class PikoListeningPort:
         for session in sessions:
             session.listen(None)
             session.go_away()
-            idle.append(session.when_idle().addCallback(lambda _, s=session: s.close()))
+            idle.append(session.when_idle().addCallback(_close, session))
         DeferredList(idle).addCallback(lambda _: self._finish_stop())
         return _chain(self._stopped)
 
@@ -363,6 +363,10 @@ class PikoListeningPort:
             if not self._started.called:
                 self._started.errback(Failure(WebSocketDialError(None, "listener closed", False)))
             self._stopped.callback(None)
+
+
+def _close(_: object, session: Session) -> None:
+    session.close()
 
 
 def _chain(d: Deferred[None]) -> Deferred[None]:
