@@ -63,6 +63,37 @@ class ResponseHead:
         return header_get(self.headers, name)
 
 
+_new = object.__new__
+_set = object.__setattr__
+
+
+def make_request_head(
+    method: bytes, target: bytes, version: bytes, headers: Headers
+) -> RequestHead:
+    """
+    A :class:`RequestHead` from parts already in their final types, without the converter
+    (the parser's hot path: ``headers`` must be a tuple of ``(bytes, bytes)`` tuples).
+    """
+    head = _new(RequestHead)
+    _set(head, "method", method)
+    _set(head, "target", target)
+    _set(head, "version", version)
+    _set(head, "headers", headers)
+    return head
+
+
+def make_response_head(
+    status: int, reason: bytes, version: bytes, headers: Headers
+) -> ResponseHead:
+    """A :class:`ResponseHead` from parts already in their final types (see above)."""
+    head = _new(ResponseHead)
+    _set(head, "status", status)
+    _set(head, "reason", reason)
+    _set(head, "version", version)
+    _set(head, "headers", headers)
+    return head
+
+
 def header_get(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     """Return the first value of ``name`` compared case-insensitively, or None."""
     lname = name.lower()

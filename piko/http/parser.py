@@ -27,7 +27,13 @@ from typing import Union
 import httptools
 from attrs import frozen
 
-from piko.http.head import RequestHead, ResponseHead, header_tokens
+from piko.http.head import (
+    Headers,
+    RequestHead,
+    ResponseHead,
+    make_request_head,
+    make_response_head,
+)
 from piko.http.rewrite import NO_BODY, BodyFraming, body_allowed
 
 DEFAULT_MAX_HEADER_BYTES = 1 << 20
@@ -294,23 +300,65 @@ class _Reader:
         return NEED_DATA
 
 
+#: llhttp's version strings as the bytes a head keeps.
+_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0", "0.9": b"0.9"}
+
+_CHUNKED = BodyFraming(chunked=True)
+#: :func:`_framing_fields`' Content-Length when it is not a number (llhttp lets no minus sign
+#: through, so no real length is negative).
+_BAD_LENGTH = -1
+_UNTIL_EOF = BodyFraming()
+
+
 def _version(parser: httptools.HttpRequestParser | httptools.HttpResponseParser) -> bytes:
-    return str(parser.get_http_version()).encode()
+    text = parser.get_http_version()
+    version = _VERSIONS.get(text)
+    if version is None:
+        version = str(text).encode()
+    return version
 
 
-def _is_chunked(headers: list[tuple[bytes, bytes]]) -> bool:
-    tokens = header_tokens(headers, b"transfer-encoding")
-    return bool(tokens) and tokens[-1] == b"chunked"
+def _framing_fields(
+    headers: Headers,
+) -> tuple[bool, int | None, bool, bool, bool]:
+    """
+    One pass over ``headers`` for what framing needs.
 
-
-def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    for n, v in headers:
-        if n.lower() == b"content-length":
-            try:
-                return int(v.split(b",")[0].strip())
-            except ValueError:
-                raise ParseError("bad Content-Length") from None
-    return None
+    :returns: ``(chunked, content_length, close, connection_upgrade, has_upgrade)``:
+        whether the last ``Transfer-Encoding`` token is ``chunked``; the first
+        ``Content-Length`` (None without one, :data:`_BAD_LENGTH` if it is not a number:
+        an error only where the length is used); whether ``Connection`` lists ``close`` /
+        ``upgrade``; whether an ``Upgrade`` header is present.  Tokens are compared trimmed
+        and lower-cased, as :func:`~piko.http.head.header_tokens` gives them.
+    """
+    te_last = b""
+    length: int | None = None
+    seen_length = False
+    close = conn_upgrade = has_upgrade = False
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"connection":
+            for tok in value.split(b","):
+                tok = tok.strip(b" \t").lower()
+                if tok == b"close":
+                    close = True
+                elif tok == b"upgrade":
+                    conn_upgrade = True
+        elif lname == b"content-length":
+            if not seen_length:
+                seen_length = True
+                try:
+                    length = int(value.split(b",")[0].strip())
+                except ValueError:
+                    length = _BAD_LENGTH
+        elif lname == b"transfer-encoding":
+            for tok in value.split(b","):
+                tok = tok.strip(b" \t")
+                if tok:
+                    te_last = tok
+        elif lname == b"upgrade":
+            has_upgrade = True
+    return te_last.lower() == b"chunked", length, close, conn_upgrade, has_upgrade
 
 
 class RequestReader(_Reader):
@@ -331,17 +379,19 @@ class RequestReader(_Reader):
     ) -> HeadEvent:
         assert isinstance(parser, httptools.HttpRequestParser)
         version = _version(parser)
-        head = RequestHead(parser.get_method(), cb.url, version, cb.headers)
-        if _is_chunked(cb.headers):
-            framing = BodyFraming(chunked=True)
+        headers = tuple(cb.headers)
+        head = make_request_head(parser.get_method(), cb.url, version, headers)
+        chunked, length, close, conn_upgrade, has_upgrade = _framing_fields(headers)
+        if chunked:
+            framing = _CHUNKED
+        elif not length:
+            framing = NO_BODY
+        elif length == _BAD_LENGTH:
+            raise ParseError("bad Content-Length")
         else:
-            framing = BodyFraming(length=_content_length(cb.headers) or 0)
-        close = b"close" in header_tokens(cb.headers, b"connection")
+            framing = BodyFraming(length=length)
         keep_alive = version == b"1.1" and not close
-        upgrade = b"upgrade" in header_tokens(cb.headers, b"connection") and any(
-            n.lower() == b"upgrade" for n, _ in cb.headers
-        )
-        return HeadEvent(head, raw, framing, keep_alive, upgrade)
+        return HeadEvent(head, raw, framing, keep_alive, conn_upgrade and has_upgrade)
 
 
 class ResponseReader(_Reader):
@@ -372,16 +422,22 @@ class ResponseReader(_Reader):
         assert isinstance(parser, httptools.HttpResponseParser)
         version = _version(parser)
         status = parser.get_status_code()
-        head = ResponseHead(status, cb.reason, version, cb.headers)
-        close = b"close" in header_tokens(cb.headers, b"connection")
+        headers = tuple(cb.headers)
+        head = make_response_head(status, cb.reason, version, headers)
         if status == 101:
             return HeadEvent(head, raw, NO_BODY, False, True)
+        chunked, length, close, _, _ = _framing_fields(headers)
         if not body_allowed(status, self._method):
             framing = NO_BODY
-        elif _is_chunked(cb.headers):
-            framing = BodyFraming(chunked=True)
+        elif chunked:
+            framing = _CHUNKED
+        elif length is None:
+            framing = _UNTIL_EOF
+        elif length == 0:
+            framing = NO_BODY
+        elif length == _BAD_LENGTH:
+            raise ParseError("bad Content-Length")
         else:
-            length = _content_length(cb.headers)
             framing = BodyFraming(length=length)
         delimited = framing.length is not None or framing.chunked
         keep_alive = version == b"1.1" and not close and delimited
