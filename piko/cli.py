@@ -43,7 +43,7 @@ from piko.config import (
     format_help,
     resolve_command,
 )
-from piko.config._programs import CLUSTER_NODES_OPTIONS
+from piko.config._programs import CLUSTER_CERTS_OPTIONS, CLUSTER_COMMAND, CLUSTER_NODES_OPTIONS
 
 if TYPE_CHECKING:
     from twisted.application.service import IService
@@ -54,7 +54,7 @@ PIKO_COMMAND = CommandSpec(
     "piko",
     summary="Piko is a reverse proxy for services without a public route (tunnelling).",
     runnable=False,
-    children=(SERVER_COMMAND, AGENT_COMMAND, FORWARD_COMMAND),
+    children=(SERVER_COMMAND, AGENT_COMMAND, FORWARD_COMMAND, CLUSTER_COMMAND),
 )
 
 #: program -> (module, factory) of the service the lead's packages provide.
@@ -257,6 +257,31 @@ def _status(invocation: Invocation, out: IO[str], err: IO[str]) -> int:
     return _react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
 
 
+def _cluster_certs(invocation: Invocation, out: IO[str], err: IO[str]) -> int:
+    from piko.cluster.certs import create_cluster_certs
+    from piko.config import ClusterCertsConfig
+
+    config = apply_values(ClusterCertsConfig(), CLUSTER_CERTS_OPTIONS, invocation.parsed.values)
+    if not config.out:
+        err.write("cluster certs: missing --out\n")
+        return 1
+    if not config.nodes:
+        err.write("cluster certs: missing --nodes\n")
+        return 1
+    try:
+        written = create_cluster_certs(config.out, config.nodes, config.hosts)
+    except (OSError, ValueError) as e:
+        err.write(f"cluster certs: {e}\n")
+        return 1
+    out.write(f"cluster CA: {written.ca} (key {written.ca_key}: keep it off the nodes)\n")
+    for node, (cert, key) in written.nodes.items():
+        out.write(
+            f"{node}: --cluster.tls.cert {cert} --cluster.tls.key {key} "
+            f"--cluster.tls.ca {written.ca}\n"
+        )
+    return 0
+
+
 def _dispatch(argv: Sequence[str], out: IO[str], err: IO[str]) -> int:
     try:
         invocation = resolve_command(PIKO_COMMAND, argv, allow_version=True)
@@ -274,6 +299,8 @@ def _dispatch(argv: Sequence[str], out: IO[str], err: IO[str]) -> int:
         return 0
     names = invocation.names
     try:
+        if names == ("cluster", "certs"):
+            return _cluster_certs(invocation, out, err)
         if names[:2] == ("server", "status"):
             return _status(invocation, out, err)
         if names == ("server",):

@@ -1,15 +1,17 @@
 # -*- test-case-name: piko.test.cluster.test_service -*-
 """
-The gossip service: Go Piko's ``pkg/gossip`` transport around the sans-IO state.
+The gossip service: Go Piko's ``pkg/gossip`` around the sans-IO state.
 
-One address serves both transports, as in Go: UDP carries the periodic
-digest/delta exchange (scuttlebutt anti-entropy and, through the deltas, the
-failure detector's heartbeats), TCP carries joins and leaves.  Packets are
-byte-identical to Go Piko v0.9.0 (:mod:`piko.cluster.codec`), so Go and
-Python nodes form one cluster.
-
-Gossip on this transport is neither authenticated nor encrypted (Go's isn't
-either); a warning says so at start.
+The service builds and applies the messages; a transport
+(:mod:`piko.cluster.transport`) carries them.  By default that is Go's wire
+on one address: UDP carries the periodic digest/delta exchange (scuttlebutt
+anti-entropy and, through the deltas, the failure detector's heartbeats),
+TCP carries joins and leaves, byte-identical to Go Piko v0.9.0
+(:mod:`piko.cluster.codec`), so Go and Python nodes form one cluster.  That
+transport is neither authenticated nor encrypted (Go's isn't either); a
+warning says so at start.  With ``cluster.tls`` configured every message
+goes over TCP with mutual TLS instead, between nodes holding certificates
+of the cluster CA.
 
 Every ``interval`` (plus up to 10% jitter) the service sends a digest
 (``request=True``) to one random live node and one random unreachable node
@@ -27,8 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import frozen
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -37,9 +38,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IResolutionReceiver,
 )
-from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from piko.cluster.codec import (
@@ -56,8 +55,6 @@ from piko.cluster.codec import (
     LeaveRequest,
     LeaveResponse,
     MessageType,
-    RequestDecoder,
-    ResponseDecoder,
     decode_packet,
     encode_delta,
     encode_digest,
@@ -68,6 +65,13 @@ from piko.cluster.codec import (
 )
 from piko.cluster.failure_detector import AccrualFailureDetector
 from piko.cluster.state import GossipState, IGossipWatcher
+from piko.cluster.transport import (
+    IO_TIMEOUT,
+    Connect,
+    GoTransport,
+    IGossipReceiver,
+    IGossipTransport,
+)
 from piko.config._addr import join_host_port, split_host_port
 
 if TYPE_CHECKING:
@@ -84,9 +88,6 @@ __all__ = [
 
 #: Go's default gossip interval.
 DEFAULT_INTERVAL = 0.1
-
-#: Go's TCP dial timeout and read/write deadline.
-IO_TIMEOUT = 10.0
 
 #: A leaving node stops after this many nodes acknowledged its leave.
 LEAVE_ACKS = 4
@@ -207,103 +208,6 @@ class _DeferredWatcher:
         self._push("on_expired", node_id)
 
 
-# -- transports ---------------------------------------------------------------
-
-
-class _UDP(DatagramProtocol):
-    noisy = False
-
-    def __init__(self, service: GossipService) -> None:
-        self.service = service
-
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        self.service.packet_received(datagram)
-
-
-class _Inbound(Protocol):
-    """One accepted TCP connection: a join or leave request, answered, then closed."""
-
-    def __init__(self, service: GossipService) -> None:
-        self.service = service
-        self.decoder = RequestDecoder()
-        self.timer: IDelayedCall | None = None
-        self.answered = False
-
-    def connectionMade(self) -> None:
-        self.service.inbound.add(self)
-        self.service.count("connections_inbound")
-        self.timer = self.service.clock.callLater(IO_TIMEOUT, self._timeout)
-
-    def _timeout(self) -> None:
-        self.timer = None
-        if self.transport is not None:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.answered:
-            return
-        self.service.count("stream_bytes_inbound", len(data))
-        try:
-            request = self.decoder.feed(data)
-        except CodecError as error:
-            self.service.log.warn("gossip: stream: {error}", error=str(error))
-            self.answered = True
-            self.transport.abortConnection()  # type: ignore[union-attr]
-            return
-        if request is None:
-            return
-        self.answered = True
-        answer = self.service.request_received(request)
-        self.service.count("stream_bytes_outbound", len(answer))
-        assert self.transport is not None
-        self.transport.write(answer)
-        self.transport.loseConnection()
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        self.service.inbound.discard(self)
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
-        self.timer = None
-
-
-class _Outbound(Protocol):
-    """One dialled TCP exchange: write a request, read the response."""
-
-    def __init__(self, service: GossipService, request: bytes, kind: MessageType) -> None:
-        self.service = service
-        self.request = request
-        self.decoder = ResponseDecoder(kind)
-        self.result: Deferred[JoinResponse | LeaveResponse] = Deferred()
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        self.service.count("connections_outbound")
-        self.service.count("stream_bytes_outbound", len(self.request))
-        self.transport.write(self.request)
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.result.called:
-            return
-        self.service.count("stream_bytes_inbound", len(data))
-        try:
-            response = self.decoder.feed(data)
-        except CodecError as error:
-            self.result.errback(Failure(error))
-            self.transport.abortConnection()  # type: ignore[union-attr]
-            return
-        if response is not None:
-            self.result.callback(response)
-            self.transport.loseConnection()  # type: ignore[union-attr]
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        if not self.result.called:
-            self.result.errback(reason or Failure(ConnectionError("connection lost")))
-
-
-#: Dial ``(host, port, protocol)`` and fire with the connected protocol.
-Connect = Callable[[str, int, Protocol], "Deferred[Protocol]"]
-
-
 @frozen
 class GossipSettings:
     """
@@ -320,9 +224,10 @@ class GossipSettings:
     max_packet_size: int = DEFAULT_MAX_PACKET_SIZE
 
 
+@implementer(IGossipReceiver)
 class GossipService(Service):
     """
-    Runs gossip for one node on one ``host:port`` for UDP and TCP.
+    Runs gossip for one node on one ``host:port``.
 
     :param reactor: provides TCP, UDP, time and name resolution.
     :param settings: node id, addresses, interval, packet size.
@@ -330,7 +235,10 @@ class GossipService(Service):
     :param metrics: the ``piko_gossip_*`` counters, if any.
     :param advertise: infers the advertise address from the bound TCP port
         when none is configured.
-    :param connect: dials a peer (tests replace it).
+    :param connect: dials a peer for the default transport (tests replace it).
+    :param transport: carries the messages; default Go Piko's UDP and TCP
+        (:class:`~piko.cluster.transport.GoTransport`), or mutual TLS
+        (:class:`~piko.cluster.transport.TLSTransport`).
     :param rng: randomness of peer choice, shuffles and jitter.
 
     :ivar state: the gossip state, once :meth:`listen` has bound the port
@@ -348,6 +256,7 @@ class GossipService(Service):
         metrics: ServerMetrics | None = None,
         advertise: Callable[[IListeningPort], str] | None = None,
         connect: Connect | None = None,
+        transport: IGossipTransport | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.reactor = reactor
@@ -360,34 +269,23 @@ class GossipService(Service):
         )
         self._watcher = _DeferredWatcher(reactor, watcher)
         self._advertise = advertise
-        self._connect = connect or self._default_connect
+        self.transport: IGossipTransport = transport or GoTransport(reactor, connect=connect)
         self.state: GossipState | None = None
         self.tcp_port: IListeningPort | None = None
-        self.udp_port: Any = None
         self._tick: IDelayedCall | None = None
         self._ticks = 0
-        #: Accepted TCP connections not yet closed (aborted at stop).
-        self.inbound: set[_Inbound] = set()
 
     # -- lifecycle ---------------------------------------------------------
 
     def listen(self) -> GossipState:
         """
-        Bind TCP and UDP on the same address and create the state.
+        Start the transport on the bind address and create the state.
 
-        With port 0 the UDP socket takes the port TCP was given.
-
-        :raises twisted.internet.error.CannotListenError: when either cannot bind.
+        :raises twisted.internet.error.CannotListenError: when it cannot bind.
         """
         host, port = split_host_port(self.settings.bind_addr)
-        self.tcp_port = self.reactor.listenTCP(int(port), _InboundFactory(self), interface=host)
-        bound = self.tcp_port.getHost().port  # type: ignore[union-attr]
-        try:
-            self.udp_port = self.reactor.listenUDP(bound, _UDP(self), interface=host)
-        except Exception:
-            self.tcp_port.stopListening()
-            self.tcp_port = None
-            raise
+        self.tcp_port = self.transport.listen(host, int(port), self)
+        bound = self.tcp_port.getHost().port  # type: ignore[attr-defined]
         if self.settings.advertise_addr:
             addr = self.settings.advertise_addr
         elif self._advertise is not None:
@@ -397,11 +295,14 @@ class GossipService(Service):
         self.state = GossipState(
             self.settings.node_id, addr, self.clock, self.failure_detector, self._watcher
         )
-        self.log.warn(
-            "gossip: no cluster TLS configured: gossip on {addr} is unauthenticated and "
-            "unencrypted; expose it only on a trusted network",
-            addr=addr,
-        )
+        if self.transport.authenticated:
+            self.log.info("gossip: mutual TLS on {addr}", addr=addr)
+        else:
+            self.log.warn(
+                "gossip: no cluster TLS configured: gossip on {addr} is unauthenticated and "
+                "unencrypted; expose it only on a trusted network",
+                addr=addr,
+            )
         return self.state
 
     def startService(self) -> None:
@@ -412,23 +313,14 @@ class GossipService(Service):
         self._schedule()
 
     def stopService(self) -> Deferred[None]:
-        """Stop gossiping and close both sockets (call :meth:`leave` first to leave)."""
+        """Stop gossiping and close the transport (call :meth:`leave` first to leave)."""
         super().stopService()
         if self._tick is not None and self._tick.active():
             self._tick.cancel()
         self._tick = None
         self._watcher.flush()
-        for protocol in list(self.inbound):
-            if protocol.transport is not None:
-                protocol.transport.abortConnection()  # type: ignore[attr-defined]
-        stops = []
-        if self.tcp_port is not None:
-            stops.append(Deferred.fromCoroutine(_maybe(self.tcp_port.stopListening())))
-            self.tcp_port = None
-        if self.udp_port is not None:
-            stops.append(Deferred.fromCoroutine(_maybe(self.udp_port.stopListening())))
-            self.udp_port = None
-        return DeferredList(stops).addCallback(lambda _: None)
+        self.tcp_port = None
+        return self.transport.stop()
 
     @property
     def addr(self) -> str:
@@ -475,7 +367,7 @@ class GossipService(Service):
         self.state.compact_local()
         self.state.remove_expired()
 
-    # -- UDP ---------------------------------------------------------------
+    # -- digests and deltas ------------------------------------------------
 
     def _send_digest(self, addr: str, *, request: bool) -> None:
         state = self.state
@@ -491,7 +383,7 @@ class GossipService(Service):
         self._send(addr, packet)
 
     def _send(self, addr: str, packet: bytes) -> None:
-        if self.udp_port is None:
+        if self.tcp_port is None:
             return
         try:
             host, port = split_host_port(addr)
@@ -501,24 +393,16 @@ class GossipService(Service):
             return
         self.count("packet_bytes_outbound", len(packet))
         if _is_ip(host):
-            self._write(packet, host, port_number)
+            self.transport.send(host, port_number, packet)
             return
         resolve_host(self.reactor, host).addCallback(
-            lambda hosts: self._write(packet, hosts[0], port_number) if hosts else None
+            lambda hosts: self.transport.send(hosts[0], port_number, packet) if hosts else None
         ).addErrback(lambda f: self.log.warn("gossip: resolve {h}: {e}", h=host, e=f.value))
 
-    def _write(self, packet: bytes, host: str, port: int) -> None:
-        if self.udp_port is None:
-            return
-        try:
-            self.udp_port.write(packet, (host, port))
-        except Exception as error:  # an unroutable address must not stop gossip
-            self.log.debug("gossip: send to {h}:{p}: {e}", h=host, p=port, e=str(error))
-
     def packet_received(self, data: bytes) -> None:
-        """Handle one UDP datagram (truncated to ``max_packet_size`` as Go's buffer is)."""
+        """Handle one digest or delta (truncated to ``max_packet_size`` as Go's buffer is)."""
         state = self.state
-        if state is None or self.udp_port is None:
+        if state is None or self.tcp_port is None:
             return
         data = data[: self.settings.max_packet_size]
         self.count("packet_bytes_inbound", len(data))
@@ -548,7 +432,7 @@ class GossipService(Service):
             self.failure_detector.report(packet.header.node_id)
             state.apply_delta(packet.entries, sender=packet.header.node_id)
 
-    # -- TCP ---------------------------------------------------------------
+    # -- joins and leaves --------------------------------------------------
 
     def request_received(self, request: JoinRequest | LeaveRequest) -> bytes:
         """Apply a join or leave request and return the answer's bytes."""
@@ -568,28 +452,10 @@ class GossipService(Service):
         self.log.info("gossip: node left: {node_id}", node_id=header.node_id)
         return encode_leave_response(LeaveResponse(LeaveHeader(state.local_id, state.local_addr)))
 
-    def _default_connect(self, host: str, port: int, protocol: Protocol) -> Deferred[Protocol]:
-        endpoint = HostnameEndpoint(self.reactor, host, port, timeout=IO_TIMEOUT)
-        return connectProtocol(endpoint, protocol)
-
     def _exchange(
         self, host: str, port: int, request: bytes, kind: MessageType
     ) -> Deferred[JoinResponse | LeaveResponse]:
-        protocol = _Outbound(self, request, kind)
-        result = protocol.result
-        timer = self.clock.callLater(IO_TIMEOUT, lambda: _give_up(protocol))
-
-        def connect_failed(failure: Failure) -> None:
-            if not result.called:
-                result.errback(failure)
-
-        def done(value: Any) -> Any:
-            if timer.active():
-                timer.cancel()
-            return value
-
-        self._connect(host, port, protocol).addErrback(connect_failed)
-        return result.addBoth(done)
+        return self.transport.exchange(host, port, request, kind)
 
     async def join_addr(self, host: str, port: int) -> str:
         """Join through one address; return the id of the node that answered."""
@@ -683,25 +549,3 @@ class GossipService(Service):
         """Add to the ``piko_gossip_<name>_total`` counter."""
         if self.metrics is not None and amount:
             getattr(self.metrics, "gossip_" + name).inc(amount)
-
-
-class _InboundFactory(Factory):
-    noisy = False
-
-    def __init__(self, service: GossipService) -> None:
-        self.service = service
-
-    def buildProtocol(self, addr: Any) -> _Inbound:
-        return _Inbound(self.service)
-
-
-def _give_up(protocol: _Outbound) -> None:
-    if not protocol.result.called:
-        protocol.result.errback(Failure(TimeoutError("gossip: i/o timeout")))
-    if protocol.transport is not None:
-        protocol.transport.abortConnection()  # type: ignore[attr-defined]
-
-
-async def _maybe(value: Any) -> None:
-    if isinstance(value, Deferred):
-        await value

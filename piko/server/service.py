@@ -25,7 +25,13 @@ import socket
 from typing import Any
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succeed
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    inlineCallbacks,
+    succeed,
+)
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -34,6 +40,7 @@ from piko.auth import RequestAuthenticator, load_port_authenticator
 from piko.cluster.nodes import ClusterState, Node
 from piko.cluster.service import GossipService, GossipSettings
 from piko.cluster.syncer import Syncer
+from piko.cluster.transport import TLSTransport, cluster_tls_options
 from piko.config import ServerConfig
 from piko.http.access_log import AccessLog, AccessLoggedHandler
 from piko.mux.session import SessionConfig
@@ -46,7 +53,7 @@ from piko.server.proxy_port import ProxyPortHandler
 from piko.server.rebalance import Rebalancer
 from piko.server.registry import UpstreamRegistry
 from piko.server.upstream_port import UpstreamPortHandler, UpstreamSession
-from piko.tls import node_tls, server_tls
+from piko.tls import TLSConfigError, node_tls, server_tls
 from piko.ws.server import WebSocketAcceptor
 
 #: How often a draining server looks whether in-flight requests have finished.
@@ -153,6 +160,15 @@ class PikoServerService(MultiService):
         gossip = config.cluster.gossip
         self.syncer = Syncer(self.cluster)
         self.registry.observe(self.syncer.local_endpoint_changed)
+        cluster_tls = config.cluster.tls
+        gossip_transport = None
+        if cluster_tls.enabled():
+            # Unusable cluster TLS raises here, before anything listens: fail closed.
+            try:
+                options = cluster_tls_options(cluster_tls.cert, cluster_tls.key, cluster_tls.ca)
+            except ValueError as error:
+                raise TLSConfigError(f"config: {error}") from error
+            gossip_transport = TLSTransport(reactor, options)
         self.gossip = GossipService(
             reactor,
             GossipSettings(
@@ -165,6 +181,7 @@ class PikoServerService(MultiService):
             self.syncer,
             metrics=self.metrics,
             advertise=lambda port: advertise_addr(gossip.advertise_addr, port),
+            transport=gossip_transport,
         )
         self.metrics.watch_gossip(lambda: self.gossip.state)
         self._join_retry: Deferred[Any] | None = None
@@ -292,8 +309,12 @@ class PikoServerService(MultiService):
             try:
                 await self.gossip.join(cluster.join)
                 return
+            except CancelledError:
+                raise
             except Exception as e:
                 error = e
+            if not self.running:
+                return
             wait = min(backoff, deadline - self.reactor.seconds())
             if wait <= 0:
                 break
