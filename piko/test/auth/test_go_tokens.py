@@ -20,8 +20,9 @@ from piko.auth import InvalidToken, load_verifier
 from piko.config import AuthConfig
 
 NOW = 1_790_000_000
+ISSUER = "https://auth.example.com"
 CLAIMS = {
-    "iss": "https://auth.example.com",
+    "iss": ISSUER,
     "aud": "piko",
     "iat": NOW - 60,
     "exp": NOW + 3600,
@@ -54,7 +55,7 @@ class GoDocumentedTokenTests(SynchronousTestCase):
             AuthConfig(
                 hmac_secret_key="a-32-byte-long-secret-for-hs256!",
                 audience="piko",
-                issuer=CLAIMS["iss"],
+                issuer=ISSUER,
             ),
             token,
         )
