@@ -82,6 +82,26 @@ _BOUND_METHODS = frozenset(
 )
 
 
+def copy_request_attributes(wrapper: object, exchange: object) -> None:
+    """
+    Copy an exchange's request attributes (they never change) onto a wrapper that forwards
+    everything else through ``__getattr__``: each use is then a plain attribute read instead
+    of a failed lookup and a forward per wrapper.
+    """
+    for name in _REQUEST_ATTRIBUTES:
+        value = getattr(exchange, name, _MISSING)
+        if value is not _MISSING:
+            setattr(wrapper, name, value)
+
+
+def forward_attribute(wrapper: object, exchange: object, name: str) -> Any:
+    """A wrapper's ``__getattr__``: the exchange's attribute, kept if it is a bound method."""
+    value = getattr(exchange, name)
+    if name in _BOUND_METHODS:
+        setattr(wrapper, name, value)
+    return value
+
+
 class ObservedExchange:
     """
     An :class:`~piko.http.server.IServerExchange` that reports its outcome once.
@@ -102,19 +122,10 @@ class ObservedExchange:
         self._status = 0
         self._headers: Headers = ()
         self._sent = 0
-        # The request's own attributes never change: copy them, sparing a failed lookup
-        # and a forward through __getattr__ (per wrapper) at every use.
-        for name in _REQUEST_ATTRIBUTES:
-            value = getattr(exchange, name, _MISSING)
-            if value is not _MISSING:
-                setattr(self, name, value)
+        copy_request_attributes(self, exchange)
 
     def __getattr__(self, name: str) -> Any:
-        value = getattr(self._exchange, name)
-        if name in _BOUND_METHODS:
-            # The wrapped exchange's methods: the same bound method at every use.
-            setattr(self, name, value)
-        return value
+        return forward_attribute(self, self._exchange, name)
 
     def respond(self, build: Callable[..., bytes]) -> None:
         def observed(date: bytes, **kwargs: Any) -> bytes:

@@ -28,6 +28,7 @@ from zope.interface import implementer
 
 from piko.cluster.nodes import ClusterState, NodeStatus
 from piko.cluster.state import GossipState
+from piko.http.observe import copy_request_attributes, forward_attribute
 from piko.http.server import IRequestHandler, IServerExchange
 from piko.server.registry import UpstreamRegistry
 
@@ -179,6 +180,10 @@ class ServerMetrics:
         return CONTENT_TYPE_LATEST.encode(), generate_latest(self.registry)
 
 
+#: Label combinations whose children a handler keeps at hand.
+_MAX_CHILDREN = 256
+
+
 @implementer(IRequestHandler)
 class MeteredHandler:
     """
@@ -194,6 +199,9 @@ class MeteredHandler:
         self.handler = handler
         self.metrics = metrics
         self.clock = clock
+        #: The labelled ``(requests_total, request_latency)`` children by (status, method):
+        #: ``labels()`` costs a lock and a dict lookup per call.
+        self.children: dict[tuple[int, bytes], tuple[Any, Any]] = {}
 
     def request_received(self, exchange: IServerExchange) -> None:
         """Count the request in, and wrap the exchange to count it out."""
@@ -211,9 +219,10 @@ class _MeteredExchange:
         self._status = 0
         self._sent = 0
         self._done = False
+        copy_request_attributes(self, exchange)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._exchange, name)
+        return forward_attribute(self, self._exchange, name)
 
     def respond(self, build: Callable[..., bytes]) -> None:
         def measured(date: bytes, **kwargs: Any) -> bytes:
@@ -253,10 +262,20 @@ class _MeteredExchange:
         self._done = True
         metrics = self._handler.metrics
         metrics.requests_in_flight.dec()
-        labels = {"status": str(self._status), "method": self._exchange.head.method.decode()}
-        metrics.requests_total.labels(**labels).inc()
+        method = self._exchange.head.method
+        key = (self._status, method)
+        children = self._handler.children.get(key)
+        if children is None:
+            labels = {"status": str(self._status), "method": method.decode()}
+            children = (
+                metrics.requests_total.labels(**labels),
+                metrics.request_latency.labels(**labels),
+            )
+            if len(self._handler.children) < _MAX_CHILDREN:
+                self._handler.children[key] = children
+        children[0].inc()
         elapsed = self._handler.clock.seconds() - self._started
-        metrics.request_latency.labels(**labels).observe(round(elapsed, 3))
+        children[1].observe(round(elapsed, 3))
         length = self._exchange.framing.length or 0
         metrics.request_size.observe(len(self._exchange.raw_head) + length)
         metrics.response_size.observe(self._sent)
