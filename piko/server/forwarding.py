@@ -9,7 +9,18 @@ wire, with three differences: the node is chosen weighted by its upstream
 count (:meth:`ClusterState.lookup_endpoint`), connections to other nodes are
 kept alive and reused, and TLS is used whenever the proxy port serves TLS
 (Go #283 fails there).  A node that cannot be reached has its route dropped
-so the next request does not try it again before gossip says otherwise.
+so the next request does not try it again before gossip says otherwise; a
+``GET``/``HEAD``/``OPTIONS`` request without a body whose node cannot be
+dialled is retried once on another node that has the endpoint.
+
+A second hop, between our nodes only: a *draining* node that receives a
+forwarded request (``x-piko-forward: true``) after its own upstream moved
+away forwards it once more, to another active node with the endpoint (the
+other nodes' tables lag by a gossip round or two).  That hop is marked
+``x-piko-hops: 2``; a request carrying ``x-piko-hops`` is never forwarded
+again, so there is no loop even between two draining nodes.  The header is
+internal: every forward replaces whatever a client sent in it.  Go nodes
+never drain this way and never send it; to them it is an ordinary header.
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from attrs import evolve
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IProtocol
@@ -28,9 +40,17 @@ from zope.interface import implementer
 from piko.agent.pool import ConnectionPool
 from piko.cluster.nodes import ClusterState, Node
 from piko.config import split_host_port
+from piko.http.head import RequestHead
 from piko.http.proxy import IUpstreamConnector, ProxyExchange
-from piko.http.rewrite import rewrite_request
+from piko.http.rewrite import BodyFraming, rewrite_request
 from piko.http.server import IServerExchange
+
+#: The internal header of a second hop, and its value (see the module docstring).
+HOPS_HEADER = b"x-piko-hops"
+SECOND_HOP = b"2"
+
+#: Requests retried on another node when theirs cannot be dialled (when bodiless).
+_RETRYABLE_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS"))
 
 #: Builds the TLS creator for connections to a node's proxy port (``None``: plain TCP).
 TLSForHost = Callable[[str], IOpenSSLClientConnectionCreator | None]
@@ -38,21 +58,54 @@ TLSForHost = Callable[[str], IOpenSSLClientConnectionCreator | None]
 
 @implementer(IUpstreamConnector)
 class _RouteConnector:
-    """A pooled connection to one node, dropping the route if the node cannot be reached."""
+    """
+    A pooled connection to one node, dropping the route if the node cannot be reached.
 
-    def __init__(self, pool: IUpstreamConnector, on_unreachable: Callable[[], object]) -> None:
+    :param fallback: another node's connector to try once when this one
+        cannot be dialled (``None``: no retry).
+    """
+
+    def __init__(
+        self,
+        pool: IUpstreamConnector,
+        on_unreachable: Callable[[], object],
+        fallback: Callable[[], IUpstreamConnector | None] | None = None,
+    ) -> None:
         self.pool = pool
         self.on_unreachable = on_unreachable
+        self.fallback = fallback
 
     def connect(self, protocol: IProtocol) -> Deferred[IProtocol]:
-        def unreachable(failure: Failure) -> Failure:
+        def unreachable(failure: Failure) -> Any:
             self.on_unreachable()
-            return failure
+            other = self.fallback() if self.fallback is not None else None
+            if other is None:
+                return failure
+            self.pool = other
+            return other.connect(protocol)
 
         return self.pool.connect(protocol).addErrback(unreachable)
 
     def release(self, protocol: IProtocol, reusable: bool) -> None:
         self.pool.release(protocol, reusable)
+
+
+def _rewrite_hop(
+    head: RequestHead, framing: BodyFraming, *, client_ip: str | None, second: bool
+) -> bytes:
+    """Go's forwarded head, with ``x-piko-hops`` replaced (set on a second hop)."""
+    headers = [(k, v) for k, v in head.headers if k.lower() != HOPS_HEADER]
+    if second:
+        headers.append((HOPS_HEADER, SECOND_HOP))
+    if len(headers) != len(head.headers) or second:
+        head = evolve(head, headers=headers)
+    return rewrite_request(head, framing, client_ip, close=False)
+
+
+def _bodiless(head: RequestHead) -> bool:
+    if head.method not in _RETRYABLE_METHODS or head.get(b"transfer-encoding") is not None:
+        return False
+    return head.get(b"content-length") in (None, b"0") and head.get(b"upgrade") is None
 
 
 class RemoteForwarder:
@@ -88,27 +141,39 @@ class RemoteForwarder:
         self.dial_timeout = dial_timeout
         self._pools: dict[str, ConnectionPool] = {}
         self._pool_for: Callable[[Node], IUpstreamConnector] = pool_for or self._pool
+        #: Set while the node drains: forwarded requests may take a second hop.
+        self.draining = False
 
     def forward(self, exchange: IServerExchange, endpoint_id: str) -> bool:
         """
         Send ``exchange`` to a node with upstreams for ``endpoint_id``, if one may be used.
 
-        :return: ``False`` when the request was already forwarded once (one hop
-            only) or no other node has the endpoint; the caller answers then.
+        :return: ``False`` when the request was already forwarded (one hop
+            only; two from a draining node) or no other node has the
+            endpoint; the caller answers then.
         """
-        if exchange.head.get(b"x-piko-forward") == b"true":
-            return False
+        head = exchange.head
+        second = False
+        if head.get(b"x-piko-forward") == b"true":
+            if not self.draining or head.get(HOPS_HEADER) is not None:
+                return False
+            second = True
         node = self.cluster.lookup_endpoint(endpoint_id)
         if node is None:
             return False
         if self.on_forward is not None:
             self.on_forward(node.id)
         peer = exchange.transport.getPeer()
+        fallback = None
+        if _bodiless(head):
+            fallback = partial(self._other_node, endpoint_id, node.id)
         relay = ProxyExchange(
             exchange,
-            _RouteConnector(self._pool_for(node), partial(self._drop, node.id, endpoint_id)),
+            _RouteConnector(
+                self._pool_for(node), partial(self._drop, node.id, endpoint_id), fallback
+            ),
             self.reactor,
-            partial(rewrite_request, client_ip=getattr(peer, "host", None), close=False),
+            partial(_rewrite_hop, client_ip=getattr(peer, "host", None), second=second),
             timeout=self.timeout,
         )
         relay.start()
@@ -132,6 +197,17 @@ class RemoteForwarder:
                 endpoint = wrapClientTLS(tls, endpoint)
             pool = self._pools[node.proxy_addr] = ConnectionPool(self.reactor, endpoint)
         return pool
+
+    def _other_node(self, endpoint_id: str, failed_id: str) -> IUpstreamConnector | None:
+        node = self.cluster.lookup_endpoint(endpoint_id)
+        if node is None or node.id == failed_id:
+            return None
+        self.log.info(
+            "retrying {endpoint_id} on node {node_id}", endpoint_id=endpoint_id, node_id=node.id
+        )
+        if self.on_forward is not None:
+            self.on_forward(node.id)
+        return self._pool_for(node)
 
     def _drop(self, node_id: str, endpoint_id: str) -> None:
         self.log.warn(

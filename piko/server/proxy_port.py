@@ -111,6 +111,10 @@ class ProxyPortHandler:
             exchange.respond(endpoint_not_permitted(exchange.head))
             return None
         upstream: UpstreamSession | None = self.registry.select(endpoint_id)
+        while upstream is not None and upstream.remote_go_away:
+            # It is leaving (its GoAway crossed our routing): pick another.
+            self.registry.remove(endpoint_id, upstream)
+            upstream = self.registry.select(endpoint_id)
         # Local upstreams first; else one hop to a node that has one.
         if upstream is None and (
             self.forwarder is None or not self.forwarder.forward(exchange, endpoint_id)

@@ -10,10 +10,25 @@ turns 503, both ports stop accepting, in-flight proxied requests finish
 (bounded by ``grace_period``), and only then are the upstream sessions
 closed, so no request already routed is lost (Go closes the upstreams
 first); then the node leaves the cluster and closes gossip and admin.
-At the start of the drain every upstream is deregistered (the endpoint
-tombstones get gossiped, so other nodes stop forwarding here) and sent
-yamux GoAway(0), on which our SDK listeners open a replacement connection
-through the load balancer while their in-flight streams finish here.
+
+The drain overlaps the move of the upstreams, so that no request fails
+while gossip catches up (a rolling restart under load):
+
+1. ``/ready`` turns 503 and the upstream port stops accepting; the proxy
+   port keeps serving, and the upstream sessions stay registered (their
+   counts stay gossiped, other nodes keep forwarding here).
+2. Every upstream is sent yamux GoAway(0); our SDK listeners open a
+   replacement connection through the load balancer, keep the old one a
+   moment while gossip spreads the new node's count, then answer GoAway(0)
+   and we close the old session once idle.
+3. We wait until every upstream session is closed, or has answered, or is
+   idle while another active node serves its endpoint (Go agents ignore
+   GoAway), within ``grace_period``.  Meanwhile a forwarded request that
+   finds no local upstream here takes a second hop
+   (:mod:`piko.server.forwarding`).
+4. The rest are deregistered; the proxy port stays open
+   :data:`HANDOFF_GOSSIP_ROUNDS` gossip intervals more, so the others learn
+   our counts are 0 before we stop answering; then it stops accepting.
 
 With ``upstream.rebalance.threshold`` set, a node well above the cluster's
 mean upstream count sheds some every second (:mod:`piko.server.rebalance`).
@@ -58,6 +73,9 @@ from piko.ws.server import WebSocketAcceptor
 
 #: How often a draining server looks whether in-flight requests have finished.
 DRAIN_POLL_INTERVAL = 0.05
+
+#: Gossip intervals the proxy port stays open after the last upstream moved away.
+HANDOFF_GOSSIP_ROUNDS = 5
 
 #: Go's join-on-startup backoff: from 1 s, doubling, at most 1 min.
 JOIN_BACKOFF_MIN = 1.0
@@ -345,19 +363,22 @@ class PikoServerService(MultiService):
     def _stop(self) -> Any:
         self.ready = False
         self.rebalancer.stop()
-        for name in ("proxy", "upstream"):
-            port = self.ports.pop(name, None)
-            if port is not None:
-                yield port.stopListening()
-        self.upstream_handler.shed_all()
-        proxy = self.factories["proxy"]
         deadline = self.reactor.seconds() + self.config.grace_period
+        port = self.ports.pop("upstream", None)
+        if port is not None:
+            yield port.stopListening()
+        yield self._hand_off(deadline)
+        port = self.ports.pop("proxy", None)
+        if port is not None:
+            yield port.stopListening()
+        proxy = self.factories["proxy"]
         proxy.close_idle()
         while proxy.busy_count() and self.reactor.seconds() < deadline:
             yield deferLater(self.reactor, DRAIN_POLL_INTERVAL, lambda: None)
             proxy.close_idle()
         for protocol in list(proxy.connections):
             _abort(protocol.transport)
+        self.forwarder.draining = False
         self.upstream_handler.close_all()
         for protocol in list(self.factories["upstream"].connections):
             _abort(protocol.transport)
@@ -375,6 +396,28 @@ class PikoServerService(MultiService):
         if port is not None:
             yield port.stopListening()
         yield DeferredList([succeed(None)])
+
+    @inlineCallbacks
+    def _hand_off(self, deadline: float) -> Any:
+        """Steps 2 to 4 of the drain (module docstring), within ``deadline``."""
+        sessions = [s for s in self.upstream_handler.sessions if s.transport is not None]
+        if "proxy" not in self.ports or not sessions:
+            self.upstream_handler.shed_all()
+            return
+        self.forwarder.draining = True
+        self.upstream_handler.announce_all()
+
+        def moved(session: UpstreamSession) -> bool:
+            elsewhere = self.cluster.lookup_endpoint(session.endpoint_id) is not None
+            return session.handed_off(elsewhere)
+
+        while not all(moved(s) for s in sessions) and self.reactor.seconds() < deadline:
+            yield deferLater(self.reactor, DRAIN_POLL_INTERVAL, lambda: None)
+        self.upstream_handler.shed_all()
+        linger = HANDOFF_GOSSIP_ROUNDS * self.config.cluster.gossip.interval
+        linger = min(linger, deadline - self.reactor.seconds())
+        if linger > 0 and self.cluster.active_count() > 1:
+            yield deferLater(self.reactor, linger, lambda: None)
 
 
 def _abort(transport: Any) -> None:

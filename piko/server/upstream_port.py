@@ -21,6 +21,13 @@ is routed to it and the gossiped count drops; it is sent yamux GoAway(0),
 which our SDK listener takes as "open a replacement connection now"
 (Go agents ignore it); it is closed once its in-flight streams finish, or
 after ``timeout``.
+
+A drain first only *announces* GoAway(0) (:meth:`UpstreamSession.announce_go_away`)
+and keeps the session registered while the upstream moves (see
+:mod:`piko.server.service`).  When the upstream answers with its own
+GoAway(0) (our SDK listener does, once its replacement connection has been
+up for a while), the session is deregistered at once and closed when idle:
+the server closes it, so no stream it opens races the upstream's close.
 """
 
 from __future__ import annotations
@@ -150,6 +157,29 @@ class UpstreamSession(Session):
         if timeout is not None and not self.closed:
             self._shed_timer = self.clock.callLater(timeout, self.close)
 
+    def _on_go_away(self, code: int) -> None:
+        super()._on_go_away(code)
+        if code == GoAwayCode.NORMAL and not self.closed:
+            if self.registry.remove(self.endpoint_id, self):
+                self.log.info(
+                    "upstream going away: endpoint {endpoint_id} from {client_ip}",
+                    endpoint_id=self.endpoint_id,
+                    client_ip=self.client_ip,
+                )
+            self.when_idle().addCallback(lambda _: self.close())
+
+    def handed_off(self, elsewhere: bool) -> bool:
+        """
+        Whether a drain may stop waiting for this upstream to move.
+
+        :param elsewhere: whether another active node serves its endpoint.
+        :return: ``True`` once it is closed or told us it goes (its own
+            GoAway), or when it is idle and ``elsewhere``.
+        """
+        if self.closed or self.remote_go_away:
+            return True
+        return elsewhere and self.stream_count == 0
+
     def _ended(self, reason: Failure) -> None:
         for timer in (self._expiry_timer, self._shed_timer):
             if timer is not None and timer.active():
@@ -258,6 +288,12 @@ class UpstreamPortHandler:
         for session in list(self.sessions):
             if session.transport is not None:
                 session.shed()
+
+    def announce_all(self) -> None:
+        """Send GoAway(0) to every upstream, keeping them registered (the start of a drain)."""
+        for session in list(self.sessions):
+            if session.transport is not None:
+                session.announce_go_away()
 
     def close_all(self) -> None:
         """Close every upstream session (at shutdown); upstreams reconnect elsewhere."""
