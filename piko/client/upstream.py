@@ -15,9 +15,14 @@ worked is drawn between 0 and ``min_reconnect_backoff`` (100 ms).
 A yamux GoAway(0) from the server (a node draining or rebalancing) is taken
 as "make before break": a replacement connection is opened at once (after
 the same small jitter), through the load balancer to some other node, while
-the old session keeps serving the streams already routed to it until the
-server closes it.  Go's server never sends GoAway, and Go's listener
-ignores one, so this changes nothing on the wire.
+the old session keeps serving the streams already routed to it.  Once the
+replacement has been up for ``handoff_overlap`` (1 s, several gossip
+intervals, so every node has learnt the new node's count), the listener
+answers GoAway(0) on the old session, still accepting any stream that
+crosses it; the server then deregisters it and closes it when idle (we
+close it ourselves after another ``handoff_overlap`` if it does not).
+Go's server never sends GoAway, and Go's listener ignores one, so this
+changes nothing on the wire.
 """
 
 from __future__ import annotations
@@ -76,6 +81,11 @@ class ListenerSession(Session):
         if code == GoAwayCode.NORMAL and self.on_go_away is not None and not self.closed:
             self.on_go_away(self)
 
+    def announce_go_away(self) -> None:
+        """Send GoAway(0) but keep accepting streams (one may already be on its way)."""
+        if not self.closed:
+            self._send_go_away(GoAwayCode.NORMAL)
+
 
 class _SessionFactory(Factory):
     """Builds the yamux client session that runs over the WebSocket."""
@@ -104,6 +114,8 @@ class Upstream:
     :param max_reconnect_backoff: the largest reconnect delay ceiling.
     :param session_config: yamux tunables.
     :param dial: the WebSocket dialer (tests inject a fake).
+    :param handoff_overlap: how long a session the server sent GoAway(0) on
+        keeps serving after its replacement is up, before we answer GoAway(0).
     """
 
     log = Logger()
@@ -122,6 +134,7 @@ class Upstream:
         session_config: SessionConfig | None = None,
         dial: DialFunction = connect,
         uniform: Callable[[float, float], float] = random.uniform,
+        handoff_overlap: float = 1.0,
     ) -> None:
         self.reactor = reactor
         self.url = url
@@ -134,6 +147,7 @@ class Upstream:
         self.session_config = session_config
         self._dial = dial
         self._uniform = uniform
+        self.handoff_overlap = handoff_overlap
 
     def headers(self) -> Mapping[str, str]:
         """The handshake headers Go's listener sends."""
@@ -200,6 +214,7 @@ class PikoListeningPort:
         self._dialing: Deferred[Session] | None = None
         self._stopping = False
         self._stopped: Deferred[None] | None = None
+        self._handoff_calls: dict[Session, IDelayedCall] = {}
         self.connections = 0
 
     @property
@@ -247,6 +262,7 @@ class PikoListeningPort:
             session.on_go_away = self._server_going_away
         session.when_closed().addCallback(self._session_ended, session)
         self.log.info("upstream connected: endpoint {endpoint_id}", endpoint_id=self.endpoint_id)
+        self._schedule_handoffs()
         if not self._started.called:
             self._started.callback(self)
 
@@ -289,7 +305,32 @@ class PikoListeningPort:
         )
         self._reconnect_call = self.upstream.reactor.callLater(delay, self._connect)
 
+    def _schedule_handoffs(self) -> None:
+        """The replacement is up: let each departing session go after the overlap."""
+        clock = self.upstream.reactor
+        for session in self.departing:
+            if session not in self._handoff_calls:
+                self._handoff_calls[session] = clock.callLater(
+                    self.upstream.handoff_overlap, self._hand_off, session
+                )
+
+    def _hand_off(self, session: Session) -> None:
+        """Answer GoAway(0) on a departing session; close it if the server does not."""
+        self._handoff_calls[session] = self.upstream.reactor.callLater(
+            self.upstream.handoff_overlap, self._close_when_idle, session
+        )
+        if isinstance(session, ListenerSession):
+            session.announce_go_away()
+
+    def _close_when_idle(self, session: Session) -> None:
+        self._handoff_calls.pop(session, None)
+        session.go_away()
+        session.when_idle().addCallback(_close, session)
+
     def _session_ended(self, reason: BaseException, session: Session) -> None:
+        call = self._handoff_calls.pop(session, None)
+        if call is not None and call.active():
+            call.cancel()
         if session in self.departing:
             # Its replacement is connected or on its way.
             self.departing.discard(session)
@@ -347,6 +388,10 @@ class PikoListeningPort:
         return current + list(self.departing)
 
     def _cancel_pending(self) -> None:
+        for call in self._handoff_calls.values():
+            if call.active():
+                call.cancel()
+        self._handoff_calls.clear()
         if self._reconnect_call is not None and self._reconnect_call.active():
             self._reconnect_call.cancel()
         self._reconnect_call = None
