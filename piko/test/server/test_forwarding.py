@@ -95,6 +95,35 @@ class ForwardingTests(SynchronousTestCase):
         self.assertEqual(handler.forwarded, [False])
         self.assertEqual(pool.transports, [])
 
+    def test_draining_node_takes_second_hop(self) -> None:
+        """A draining node forwards a forwarded request once more, marked x-piko-hops: 2."""
+        pool = FakePool()
+        _, handler, _, (protocol, _) = setup(pool)
+        handler.forwarder.draining = True
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: ep\r\nx-piko-forward: true\r\n\r\n")
+        self.assertEqual(handler.forwarded, [True])
+        [remote] = pool.transports
+        self.assertIn(b"X-Piko-Hops: 2\r\n", remote.value())
+
+    def test_second_hop_never_exceeded(self) -> None:
+        """A request already marked x-piko-hops is not forwarded again, even while draining."""
+        pool = FakePool()
+        _, handler, _, (protocol, _) = setup(pool)
+        handler.forwarder.draining = True
+        protocol.dataReceived(
+            b"GET / HTTP/1.1\r\nHost: ep\r\nx-piko-forward: true\r\nx-piko-hops: 2\r\n\r\n"
+        )
+        self.assertEqual(handler.forwarded, [False])
+        self.assertEqual(pool.transports, [])
+
+    def test_client_hops_header_stripped(self) -> None:
+        """A client's own x-piko-hops is dropped on the first hop."""
+        pool = FakePool()
+        _, _, _, (protocol, _) = setup(pool)
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: ep\r\nx-piko-hops: 7\r\n\r\n")
+        [remote] = pool.transports
+        self.assertNotIn(b"hops", remote.value().lower())
+
     def test_unreachable_node_502_and_route_dropped(self) -> None:
         """A node that refuses gets the client a 502 and loses its route for the endpoint."""
         pool = FakePool(refuse=True)
