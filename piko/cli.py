@@ -14,6 +14,7 @@ reactor, always inside functions.
 
 from __future__ import annotations
 
+import gc
 import json
 import posixpath
 import sys
@@ -106,6 +107,23 @@ def _start_logging(config: LogConfig, stream: IO[str]) -> None:
     )
 
 
+#: Seconds after start-up before the heap is frozen (imports and start-up work are done).
+_FREEZE_AFTER = 1.0
+
+
+def _freeze_heap() -> None:
+    """
+    Collect once, then move every surviving object (modules, classes, configuration, the
+    services) out of the cyclic collector's reach with :func:`gc.freeze`.
+
+    Each request allocates enough to trigger young collections, and the older generations
+    would otherwise traverse this long-lived start-up heap again and again: frozen, it is
+    never traversed, which saves several percent of CPU per proxied request.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def _run_service(program: str, config: Any, log_config: LogConfig, stderr: IO[str]) -> int:
     """
     Run the ``program`` service under the global reactor until a signal.
@@ -130,6 +148,8 @@ def _run_service(program: str, config: Any, log_config: LogConfig, stderr: IO[st
             log.failure("failed to run {program}", program=program)
             status[0] = 1
             reactor.stop()
+            return
+        reactor.callLater(_FREEZE_AFTER, _freeze_heap)
 
     failed = getattr(service, "failed", None)
     if failed is not None:

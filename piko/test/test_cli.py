@@ -3,6 +3,7 @@
 Tests for the ``piko`` console script.
 """
 
+import gc
 import io
 import json
 
@@ -196,3 +197,11 @@ class StatusTests(CLITestMixin, SynchronousTestCase):
         """``status cluster node`` without an id is an argument error."""
         self.assertEqual(self.run_cli("server", "status", "cluster", "node"), 1)
         self.assertEqual(self.err.getvalue(), "Error: accepts 1 arg(s), received 0\n")
+
+
+class FreezeHeapTests(SynchronousTestCase):
+    def test_freezes_the_start_up_heap(self) -> None:
+        """After start-up, the surviving heap is moved out of the cyclic collector's reach."""
+        self.addCleanup(gc.unfreeze)
+        cli._freeze_heap()
+        self.assertGreater(gc.get_freeze_count(), 0)
