@@ -401,7 +401,8 @@ class PikoServerService(MultiService):
     def _hand_off(self, deadline: float) -> Any:
         """Steps 2 to 4 of the drain (module docstring), within ``deadline``."""
         sessions = [s for s in self.upstream_handler.sessions if s.transport is not None]
-        if "proxy" not in self.ports or not sessions:
+        if "proxy" not in self.ports or not sessions or self.cluster.active_count() <= 1:
+            # Alone: nowhere for them to move to; go as before (closed when idle).
             self.upstream_handler.shed_all()
             return
         self.forwarder.draining = True
