@@ -125,7 +125,7 @@ class RawHTTPClient(Protocol):
 class E2ETestCase(TestCase):
     """Starts what a test needs and stops it by handle."""
 
-    timeout = 60
+    timeout: float = 60
 
     @inlineCallbacks
     def start_server(self, *, upstream: dict[str, Any] | None = None, **proxy: Any) -> Any:

@@ -381,6 +381,7 @@ class FlowControlTests(SynchronousTestCase):
         self.assertEqual(accepted.built, [])
         pair.client.dataReceived(wire[5:15])
         [agent] = accepted.built
+        assert isinstance(agent, HalfCloseRecorder)
         self.assertEqual(bytes(agent.received), b"012")
         self.assertFalse(agent.read_closed)
         pair.client.dataReceived(wire[15:22])
@@ -415,7 +416,7 @@ class FlowControlTests(SynchronousTestCase):
         pair.client.listen(accepted)
         pair.client.dataReceived(encode_frame(FrameType.DATA, Flag.SYN, 2, 8))
         [agent] = accepted.built
-        agent.dataReceived = seen.append  # type: ignore[method-assign]
+        agent.dataReceived = seen.append  # type: ignore[method-assign,assignment]
         piece = b"p" * 8
         pair.client.dataReceived(piece)
         self.assertIs(seen[0], piece)
