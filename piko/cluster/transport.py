@@ -528,6 +528,8 @@ class _PeerConnection(Protocol):
         self.verified = False
         self.last_used = owner.clock.seconds()
         self.timer: IDelayedCall | None = None
+        #: The dial while it is under way (cancelled if the transport stops).
+        self.dialing: Deferred[Any] | None = None
 
     def send(self, frame: bytes) -> None:
         self.last_used = self.owner.clock.seconds()
@@ -664,7 +666,7 @@ class TLSTransport:
                 )
                 self.peer_gone(peer)
 
-            self._connect(host, port, peer).addErrback(failed)
+            peer.dialing = self._connect(host, port, peer).addErrback(failed)
         peer.send(encode_frame(packet))
 
     def peer_gone(self, peer: _PeerConnection) -> None:
@@ -683,6 +685,12 @@ class TLSTransport:
         for protocol in list(self.inbound):
             _abort(protocol)
         for peer in list(self.peers.values()):
+            # A dial to a dead peer may still be under way (HostnameEndpoint
+            # keeps trying for a while): cancel it rather than leave it running.
+            # (Not guarded by ``called``: a Deferred waiting on a chained one
+            # counts as called; cancelling a finished dial does nothing.)
+            if peer.dialing is not None:
+                peer.dialing.cancel()
             _abort(peer)
         self.peers.clear()
         port, self.port = self.port, None

@@ -167,3 +167,23 @@ class TLSGossipTests(SynchronousTestCase):
         self.successResultOf(b.stopService())
         self.assertEqual(tb.peers, {})
         self.assertIsNone(tb.port)
+
+    def test_stop_cancels_a_dial_under_way(self) -> None:
+        """Stopping while a peer is still being dialled cancels the dial (none is left running)."""
+        options = cluster_tls_options(*self.certs.nodes["a"], self.certs.ca)
+        cancelled: list[Deferred[Any]] = []
+
+        def connect(host: str, port: int, protocol: Any) -> Deferred[Any]:
+            return Deferred(cancelled.append)
+
+        transport = TLSTransport(self.net, options, connect=connect)
+        service = GossipService(
+            self.net, GossipSettings("a", "127.0.0.1:7001"), NullWatcher(), transport=transport
+        )
+        service.startService()
+        transport.send("127.0.0.1", 7009, b"digest")
+        [peer] = transport.peers.values()
+        self.assertIsNotNone(peer.dialing)
+        self.successResultOf(service.stopService())
+        self.assertEqual(len(cancelled), 1)
+        self.assertEqual(transport.peers, {})
