@@ -92,7 +92,9 @@ def _sorted_lines(
         if key in exclude:
             continue
         for v in groups[key]:
-            out.append((key, v.replace(b"\r", b" ").replace(b"\n", b" ").strip(b" \t")))
+            if b"\r" in v or b"\n" in v:
+                v = v.replace(b"\r", b" ").replace(b"\n", b" ")
+            out.append((key, v.strip(b" \t")))
     return out
 
 
@@ -105,6 +107,19 @@ def remove_hop_by_hop(groups: dict[bytes, list[bytes]]) -> None:
                 groups.pop(canonical_key(name), None)
     for name in HOP_BY_HOP:
         groups.pop(name, None)
+
+
+def _tokens(values: list[bytes] | None) -> list[bytes]:
+    """The comma-separated tokens of ``values``, trimmed and lower-cased (as header_tokens)."""
+    if not values:
+        return []
+    out = []
+    for v in values:
+        for tok in v.split(b","):
+            tok = tok.strip(b" \t").lower()
+            if tok:
+                out.append(tok)
+    return out
 
 
 def upgrade_type(headers: Sequence[tuple[bytes, bytes]]) -> bytes | None:
@@ -164,8 +179,13 @@ def rewrite_request(
     """
     groups = canonical_groups(head.headers)
     host = groups.pop(b"Host", [b""])[0]
-    up_type = upgrade_type(head.headers)
-    te_trailers = b"trailers" in header_tokens(head.headers, b"te")
+    # From the groups (each name's values, in order, under its canonical key) rather than
+    # more passes over the headers: the same values as upgrade_type and header_tokens see.
+    up_type = None
+    if b"upgrade" in _tokens(groups.get(b"Connection")):
+        upgrade = groups.get(b"Upgrade")
+        up_type = upgrade[0] if upgrade else None
+    te_trailers = b"trailers" in _tokens(groups.get(b"Te"))
     remove_hop_by_hop(groups)
     if te_trailers:
         groups[b"Te"] = [b"trailers"]
