@@ -14,6 +14,7 @@ reactor, always inside functions.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import posixpath
@@ -132,6 +133,7 @@ def _run_service(program: str, config: Any, log_config: LogConfig, stderr: IO[st
     ``service.stopService()`` (a "before shutdown" trigger), as twistd does.
     """
     from twisted.internet import reactor
+    from twisted.internet.error import ReactorNotRunning
     from twisted.logger import Logger
 
     log = Logger(namespace="main")
@@ -155,7 +157,16 @@ def _run_service(program: str, config: Any, log_config: LogConfig, stderr: IO[st
     if failed is not None:
         # Services that can fail after starting (an agent listener whose first
         # connection is refused) fire ``failed``; the program then exits 1.
-        failed.addCallback(lambda _: status.__setitem__(0, 1))
+        def fail(_: object) -> None:
+            status[0] = 1
+            with contextlib.suppress(ReactorNotRunning):
+                reactor.stop()
+
+        failed.addCallback(fail)
+    started = getattr(service, "started", None)
+    if started is not None:
+        # The service logs why it could not start; ``failed`` sets the exit status.
+        started.addErrback(lambda _: None)
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: service.stopService() if service.running else None

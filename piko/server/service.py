@@ -50,6 +50,7 @@ from twisted.internet.defer import (
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from piko.auth import RequestAuthenticator, load_port_authenticator
 from piko.cluster.nodes import ClusterState, Node
@@ -246,7 +247,13 @@ class PikoServerService(MultiService):
         for auth in self.auth.values():
             if auth is not None:
                 auth.start()
-        self._start().chainDeferred(self.started)
+        self._start().addErrback(self._start_failed).chainDeferred(self.started)
+
+    def _start_failed(self, failure: Failure) -> Failure:
+        """A port could not listen: the node cannot serve, so the program exits 1."""
+        if not self.failed.called:
+            self.failed.callback(failure.value)
+        return failure
 
     @inlineCallbacks
     def _start(self) -> Any:
