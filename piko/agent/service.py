@@ -27,7 +27,7 @@ from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from piko.agent.http_listener import HTTPListenerFactory, parse_target
@@ -37,6 +37,7 @@ from piko.agent.tcp_listener import TCPListenerFactory
 from piko.client.upstream import PikoListeningPort, Upstream
 from piko.config import AgentConfig, ListenerConfig, split_host_port
 from piko.http.access_log import AccessLog
+from piko.logging import kept_from
 from piko.tls import client_tls, tls_for_url
 
 __all__ = ["AgentService", "build_listener_factory", "make_agent_service"]
@@ -65,10 +66,12 @@ def build_listener_factory(
     reactor: Any,
     endpoint_factory: EndpointFactory = _hostname_endpoint,
     metrics: AgentMetrics | None = None,
+    min_log_level: LogLevel | None = None,
 ) -> tuple[IProtocolFactory, ConnectionPool | None]:
     """
     The stream factory of one listener (and its connection pool for HTTP), with its access
-    log, and counted in ``metrics`` if given.
+    log, and counted in ``metrics`` if given.  ``min_log_level`` is the lowest level the
+    agent's logging keeps for access records (none built below it).
 
     :raises ValueError: when ``addr`` is invalid for the protocol.
     """
@@ -94,7 +97,10 @@ def build_listener_factory(
         max_idle=http_client.max_idle_conns,
     )
     access_log = AccessLog(
-        config.access_log, "proxy.http.access", fields={"endpoint-id": config.endpoint_id}
+        config.access_log,
+        "proxy.http.access",
+        fields={"endpoint-id": config.endpoint_id},
+        min_level=min_log_level,
     )
     factory = HTTPListenerFactory(
         reactor,
@@ -265,7 +271,13 @@ def make_agent_service(
     metrics = AgentMetrics() if config.server.enabled else None
     listeners = []
     for listener_config in config.listeners:
-        factory, pool = build_listener_factory(listener_config, reactor, endpoint_factory, metrics)
+        factory, pool = build_listener_factory(
+            listener_config,
+            reactor,
+            endpoint_factory,
+            metrics,
+            kept_from(config.log.level, config.log.subsystems, "proxy.http.access"),
+        )
         listeners.append(_Listener(listener_config, factory, pool))
 
     def stop_reactor(_: BaseException) -> None:

@@ -140,6 +140,9 @@ class AccessLog:
     :param fields: extra fields on every record (the agent's ``endpoint-id``).
     :param skip_prefix: requests whose path starts with it are not logged (``/_piko``).
     :param observer: where records go (default: the global log publisher).
+    :param min_level: the lowest level the program's logging keeps for this
+        namespace (``log.level``, unless ``log.subsystems`` names it); records
+        below it are not even built, which matters on the hot path.
     """
 
     def __init__(
@@ -150,8 +153,10 @@ class AccessLog:
         fields: Mapping[str, Any] | None = None,
         skip_prefix: str | None = None,
         observer: ILogObserver | None = None,
+        min_level: LogLevel | None = None,
     ) -> None:
         self.disabled = config.disable
+        self.min_level = min_level
         self.level = log_level(config.level)
         self.request_headers = HeaderFilter.from_config(config.request_headers)
         self.response_headers = HeaderFilter.from_config(config.response_headers)
@@ -162,6 +167,11 @@ class AccessLog:
     def record(self, outcome: ExchangeOutcome) -> None:
         """Log one answered request (unless disabled or skipped)."""
         if self.disabled:
+            return
+        level = self.level
+        if outcome.status >= 500 and level < LogLevel.warn:
+            level = LogLevel.warn
+        if self.min_level is not None and level < self.min_level:
             return
         head = outcome.head
         target = head.target.decode("latin-1")
@@ -179,9 +189,6 @@ class AccessLog:
             "status": outcome.status,
             "duration": go_duration(outcome.duration),
         }
-        level = self.level
-        if outcome.status >= 500 and level < LogLevel.warn:
-            level = LogLevel.warn
         self.log.emit(level, "request", request=request, **self.fields)
 
 

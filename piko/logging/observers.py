@@ -120,3 +120,22 @@ class SubsystemLevelPredicate:
         if self.subsystems and _subsystem(event) in self.subsystems:
             return PredicateResult.yes
         return PredicateResult.no
+
+
+LEVELS = {
+    "debug": LogLevel.debug,
+    "info": LogLevel.info,
+    "warn": LogLevel.warn,
+    "error": LogLevel.error,
+}
+
+
+def kept_from(level: str, subsystems: Iterable[str], subsystem: str) -> LogLevel | None:
+    """
+    The lowest level :class:`SubsystemLevelPredicate` keeps for ``subsystem``.
+
+    :return: ``None`` when every level is kept (the subsystem is named).
+    """
+    if subsystem in subsystems:
+        return None
+    return LEVELS.get(level, LogLevel.info)

@@ -59,6 +59,7 @@ from piko.cluster.syncer import Syncer
 from piko.cluster.transport import TLSTransport, cluster_tls_options
 from piko.config import ServerConfig
 from piko.http.access_log import AccessLog, AccessLoggedHandler
+from piko.logging import kept_from
 from piko.mux.session import SessionConfig
 from piko.server.admin import AdminRoutes, LocalNode
 from piko.server.admin_port import AdminPortHandler
@@ -228,7 +229,14 @@ class PikoServerService(MultiService):
                 MeteredHandler(
                     AccessLoggedHandler(
                         self.proxy_handler,
-                        AccessLog(config.proxy.access_log, "proxy.access", skip_prefix="/_piko"),
+                        AccessLog(
+                            config.proxy.access_log,
+                            "proxy.access",
+                            skip_prefix="/_piko",
+                            min_level=kept_from(
+                                config.log.level, config.log.subsystems, "proxy.access"
+                            ),
+                        ),
                         reactor,
                     ),
                     self.metrics,

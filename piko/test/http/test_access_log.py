@@ -152,6 +152,14 @@ class AccessLogRecordTests(SynchronousTestCase):
         [record] = serve(AccessLogConfig(level="error"), GET, status=500)
         self.assertEqual(record["level"], "error")
 
+    def test_below_program_level_not_built(self) -> None:
+        """Records below the program's log level are skipped; an escalated 5xx still passes."""
+        from twisted.logger import LogLevel
+
+        self.assertEqual(serve(AccessLogConfig(), GET, min_level=LogLevel.warn), [])
+        [record] = serve(AccessLogConfig(), GET, status=502, min_level=LogLevel.warn)
+        self.assertEqual(record["level"], "warn")
+
     def test_disabled(self) -> None:
         """``access_log.disable`` logs nothing."""
         self.assertEqual(serve(AccessLogConfig(disable=True), GET), [])
