@@ -28,7 +28,7 @@ from zope.interface import implementer
 
 from piko.cluster.nodes import ClusterState, NodeStatus
 from piko.cluster.state import GossipState
-from piko.http.observe import copy_request_attributes, forward_attribute
+from piko.http.observe import ExchangeOutcome, ObservedExchange
 from piko.http.server import IRequestHandler, IServerExchange
 from piko.server.registry import UpstreamRegistry
 
@@ -204,78 +204,26 @@ class MeteredHandler:
         self.children: dict[tuple[int, bytes], tuple[Any, Any]] = {}
 
     def request_received(self, exchange: IServerExchange) -> None:
-        """Count the request in, and wrap the exchange to count it out."""
+        """Count the request in, and observe the exchange to count it out."""
         self.metrics.requests_in_flight.inc()
-        self.handler.request_received(_MeteredExchange(exchange, self))  # type: ignore[arg-type]
+        observed = ObservedExchange(exchange, self.clock, self._record)
+        self.handler.request_received(observed)  # type: ignore[arg-type]
 
-
-class _MeteredExchange:
-    """An :class:`IServerExchange` that records what passes through it."""
-
-    def __init__(self, exchange: IServerExchange, handler: MeteredHandler) -> None:
-        self._exchange = exchange
-        self._handler = handler
-        self._started = handler.clock.seconds()
-        self._status = 0
-        self._sent = 0
-        self._done = False
-        copy_request_attributes(self, exchange)
-
-    def __getattr__(self, name: str) -> Any:
-        return forward_attribute(self, self._exchange, name)
-
-    def respond(self, build: Callable[..., bytes]) -> None:
-        def measured(date: bytes, **kwargs: Any) -> bytes:
-            response = build(date, **kwargs)
-            self._status = int(response[9:12])
-            head_end = response.find(b"\r\n\r\n")
-            self._sent = len(response) - head_end - 4 if head_end >= 0 else 0
-            return response
-
-        self._exchange.respond(measured)
-        self._record()
-
-    def start_response(self, status: int, headers: tuple[tuple[bytes, bytes], ...]) -> None:
-        self._status = status
-        self._exchange.start_response(status, headers)
-
-    def write(self, data: bytes) -> None:
-        self._sent += len(data)
-        self._exchange.write(data)
-
-    def finish(self) -> None:
-        self._exchange.finish()
-        self._record()
-
-    def abort(self) -> None:
-        self._exchange.abort()
-        self._record()
-
-    def take_over(self, protocol: Any, replay_head: bool = False) -> None:
-        self._status = self._status or 101
-        self._exchange.take_over(protocol, replay_head)
-        self._record()
-
-    def _record(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        metrics = self._handler.metrics
+    def _record(self, outcome: ExchangeOutcome) -> None:
+        metrics = self.metrics
         metrics.requests_in_flight.dec()
-        method = self._exchange.head.method
-        key = (self._status, method)
-        children = self._handler.children.get(key)
+        method = outcome.head.method
+        key = (outcome.status, method)
+        children = self.children.get(key)
         if children is None:
-            labels = {"status": str(self._status), "method": method.decode()}
+            labels = {"status": str(outcome.status), "method": method.decode()}
             children = (
                 metrics.requests_total.labels(**labels),
                 metrics.request_latency.labels(**labels),
             )
-            if len(self._handler.children) < _MAX_CHILDREN:
-                self._handler.children[key] = children
+            if len(self.children) < _MAX_CHILDREN:
+                self.children[key] = children
         children[0].inc()
-        elapsed = self._handler.clock.seconds() - self._started
-        children[1].observe(round(elapsed, 3))
-        length = self._exchange.framing.length or 0
-        metrics.request_size.observe(len(self._exchange.raw_head) + length)
-        metrics.response_size.observe(self._sent)
+        children[1].observe(round(outcome.duration, 3))
+        metrics.request_size.observe(outcome.request_size)
+        metrics.response_size.observe(outcome.sent)
