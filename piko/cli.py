@@ -125,7 +125,13 @@ def _freeze_heap() -> None:
     gc.freeze()
 
 
-def _run_service(program: str, config: Any, log_config: LogConfig, stderr: IO[str]) -> int:
+def _run_service(
+    program: str,
+    config: Any,
+    log_config: LogConfig,
+    stderr: IO[str],
+    factory: Callable[[Any, Any], IService] | None = None,
+) -> int:
     """
     Run the ``program`` service under the global reactor until a signal.
 
@@ -137,7 +143,8 @@ def _run_service(program: str, config: Any, log_config: LogConfig, stderr: IO[st
     from twisted.logger import Logger
 
     log = Logger(namespace="main")
-    factory = _load_factory(program)
+    if factory is None:
+        factory = _load_factory(program)
     service = factory(config, reactor)
     _start_logging(log_config, stderr)
     status = [0]
@@ -336,6 +343,10 @@ def _dispatch(argv: Sequence[str], out: IO[str], err: IO[str]) -> int:
             return _status(invocation, out, err)
         if names == ("server",):
             server = build_server_config(parsed.values)
+            if server.workers != 1:
+                from piko.server.workers import run_workers
+
+                return run_workers(server, err)
             return _run_service("server", server, server.log, err)
         if names[0] == "agent":
             agent = build_agent_config(names[1], parsed.positionals, parsed.values)

@@ -333,6 +333,8 @@ class ServerConfig:
     cluster: ClusterConfig = field(factory=ClusterConfig)
     log: LogConfig = field(factory=LogConfig)
     grace_period: float = duration(60.0)
+    #: Worker processes sharing the listening ports (1: this process serves; 0: one per CPU).
+    workers: int = 1
 
 
 # --- agent -----------------------------------------------------------------

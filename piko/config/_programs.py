@@ -202,6 +202,10 @@ SERVER_OPTIONS = OptionTable(
         *_server_tls("admin"),
         *_log(),
         Option("grace_period", "Maximum time to shut down gracefully."),
+        Option(
+            "workers",
+            "Worker processes sharing the ports, each a cluster node (0: one per CPU).",
+        ),
     ),
 )
 

@@ -203,6 +203,8 @@ def _server(c: ServerConfig) -> None:
     _wrap("log", _log, c.log)
     if c.grace_period == 0:
         _fail("missing grace period")
+    if c.workers < 0:
+        _fail("workers: must not be negative")
 
 
 def _listener(c: ListenerConfig) -> None:

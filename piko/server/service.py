@@ -50,6 +50,7 @@ from twisted.internet.defer import (
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from piko.auth import RequestAuthenticator, load_port_authenticator
@@ -125,8 +126,14 @@ class PikoServerService(MultiService):
         *,
         http_client: Any = None,
         stop_reactor_on_failure: bool = False,
+        shared_sockets: dict[str, tuple[int, int]] | None = None,
     ) -> None:
         super().__init__()
+        #: Listening sockets bound by a parent process (``piko server --workers``),
+        #: by port name: ``(file descriptor, address family)``.  Each is adopted
+        #: next to the port of the same name and served by the same factory.
+        self.shared_sockets = dict(shared_sockets or {})
+        self.shared_ports: dict[str, IListeningPort] = {}
         self.stop_reactor_on_failure = stop_reactor_on_failure
         #: Fires if the node gives up after starting (joining failed with
         #: ``abort_if_join_fails``); the program then exits 1.
@@ -297,6 +304,13 @@ class PikoServerService(MultiService):
                     error=str(error),
                 )
                 raise
+            if name in self.shared_sockets:
+                fd, family = self.shared_sockets[name]
+                factory = self.factories[name]
+                tls = self.tls[name]
+                self.shared_ports[name] = self.reactor.adoptStreamPort(
+                    fd, family, factory if tls is None else TLSMemoryBIOFactory(tls, False, factory)
+                )
         self.routes.node = LocalNode(
             config.cluster.node_id,
             advertise_addr(config.proxy.advertise_addr, self.ports["proxy"]),
@@ -379,13 +393,9 @@ class PikoServerService(MultiService):
         self.ready = False
         self.rebalancer.stop()
         deadline = self.reactor.seconds() + self.config.grace_period
-        port = self.ports.pop("upstream", None)
-        if port is not None:
-            yield port.stopListening()
+        yield self._stop_listening("upstream")
         yield self._hand_off(deadline)
-        port = self.ports.pop("proxy", None)
-        if port is not None:
-            yield port.stopListening()
+        yield self._stop_listening("proxy")
         proxy = self.factories["proxy"]
         proxy.close_idle()
         while proxy.busy_count() and self.reactor.seconds() < deadline:
@@ -407,10 +417,16 @@ class PikoServerService(MultiService):
                 self.log.warn("gossip: leave: {error}", error=str(error))
         if self.gossip.running or self.gossip.state is not None:
             yield self.gossip.stopService()
-        port = self.ports.pop("admin", None)
-        if port is not None:
-            yield port.stopListening()
+        yield self._stop_listening("admin")
         yield DeferredList([succeed(None)])
+
+    @inlineCallbacks
+    def _stop_listening(self, name: str) -> Any:
+        """Stop the port ``name`` and the shared socket adopted next to it."""
+        for ports in (self.shared_ports, self.ports):
+            port = ports.pop(name, None)
+            if port is not None:
+                yield port.stopListening()
 
     @inlineCallbacks
     def _hand_off(self, deadline: float) -> Any:

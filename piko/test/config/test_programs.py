@@ -84,9 +84,11 @@ class FlagParsingTests(SynchronousTestCase):
             "cluster.tls.ca",
             "grace-period",
             "log.subsystems",
+            "workers",
         ):
             self.assertIn(name, flags)
-        self.assertEqual(len(flags), 87)
+        # Go's 87 and ``--workers`` (ours: worker processes sharing the ports).
+        self.assertEqual(len(flags), 88)
 
     def test_bool_forms(self):
         """Booleans accept a bare flag and ``=true|false``, and do not eat the next word."""
