@@ -11,7 +11,8 @@ A guided first run: a Piko server, an agent and a demo service, and one request 
 
 then sends one request through the proxy port, prints it, and keeps running
 so you can try ``curl -H 'x-piko-endpoint: my-endpoint' localhost:8000/``.
-``--once`` stops after the request; ``--base-port`` moves all four ports.
+``--once`` stops after the request; ``--base-port`` moves all five ports (the
+fifth, base + 4, is the server's gossip port, on loopback too).
 """
 
 from __future__ import annotations
@@ -55,7 +56,11 @@ def _configs(base: int) -> tuple[ServerConfig, AgentConfig]:
         proxy=evolve(server_config.proxy, bind_addr=f"127.0.0.1:{base}"),
         upstream=evolve(server_config.upstream, bind_addr=f"127.0.0.1:{base + 1}"),
         admin=evolve(server_config.admin, bind_addr=f"127.0.0.1:{base + 2}"),
-        cluster=evolve(server_config.cluster, node_id="demo"),
+        cluster=evolve(
+            server_config.cluster,
+            node_id="demo",
+            gossip=evolve(server_config.cluster.gossip, bind_addr=f"127.0.0.1:{base + 4}"),
+        ),
         grace_period=2.0,
     )
     agent_config = AgentConfig()
