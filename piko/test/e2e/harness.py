@@ -129,12 +129,29 @@ class E2ETestCase(TestCase):
 
     @inlineCallbacks
     def start_server(self, *, upstream: dict[str, Any] | None = None, **proxy: Any) -> Any:
-        service = make_server_service(server_config(upstream=upstream, **proxy), reactor)
+        service = yield self.start_service(server_config(upstream=upstream, **proxy))
+        self.server: PikoServerService = service
+        return service
+
+    @inlineCallbacks
+    def start_service(self, config: ServerConfig) -> Any:
+        """Start a node from ``config``; it is stopped (drained) at cleanup if still running."""
+        service = make_server_service(config, reactor)
         service.startService()
         self.addCleanup(lambda: service.stopService() if service.running else None)
         yield service.started
-        self.server: PikoServerService = service
         return service
+
+    def start_cluster_node(
+        self, node_id: str, join: tuple[str, ...] = (), **cluster: Any
+    ) -> Deferred[PikoServerService]:
+        """Start a cluster node joining ``join``; ``cluster`` overrides more ``cluster.*`` keys."""
+        config = server_config()
+        config = evolve(
+            config,
+            cluster=evolve(config.cluster, node_id=node_id, join=join, join_timeout=5.0, **cluster),
+        )
+        return self.start_service(config)
 
     def port_of(self, name: str, service: PikoServerService | None = None) -> int:
         service = service or self.server

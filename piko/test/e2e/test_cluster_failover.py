@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from attrs import evolve
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone
@@ -27,8 +26,8 @@ from twisted.web import server
 from piko.client import Upstream
 from piko.cluster.codec import DigestEntry
 from piko.cluster.nodes import NodeStatus
-from piko.server.service import PikoServerService, make_server_service
-from piko.test.e2e.harness import E2ETestCase, reactor, server_config
+from piko.server.service import PikoServerService
+from piko.test.e2e.harness import E2ETestCase, reactor
 from piko.test.e2e.test_gossip_cluster import endpoint_on, status_of, wait_cluster
 from piko.test.e2e.test_http import Echo, get
 
@@ -120,24 +119,11 @@ class LoadBalancer(Factory):
 
 class ClusterFailoverTests(E2ETestCase):
     @inlineCallbacks
-    def start_node(self, node_id: str, join: tuple[str, ...] = ()) -> Any:
-        config = server_config()
-        config = evolve(
-            config,
-            cluster=evolve(config.cluster, node_id=node_id, join=join, join_timeout=5.0),
-        )
-        service = make_server_service(config, reactor)
-        service.startService()
-        self.addCleanup(lambda: service.stopService() if service.running else None)
-        yield service.started
-        return service
-
-    @inlineCallbacks
     def test_agent_fails_over_through_load_balancer(self) -> Any:
         """Stopping the agent's node moves it to another node; node 3 serves again within 5 s."""
-        n1 = yield self.start_node("n1")
-        n2 = yield self.start_node("n2", (n1.gossip.addr,))
-        n3 = yield self.start_node("n3", (n1.gossip.addr,))
+        n1 = yield self.start_cluster_node("n1")
+        n2 = yield self.start_cluster_node("n2", (n1.gossip.addr,))
+        n3 = yield self.start_cluster_node("n3", (n1.gossip.addr,))
         nodes: list[PikoServerService] = [n1, n2, n3]
         for node in nodes:
             for other in {"n1", "n2", "n3"} - {node.cluster.local.id}:
@@ -176,21 +162,7 @@ class ClusterFailoverTests(E2ETestCase):
         proxy3 = self.port_of("proxy", n3)
         started = time.monotonic()
         stopped = n1.stopService()
-        failures = 0
-
-        def moved() -> bool:
-            return any(node.registry.endpoints() for node in (n2, n3))
-
-        while True:
-            response = yield self.request(get(b"/after", b"my-ep"), proxy3)
-            if response.status != 200:
-                failures += 1
-            elif moved():
-                break
-            self.assertLess(time.monotonic() - started, FAILOVER_BOUND, response.body)
-            if response.status != 200:
-                # Wait for the next change in node 3's table rather than spin.
-                yield _next_change(n3, FAILOVER_BOUND)
+        failures = yield serve_again(self, proxy3, n3, (n2, n3), started)
         failover = time.monotonic() - started
         self.assertLess(failover, FAILOVER_BOUND)
         [new_home] = [node for node in (n2, n3) if node.registry.endpoints()]
@@ -221,6 +193,35 @@ class ClusterFailoverTests(E2ETestCase):
             failover_ms=failover * 1000, failed_requests=failures, drain_ms=drained * 1000
         )
         print(f"\nfailover through the load balancer: {MEASURED}")
+
+
+@inlineCallbacks
+def serve_again(
+    test: E2ETestCase,
+    proxy_port: int,
+    watched: PikoServerService,
+    candidates: tuple[PikoServerService, ...],
+    started: float,
+) -> Any:
+    """
+    Request ``my-ep`` through ``proxy_port`` until a node of ``candidates`` holds the
+    agent and the answer is 200, within FAILOVER_BOUND of ``started``.
+
+    Between failed requests it waits for the next change in ``watched``'s node table
+    rather than spinning.
+
+    :return: how many requests failed meanwhile.
+    """
+    failures = 0
+    while True:
+        response = yield test.request(get(b"/after", b"my-ep"), proxy_port)
+        if response.status != 200:
+            failures += 1
+        elif any(node.registry.endpoints() for node in candidates):
+            return failures
+        test.assertLess(time.monotonic() - started, FAILOVER_BOUND, response.body)
+        if response.status != 200:
+            yield _next_change(watched, FAILOVER_BOUND)
 
 
 def _next_change(node: PikoServerService, bound: float) -> Deferred[None]:

@@ -15,13 +15,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from attrs import evolve
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.web import server
 
 from piko.cluster.nodes import ClusterState, NodeStatus
-from piko.server.service import PikoServerService, make_server_service
-from piko.test.e2e.harness import E2ETestCase, reactor, server_config
+from piko.server.service import PikoServerService
+from piko.test.e2e.harness import E2ETestCase
 from piko.test.e2e.test_http import Echo, get
 
 #: Convergence times measured by the last run, for the report (ms).
@@ -67,25 +66,12 @@ def _first(source: str, changes: list[tuple[str, float]]) -> float:
 
 class GossipClusterTests(E2ETestCase):
     @inlineCallbacks
-    def start_node(self, node_id: str, join: tuple[str, ...] = ()) -> Any:
-        config = server_config()
-        config = evolve(
-            config,
-            cluster=evolve(config.cluster, node_id=node_id, join=join, join_timeout=5.0),
-        )
-        service = make_server_service(config, reactor)
-        service.startService()
-        self.addCleanup(lambda: service.stopService() if service.running else None)
-        yield service.started
-        return service
-
-    @inlineCallbacks
     def start_cluster(self) -> Any:
-        n1 = yield self.start_node("n1")
+        n1 = yield self.start_cluster_node("n1")
         self.server = n1
         seed = n1.gossip.addr
-        n2 = yield self.start_node("n2", (seed,))
-        n3 = yield self.start_node("n3", (seed,))
+        n2 = yield self.start_cluster_node("n2", (seed,))
+        n3 = yield self.start_cluster_node("n3", (seed,))
         for node in (n1, n2, n3):
             for other in {"n1", "n2", "n3"} - {node.cluster.local.id}:
                 yield wait_cluster(node.cluster, status_of(other, NodeStatus.ACTIVE))

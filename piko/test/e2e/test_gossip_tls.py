@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 from typing import Any, cast
 
-from attrs import evolve
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.web import server
@@ -20,35 +19,19 @@ from piko.cluster.certs import ClusterCerts, create_cluster_certs
 from piko.cluster.nodes import NodeStatus
 from piko.cluster.transport import TLSTransport
 from piko.config import ClusterTLSConfig
-from piko.server.service import make_server_service
-from piko.test.e2e.harness import E2ETestCase, reactor, server_config
+from piko.server.service import PikoServerService
+from piko.test.e2e.harness import E2ETestCase
 from piko.test.e2e.test_gossip_cluster import endpoint_on, status_of, wait_cluster
 from piko.test.e2e.test_http import Echo, get
 
 
 class GossipTLSClusterTests(E2ETestCase):
-    @inlineCallbacks
     def start_node(
         self, node_id: str, certs: ClusterCerts, ca: str, join: tuple[str, ...] = ()
-    ) -> Any:
+    ) -> Deferred[PikoServerService]:
         cert, key = certs.nodes[node_id]
-        config = server_config()
-        config = evolve(
-            config,
-            cluster=evolve(
-                config.cluster,
-                node_id=node_id,
-                join=join,
-                join_timeout=5.0,
-                abort_if_join_fails=False,
-                tls=ClusterTLSConfig(cert=cert, key=key, ca=ca),
-            ),
-        )
-        service = make_server_service(config, reactor)
-        service.startService()
-        self.addCleanup(lambda: service.stopService() if service.running else None)
-        yield service.started
-        return service
+        tls = ClusterTLSConfig(cert=cert, key=key, ca=ca)
+        return self.start_cluster_node(node_id, join, abort_if_join_fails=False, tls=tls)
 
     @inlineCallbacks
     def test_three_tls_nodes_forward_and_a_foreign_node_is_refused(self) -> Any:

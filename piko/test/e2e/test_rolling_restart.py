@@ -18,15 +18,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from attrs import evolve
 from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.web import server
 
 from piko.client import Upstream
 from piko.cluster.nodes import ClusterState, NodeStatus
-from piko.server.service import PikoServerService, make_server_service
-from piko.test.e2e.harness import E2ETestCase, reactor, server_config
+from piko.server.service import PikoServerService
+from piko.test.e2e.harness import E2ETestCase, reactor
 from piko.test.e2e.test_cluster_failover import LoadBalancer
 from piko.test.e2e.test_gossip_cluster import status_of, wait_cluster
 from piko.test.e2e.test_http import Echo, get
@@ -55,24 +54,11 @@ class RollingRestartTests(E2ETestCase):
     timeout = TEST_BOUND
 
     @inlineCallbacks
-    def start_node(self, node_id: str, join: tuple[str, ...] = ()) -> Any:
-        config = server_config()
-        config = evolve(
-            config,
-            cluster=evolve(config.cluster, node_id=node_id, join=join, join_timeout=5.0),
-        )
-        service = make_server_service(config, reactor)
-        service.startService()
-        self.addCleanup(lambda: service.stopService() if service.running else None)
-        yield service.started
-        return service
-
-    @inlineCallbacks
     def test_rolling_restart_under_load(self) -> Any:
         """Restarting nodes 1, 2 and 3 in turn under steady load fails no request."""
-        n1 = yield self.start_node("r1")
-        n2 = yield self.start_node("r2", (n1.gossip.addr,))
-        n3 = yield self.start_node("r3", (n1.gossip.addr,))
+        n1 = yield self.start_cluster_node("r1")
+        n2 = yield self.start_cluster_node("r2", (n1.gossip.addr,))
+        n3 = yield self.start_cluster_node("r3", (n1.gossip.addr,))
         #: The nodes in service, in both balancers.
         serving: list[PikoServerService] = [n1, n2, n3]
         for node in serving:
@@ -127,7 +113,7 @@ class RollingRestartTests(E2ETestCase):
                 began = time.monotonic()
                 serving.remove(old)
                 yield old.stopService()
-                new = yield self.start_node(f"r{index + 1}b", (serving[0].gossip.addr,))
+                new = yield self.start_cluster_node(f"r{index + 1}b", (serving[0].gossip.addr,))
                 for node in serving:
                     yield wait_cluster(
                         node.cluster, status_of(new.cluster.local.id, NodeStatus.ACTIVE)

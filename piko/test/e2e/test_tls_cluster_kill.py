@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from attrs import evolve
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.web import server
@@ -30,9 +29,9 @@ from piko.cluster.certs import ClusterCerts, create_cluster_certs
 from piko.cluster.nodes import NodeStatus
 from piko.cluster.transport import TLSTransport
 from piko.config import ClusterTLSConfig
-from piko.server.service import PikoServerService, make_server_service
-from piko.test.e2e.harness import E2ETestCase, reactor, server_config
-from piko.test.e2e.test_cluster_failover import FAILOVER_BOUND, LoadBalancer, _next_change
+from piko.server.service import PikoServerService
+from piko.test.e2e.harness import E2ETestCase, reactor
+from piko.test.e2e.test_cluster_failover import FAILOVER_BOUND, LoadBalancer, serve_again
 from piko.test.e2e.test_gossip_cluster import endpoint_on, status_of, wait_cluster
 from piko.test.e2e.test_http import Echo, get
 
@@ -73,25 +72,12 @@ async def _maybe(value: Any) -> None:
 class TLSClusterKillTests(E2ETestCase):
     timeout = 30
 
-    @inlineCallbacks
-    def start_node(self, node_id: str, certs: ClusterCerts, join: tuple[str, ...] = ()) -> Any:
+    def start_node(
+        self, node_id: str, certs: ClusterCerts, join: tuple[str, ...] = ()
+    ) -> Deferred[PikoServerService]:
         cert, key = certs.nodes[node_id]
-        config = server_config()
-        config = evolve(
-            config,
-            cluster=evolve(
-                config.cluster,
-                node_id=node_id,
-                join=join,
-                join_timeout=5.0,
-                tls=ClusterTLSConfig(cert=cert, key=key, ca=certs.ca),
-            ),
-        )
-        service = make_server_service(config, reactor)
-        service.startService()
-        self.addCleanup(lambda: service.stopService() if service.running else None)
-        yield service.started
-        return service
+        tls = ClusterTLSConfig(cert=cert, key=key, ca=certs.ca)
+        return self.start_cluster_node(node_id, join, tls=tls)
 
     @inlineCallbacks
     def test_killing_the_agents_node_fails_over_within_5s(self) -> Any:
@@ -132,21 +118,7 @@ class TLSClusterKillTests(E2ETestCase):
         self.assertEqual(n1.registry.endpoints(), {})
         self.assertEqual(n1.upstream_handler.sessions, set())
 
-        failures = 0
-
-        def moved() -> bool:
-            return any(node.registry.endpoints() for node in (n2, n3))
-
-        while True:
-            response = yield self.request(get(b"/after", b"my-ep"), proxy3)
-            if response.status != 200:
-                failures += 1
-            elif moved():
-                break
-            self.assertLess(time.monotonic() - started, FAILOVER_BOUND, response.body)
-            if response.status != 200:
-                # Wait for the next change in node 3's table rather than spin.
-                yield _next_change(n3, FAILOVER_BOUND)
+        failures = yield serve_again(self, proxy3, n3, (n2, n3), started)
         failover = time.monotonic() - started
         self.assertLess(failover, FAILOVER_BOUND)
         self.assertEqual(n2.registry.endpoints(), {"my-ep": 1})
