@@ -24,7 +24,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import ILogObserver, Logger, LogLevel
 from zope.interface import implementer
 
-from piko.config import AccessLogConfig, AccessLogHeaderConfig
+from piko.config import AccessLogConfig, AccessLogHeaderConfig, format_duration
 from piko.http.head import canonical_key
 from piko.http.observe import ExchangeOutcome, ObservedExchange
 from piko.http.server import IRequestHandler, IServerExchange
@@ -64,36 +64,8 @@ def _canonical(name: str | bytes) -> str:
     return canonical_key(raw).decode("latin-1")
 
 
-def go_duration(seconds: float) -> str:
-    """
-    Go's ``time.Duration.String()``: ``0s``, ``850ns``, ``12.5µs``, ``1.234ms``, ``2.5s``,
-    ``1m30s``, ``1h0m0s``.
-    """
-    ns = round(seconds * 1e9)
-    if ns == 0:
-        return "0s"
-    sign = "-" if ns < 0 else ""
-    ns = abs(ns)
-    if ns < 1_000:
-        return f"{sign}{ns}ns"
-    if ns < 1_000_000:
-        return f"{sign}{_fraction(ns, 3)}µs"
-    if ns < 1_000_000_000:
-        return f"{sign}{_fraction(ns, 6)}ms"
-    hours, rest = divmod(ns, 3_600 * 10**9)
-    minutes, rest = divmod(rest, 60 * 10**9)
-    text = f"{_fraction(rest, 9)}s"
-    if hours:
-        return f"{sign}{hours}h{minutes}m{text}"
-    if minutes:
-        return f"{sign}{minutes}m{text}"
-    return sign + text
-
-
-def _fraction(value: int, digits: int) -> str:
-    whole, frac = divmod(value, 10**digits)
-    text = f"{frac:0{digits}d}".rstrip("0")
-    return f"{whole}.{text}" if text else str(whole)
+#: Go's ``time.Duration.String()`` (``1.234ms``), for the record's ``duration``.
+go_duration = format_duration
 
 
 @frozen
