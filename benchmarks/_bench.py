@@ -11,6 +11,7 @@ if the orchestrator dies.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import resource
@@ -108,10 +109,8 @@ def _kill_children() -> None:
     for p in _children:
         if p.poll() is None:
             p.kill()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(2)
-            except subprocess.TimeoutExpired:
-                pass
 
 
 def arm_watchdog(seconds: float) -> None:
@@ -148,7 +147,8 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
     for n, r in enumerate(cells):
         out.append(
             "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
             )
         )
         if n == 0:
@@ -231,7 +231,7 @@ def percentile(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     if not xs:
         return float("nan")
-    k = min(len(xs) - 1, max(0, int(round(p / 100 * (len(xs) - 1)))))
+    k = min(len(xs) - 1, max(0, round(p / 100 * (len(xs) - 1))))
     return xs[k]
 
 
@@ -253,7 +253,7 @@ def patch_nodelay() -> None:
             try:
                 t.setTcpNoDelay(True)
                 return
-            except Exception:  # noqa: BLE001 - not a TCP transport
+            except Exception:
                 pass
 
     for cls in (TrackedHTTPServerProtocol, _ClientProtocol):

@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._bench import (  # noqa: E402
+from benchmarks._bench import (
     Child,
     arm_watchdog,
     emit,
@@ -70,7 +70,9 @@ def run_echo(args: argparse.Namespace) -> None:
     if args.patch_nodelay:
         patch_nodelay()
     get_body = b"x" * args.size
-    head_fmt = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n"
+    head_fmt = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n"
+    )
 
     class Echo(Protocol):
         """Minimal HTTP/1.1 server: Content-Length bodies, keep-alive, pipelining."""
@@ -87,20 +89,23 @@ def run_echo(args: argparse.Namespace) -> None:
                     if end < 0:
                         break
                     head = buf[:end].lower()
-                    buf = buf[end + 4:]
+                    buf = buf[end + 4 :]
                     self.method_get = head.startswith(b"get") or head.startswith(b"head")
                     m = re.search(rb"\r\ncontent-length:\s*(\d+)", head)
                     if b"\r\ntransfer-encoding:" in head:
-                        self.transport.write(b"HTTP/1.1 501 Not Implemented\r\nContent-Length: 0\r\n"
-                                             b"Connection: close\r\n\r\n")
+                        self.transport.write(
+                            b"HTTP/1.1 501 Not Implemented\r\nContent-Length: 0\r\n"
+                            b"Connection: close\r\n\r\n"
+                        )
                         self.transport.loseConnection()
                         return
                     self.need = int(m.group(1)) if m else 0
-                    self.close_after = (b"\r\nconnection: close" in head
-                                        or head.split(b"\r\n", 1)[0].endswith(b"http/1.0"))
+                    self.close_after = b"\r\nconnection: close" in head or head.split(b"\r\n", 1)[
+                        0
+                    ].endswith(b"http/1.0")
                 if len(buf) < self.need:
                     break
-                body, buf = buf[: self.need], buf[self.need:]
+                body, buf = buf[: self.need], buf[self.need :]
                 self.need = -1
                 out = get_body if self.method_get else body
                 self.transport.write(head_fmt % len(out) + out)
@@ -141,11 +146,27 @@ def run_wrk(port: int, method: str, args, script_dir: str) -> dict:
     script = os.path.join(script_dir, f"{method}.lua")
     with open(script, "w") as f:
         if method == "POST":
-            f.write(f'wrk.method = "POST"\nwrk.body = string.rep("x", {args.size})\n'
-                    'wrk.headers["Content-Type"] = "application/octet-stream"\n')
-    argv = ["wrk", "-t", "1", "-c", str(args.connections), "-d", f"{args.duration:g}s",
-            "--timeout", "5s", "--latency", "-H", f"x-piko-endpoint: {ENDPOINT}", "-s", script,
-            f"http://127.0.0.1:{port}/"]
+            f.write(
+                f'wrk.method = "POST"\nwrk.body = string.rep("x", {args.size})\n'
+                'wrk.headers["Content-Type"] = "application/octet-stream"\n'
+            )
+    argv = [
+        "wrk",
+        "-t",
+        "1",
+        "-c",
+        str(args.connections),
+        "-d",
+        f"{args.duration:g}s",
+        "--timeout",
+        "5s",
+        "--latency",
+        "-H",
+        f"x-piko-endpoint: {ENDPOINT}",
+        "-s",
+        script,
+        f"http://127.0.0.1:{port}/",
+    ]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=args.duration + 30).stdout
     rps = float(re.search(r"Requests/sec:\s*([\d.]+)", out).group(1))
     lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
@@ -155,16 +176,22 @@ def run_wrk(port: int, method: str, args, script_dir: str) -> dict:
     errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0)
     requests = int(total.group(1)) if total else 0
     ok_rps = rps * (requests - errors) / requests if requests else 0.0
-    return {"rps": ok_rps, "p50": _ms(lat.get("50", "nan")), "p99": _ms(lat.get("99", "nan")),
-            "errors": errors, "requests": requests}
+    return {
+        "rps": ok_rps,
+        "p50": _ms(lat.get("50", "nan")),
+        "p99": _ms(lat.get("99", "nan")),
+        "errors": errors,
+        "requests": requests,
+    }
 
 
 async def _py_load(port: int, method: str, args) -> dict:
     body = b"x" * args.size
     if method == "POST":
-        req = (f"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nx-piko-endpoint: {ENDPOINT}\r\n"
-               f"Content-Type: application/octet-stream\r\nContent-Length: {args.size}\r\n\r\n"
-               ).encode() + body
+        req = (
+            f"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nx-piko-endpoint: {ENDPOINT}\r\n"
+            f"Content-Type: application/octet-stream\r\nContent-Length: {args.size}\r\n\r\n"
+        ).encode() + body
     else:
         req = f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nx-piko-endpoint: {ENDPOINT}\r\n\r\n".encode()
     lat: list[float] = []
@@ -189,11 +216,17 @@ async def _py_load(port: int, method: str, args) -> dict:
             w.close()
 
     t0 = time.monotonic()
-    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(args.connections))),
-                           args.duration + 20)
+    await asyncio.wait_for(
+        asyncio.gather(*(worker() for _ in range(args.connections))), args.duration + 20
+    )
     dt = time.monotonic() - t0
-    return {"rps": len(lat) / dt, "p50": percentile(lat, 50), "p99": percentile(lat, 99),
-            "errors": errors, "requests": len(lat) + errors}
+    return {
+        "rps": len(lat) / dt,
+        "p50": percentile(lat, 50),
+        "p99": percentile(lat, 99),
+        "errors": errors,
+        "requests": len(lat) + errors,
+    }
 
 
 def load(port: int, method: str, args, script_dir: str) -> dict:
@@ -213,7 +246,7 @@ def check(port: int, method: str, size: int) -> str | None:
         if r.status != 200 or got != want:
             return f"{method}: status {r.status}, {len(got)} bytes: {got[:100]!r}"
         return None
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         return f"{method}: {type(e).__name__}: {e}"
     finally:
         conn.close()
@@ -253,8 +286,21 @@ def orchestrate(args: argparse.Namespace) -> None:
     echo = None
     try:
         ports = server.result(30)
-        echo = Child([__file__, "--role", "echo", "--upstream-port", str(ports["upstream"]),
-                      "--size", str(args.size), "--max-seconds", life, *extra], "echo")
+        echo = Child(
+            [
+                __file__,
+                "--role",
+                "echo",
+                "--upstream-port",
+                str(ports["upstream"]),
+                "--size",
+                str(args.size),
+                "--max-seconds",
+                life,
+                *extra,
+            ],
+            "echo",
+        )
         direct = echo.result(30)["direct"]
         proxy = ports["proxy"]
         for method in ("GET", "POST"):
@@ -267,9 +313,11 @@ def orchestrate(args: argparse.Namespace) -> None:
                     time.sleep(0.1)
                 if err:
                     sys.exit(f"correctness check via port {port} failed: {err}")
-        print(f"proxy_http: load generator {args.loadgen}, {args.connections} connections, "
-              f"{args.duration:g}s per run, body {args.size} B, {os.cpu_count()} CPUs"
-              + (", EXPERIMENT --patch-nodelay" if args.patch_nodelay else ""))
+        print(
+            f"proxy_http: load generator {args.loadgen}, {args.connections} connections, "
+            f"{args.duration:g}s per run, body {args.size} B, {os.cpu_count()} CPUs"
+            + (", EXPERIMENT --patch-nodelay" if args.patch_nodelay else "")
+        )
         rows = []
         for method in ("GET", "POST"):
             load(proxy, method, args, script_dir) if args.warmup else None  # warm-up
@@ -278,15 +326,46 @@ def orchestrate(args: argparse.Namespace) -> None:
             c1 = proc_cpu_seconds(server.proc.pid), proc_cpu_seconds(echo.proc.pid)
             d = load(direct, method, args, script_dir)
             good = max(1, t["requests"] - t["errors"])
-            rows.append([method, t["rps"], d["rps"], t["rps"] / d["rps"], GO[method],
-                         t["p50"], t["p99"], d["p50"], t["errors"],
-                         (c1[0] - c0[0]) / good * 1e6, (c1[1] - c0[1]) / good * 1e6])
-            print(f"  {method}: tunnel {t['rps']:.0f} req/s, direct {d['rps']:.0f} req/s", flush=True)
+            rows.append(
+                [
+                    method,
+                    t["rps"],
+                    d["rps"],
+                    t["rps"] / d["rps"],
+                    GO[method],
+                    t["p50"],
+                    t["p99"],
+                    d["p50"],
+                    t["errors"],
+                    (c1[0] - c0[0]) / good * 1e6,
+                    (c1[1] - c0[1]) / good * 1e6,
+                ]
+            )
+            print(
+                f"  {method}: tunnel {t['rps']:.0f} req/s, direct {d['rps']:.0f} req/s", flush=True
+            )
         print()
-        print("== throughput under load (tunnel = wrk -> proxy port -> yamux -> SDK upstream -> echo)")
-        print(table(["method", "tunnel req/s", "direct req/s", "ratio", "Go ratio", "tun p50 ms",
-                     "tun p99 ms", "dir p50 ms", "tun errors", "server us/req", "upstream us/req"],
-                    rows))
+        print(
+            "== throughput under load (tunnel = wrk -> proxy port -> yamux -> SDK upstream -> echo)"
+        )
+        print(
+            table(
+                [
+                    "method",
+                    "tunnel req/s",
+                    "direct req/s",
+                    "ratio",
+                    "Go ratio",
+                    "tun p50 ms",
+                    "tun p99 ms",
+                    "dir p50 ms",
+                    "tun errors",
+                    "server us/req",
+                    "upstream us/req",
+                ],
+                rows,
+            )
+        )
         # latency at low load: sequential keep-alive GETs, interleaved blocks
         sequential(direct, 100), sequential(proxy, 100)  # warm-up
         dl, tl = [], []
@@ -294,15 +373,19 @@ def orchestrate(args: argparse.Namespace) -> None:
         for _ in range(4):
             dl += sequential(direct, per)
             tl += sequential(proxy, per)
-        rows = [[name, percentile(x, 50), percentile(x, 90), percentile(x, 99), len(x)]
-                for name, x in (("tunnel", tl), ("direct", dl))]
+        rows = [
+            [name, percentile(x, 50), percentile(x, 90), percentile(x, 99), len(x)]
+            for name, x in (("tunnel", tl), ("direct", dl))
+        ]
         r50 = percentile(tl, 50) / percentile(dl, 50)
         r99 = percentile(tl, 99) / percentile(dl, 99)
         print()
         print(f"== sequential GET latency (http.client, keep-alive, {len(tl)} requests per path)")
         print(table(["path", "p50 ms", "p90 ms", "p99 ms", "n"], rows))
-        print(f"tunnel/direct p50 ratio {r50:.2f} (Go v0.9.0: {GO['latency_p50']}; lower is better), "
-              f"p99 ratio {r99:.2f} (Go: 8.45)")
+        print(
+            f"tunnel/direct p50 ratio {r50:.2f} (Go v0.9.0: {GO['latency_p50']}; lower is better), "
+            f"p99 ratio {r99:.2f} (Go: 8.45)"
+        )
     finally:
         if echo is not None:
             echo.stop()
@@ -311,15 +394,26 @@ def orchestrate(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per load run")
     ap.add_argument("--connections", type=int, default=50)
-    ap.add_argument("--size", type=int, default=1024, help="response (GET) / echo (POST) body bytes")
-    ap.add_argument("--latency-requests", type=int, default=2000, help="sequential requests per path")
+    ap.add_argument(
+        "--size", type=int, default=1024, help="response (GET) / echo (POST) body bytes"
+    )
+    ap.add_argument(
+        "--latency-requests", type=int, default=2000, help="sequential requests per path"
+    )
     ap.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
-    ap.add_argument("--warmup", type=int, default=0, help="1: one unmeasured tunnel run per method first")
-    ap.add_argument("--patch-nodelay", action="store_true",
-                    help="EXPERIMENT: monkeypatch TCP_NODELAY onto piko's sockets (proposed fix)")
+    ap.add_argument(
+        "--warmup", type=int, default=0, help="1: one unmeasured tunnel run per method first"
+    )
+    ap.add_argument(
+        "--patch-nodelay",
+        action="store_true",
+        help="EXPERIMENT: monkeypatch TCP_NODELAY onto piko's sockets (proposed fix)",
+    )
     ap.add_argument("--role", choices=("server", "echo"), help=argparse.SUPPRESS)
     ap.add_argument("--upstream-port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--max-seconds", type=float, default=300, help=argparse.SUPPRESS)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._bench import (  # noqa: E402
+from benchmarks._bench import (
     Child,
     MiB,
     arm_watchdog,
@@ -96,7 +96,9 @@ def run_sink(args: argparse.Namespace) -> None:
         yield Upstream(reactor, f"http://127.0.0.1:{args.upstream_port}").listen(ENDPOINT, factory)
         emit("PORT", lp.getHost().port)
 
-    reactor.callWhenRunning(lambda: main().addErrback(lambda f: (sys.stderr.write(f.getTraceback()), reactor.stop())))
+    reactor.callWhenRunning(
+        lambda: main().addErrback(lambda f: (sys.stderr.write(f.getTraceback()), reactor.stop()))
+    )
     reactor.run()
 
 
@@ -153,31 +155,66 @@ def run_sender(args: argparse.Namespace) -> None:
             reactor.callLater(0, pusher.kick)
         reactor.callLater(args.warmup + args.duration + 4, reactor.stop)
 
-    reactor.callWhenRunning(lambda: main().addErrback(lambda f: (sys.stderr.write(f.getTraceback()), reactor.stop())))
+    reactor.callWhenRunning(
+        lambda: main().addErrback(lambda f: (sys.stderr.write(f.getTraceback()), reactor.stop()))
+    )
     reactor.run()
 
 
 def orchestrate(args: argparse.Namespace) -> None:
     life = str(8 * (args.warmup + args.duration + 8) + 60)
     extra = ["--patch-nodelay"] if args.patch_nodelay else []
-    common = ["--duration", str(args.duration), "--warmup", str(args.warmup),
-              "--size", str(args.size), *extra]
+    common = [
+        "--duration",
+        str(args.duration),
+        "--warmup",
+        str(args.warmup),
+        "--size",
+        str(args.size),
+        *extra,
+    ]
     server = Child([__file__, "--role", "server", "--max-seconds", life, *extra], "server")
     sink = None
     try:
         ports = server.result(30)
-        sink = Child([__file__, "--role", "sink", "--upstream-port", str(ports["upstream"]),
-                      "--max-seconds", life, *common], "sink")
+        sink = Child(
+            [
+                __file__,
+                "--role",
+                "sink",
+                "--upstream-port",
+                str(ports["upstream"]),
+                "--max-seconds",
+                life,
+                *common,
+            ],
+            "sink",
+        )
         direct = sink.port(30)
-        print(f"tcp_throughput: {args.duration:g}s per case after {args.warmup:g}s warm-up, "
-              f"writes of {args.size // 1024} KiB, {os.cpu_count()} CPUs"
-              + (", EXPERIMENT --patch-nodelay" if args.patch_nodelay else ""))
+        print(
+            f"tcp_throughput: {args.duration:g}s per case after {args.warmup:g}s warm-up, "
+            f"writes of {args.size // 1024} KiB, {os.cpu_count()} CPUs"
+            + (", EXPERIMENT --patch-nodelay" if args.patch_nodelay else "")
+        )
         res: dict = {}
         for conns in (1, args.parallel):
             for target, port in (("direct", direct), ("tunnel", ports["proxy"])):
                 c0 = proc_cpu_seconds(server.proc.pid), proc_cpu_seconds(sink.proc.pid)
-                sender = Child([__file__, "--role", "send", "--target", target, "--port", str(port),
-                                "--conns", str(conns), *common], f"send-{target}")
+                sender = Child(
+                    [
+                        __file__,
+                        "--role",
+                        "send",
+                        "--target",
+                        target,
+                        "--port",
+                        str(port),
+                        "--conns",
+                        str(conns),
+                        *common,
+                    ],
+                    f"send-{target}",
+                )
                 try:
                     r = sink.result(args.warmup + args.duration + 30)
                     c1 = proc_cpu_seconds(server.proc.pid), proc_cpu_seconds(sink.proc.pid)
@@ -185,12 +222,22 @@ def orchestrate(args: argparse.Namespace) -> None:
                 finally:
                     sender.stop()
                 res[(conns, target)] = r["mib_s"]
-                print(f"  {conns} conn {target:<6} {r['mib_s']:8.1f} MiB/s  (CPU s whole case: "
-                      f"server {c1[0] - c0[0]:.1f}, sink {c1[1] - c0[1]:.1f}, sender {scpu:.1f})",
-                      flush=True)
+                print(
+                    f"  {conns} conn {target:<6} {r['mib_s']:8.1f} MiB/s  (CPU s whole case: "
+                    f"server {c1[0] - c0[0]:.1f}, sink {c1[1] - c0[1]:.1f}, sender {scpu:.1f})",
+                    flush=True,
+                )
                 time.sleep(1.0)  # let the previous connections close (the sink re-arms at 0)
-        rows = [[f"{n} conn", res[(n, "tunnel")], res[(n, "direct")],
-                 res[(n, "tunnel")] / res[(n, "direct")], GO.get(n)] for n in (1, args.parallel)]
+        rows = [
+            [
+                f"{n} conn",
+                res[(n, "tunnel")],
+                res[(n, "direct")],
+                res[(n, "tunnel")] / res[(n, "direct")],
+                GO.get(n),
+            ]
+            for n in (1, args.parallel)
+        ]
         print()
         print("== MiB/s (tunnel = Dialer -> proxy /_piko/v1/tcp -> yamux -> SDK upstream -> sink)")
         print(table(["case", "tunnel MiB/s", "direct MiB/s", "ratio", "Go ratio"], rows))
@@ -201,13 +248,18 @@ def orchestrate(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--duration", type=float, default=3.0, help="measured seconds per case")
     ap.add_argument("--warmup", type=float, default=1.0)
     ap.add_argument("--size", type=int, default=65536, help="bytes per write")
     ap.add_argument("--parallel", type=int, default=4, help="connections in the parallel case")
-    ap.add_argument("--patch-nodelay", action="store_true",
-                    help="EXPERIMENT: monkeypatch TCP_NODELAY onto piko's sockets (proposed fix)")
+    ap.add_argument(
+        "--patch-nodelay",
+        action="store_true",
+        help="EXPERIMENT: monkeypatch TCP_NODELAY onto piko's sockets (proposed fix)",
+    )
     ap.add_argument("--role", choices=("server", "sink", "send"), help=argparse.SUPPRESS)
     ap.add_argument("--target", choices=("tunnel", "direct"), help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
