@@ -125,6 +125,15 @@ def _freeze_heap() -> None:
     gc.freeze()
 
 
+def _install_reactor() -> None:
+    """Install piko's epoll reactor if no reactor is installed yet (and epoll exists)."""
+    try:
+        from piko._reactor import install_if_possible
+    except ImportError:  # pragma: no cover - no epoll on this platform
+        return
+    install_if_possible()
+
+
 def _run_service(
     program: str,
     config: Any,
@@ -137,7 +146,10 @@ def _run_service(
 
     SIGINT/SIGTERM make the reactor stop, which first waits for
     ``service.stopService()`` (a "before shutdown" trigger), as twistd does.
+    The reactor is :class:`piko._reactor.PikoEPollReactor` unless one was
+    installed already.
     """
+    _install_reactor()
     from twisted.internet import reactor
     from twisted.internet.error import ReactorNotRunning
     from twisted.logger import Logger
