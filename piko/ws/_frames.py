@@ -24,6 +24,8 @@ _SHORT = struct.Struct("!BB")
 _MEDIUM = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
 _MASK_KEY = struct.Struct("!I")
+_LENGTH16 = struct.Struct("!H")
+_LENGTH64 = struct.Struct("!Q")
 
 
 def binary_frame_header(length: int, mask_key: bytes | None = None) -> bytes:
@@ -80,3 +82,38 @@ def mask_payload(mask_key: bytes, payload: bytes) -> bytes:
 
 #: From this payload size on, autobahn's native masker is faster than integer XOR.
 _NATIVE_MASK_FROM = 768
+
+
+def parse_frame_header(data: bytes, pos: int, size: int) -> tuple[int, int, int] | None:
+    """
+    Read the frame header that starts at ``data[pos]``.
+
+    :param size: ``len(data)``, which the caller already has.
+    :return: ``None`` if the header is not complete before ``size``; else
+        ``(first_byte, payload_length, header_length)``, where the header
+        length includes the extended length and the masking key, and the
+        payload length is ``-1`` if it was not encoded in the fewest bytes
+        (RFC 6455 section 5.2 requires that) or is 2**63 or more.
+    """
+    if size - pos < 2:
+        return None
+    second = data[pos + 1]
+    length = second & 0x7F
+    header_size = 6 if second & _MASK_BIT else 2
+    if length == 126:
+        header_size += 2
+        if size - pos < header_size:
+            return None
+        (length,) = _LENGTH16.unpack_from(data, pos + 2)
+        if length < 126:
+            length = -1
+    elif length == 127:
+        header_size += 8
+        if size - pos < header_size:
+            return None
+        (length,) = _LENGTH64.unpack_from(data, pos + 2)
+        if length < 0x10000 or length > 0x7FFFFFFFFFFFFFFF:
+            length = -1
+    elif size - pos < header_size:
+        return None
+    return data[pos], length, header_size

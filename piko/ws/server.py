@@ -187,7 +187,7 @@ class _ServerProtocol(ByteStreamWebSocketMixin, WebSocketServerProtocol):  # typ
         self.sendData(response)
         self.state = WebSocketProtocol.STATE_OPEN
         self.inside_message = False
-        self.current_frame = None  # type: ignore[assignment]
+        self.current_frame = None
         self._onOpen()
         self.is_open.callback(None)
         if self.data:

@@ -376,3 +376,123 @@ class ReplayTests(SynchronousTestCase):
             start = frame["off"] + len(bytes.fromhex(frame["hdr_hex"]))
             inner.transport.write(s2c[start : start + frame["payload_len"]])
         self.assertEqual(transport.value(), s2c[stream_start:])
+
+
+class FrameParserTests(SynchronousTestCase):
+    """
+    The adapter's own data-frame parser (``_receive_frames``): what it rejects
+    fails the connection with the status autobahn would use, and control frames
+    still reach autobahn whole, wherever they fall.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 8001),
+            peerAddress=IPv4Address("TCP", "127.0.0.1", 50000),
+        )
+        self.inner = Recorder()
+        acceptor = WebSocketAcceptor(self.clock, WebSocketOptions(close_timeout=2))
+        self.protocol = acceptor.accept(self.transport, HEAD, lambda request: self.inner)
+        self.transport.clear()
+
+    def assertFailedWith(self, reason: str) -> None:
+        """The connection was dropped (autobahn's fail-by-drop) for ``reason``."""
+        self.assertTrue(self.protocol.failedByMe)
+        self.assertIn(reason, self.protocol.wasNotCleanReason)
+        self.assertTrue(self.transport.disconnected)
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.inner.lost.trap(WebSocketProtocolError)
+
+    def test_violations(self):
+        """Each malformed data frame fails the connection with 1002 and delivers nothing more."""
+        cases = {
+            "RSV = 4": b"\xc2\x81\x00\x00\x00\x00x",
+            "unmasked client-to-server": b"\x82\x01x",
+            "continuation data frame outside": client_frame(0, b"x"),
+            "non-continuation data frame while inside": (
+                client_frame(2, b"a", fin=False) + client_frame(2, b"b")
+            ),
+            "minimal length": b"\x82\xfe\x00\x05\x00\x00\x00\x00hello",
+            "minimal length ": b"\x82\xff" + struct.pack("!Q", 5) + b"\0\0\0\0hello",
+            "reserved opcode 3": client_frame(3, b"x"),
+            "reserved opcode 11": client_frame(11, b"x"),
+            "fragmented control": client_frame(9, b"x", fin=False),
+            "payload length > 125": b"\x89\xfe\x00\x7e" + b"\0" * 4 + b"x" * 126,
+        }
+        for reason, wire in cases.items():
+            self.setUp()
+            self.protocol.dataReceived(wire + client_frame(2, b"after"))
+            self.assertFailedWith(reason.strip())
+            self.assertNotIn(b"after", self.inner.data)
+            self.assertNotIn(b"b", self.inner.data)
+
+    def test_frame_size_limit(self):
+        """A frame over max_frame_size fails with 1009 before its payload arrives."""
+        acceptor = WebSocketAcceptor(
+            self.clock, WebSocketOptions(max_frame_size=100, max_message_size=1000)
+        )
+        self.transport.clear()
+        self.protocol = acceptor.accept(self.transport, HEAD, lambda request: self.inner)
+        self.transport.clear()
+        self.protocol.dataReceived(client_frame(2, b"z" * 101)[:8])
+        self.assertFailedWith("frame size 101 exceeds")
+        self.assertEqual(self.inner.data, b"")
+
+    def test_message_size_limit_across_fragments(self):
+        """Fragments are counted together against max_message_size."""
+        acceptor = WebSocketAcceptor(
+            self.clock, WebSocketOptions(max_frame_size=100, max_message_size=150)
+        )
+        self.protocol = acceptor.accept(self.transport, HEAD, lambda request: self.inner)
+        self.transport.clear()
+        self.protocol.dataReceived(client_frame(2, b"a" * 100, fin=False))
+        self.protocol.dataReceived(client_frame(0, b"b" * 100))
+        self.assertFailedWith("message size 200 exceeds")
+        self.assertEqual(self.inner.data, b"a" * 100)
+
+    def test_ping_between_fragments(self):
+        """A ping between two fragments of one message is answered; the message continues."""
+        self.protocol.dataReceived(
+            client_frame(2, b"ab", fin=False)
+            + client_frame(9, b"p")
+            + client_frame(0, b"cd")
+            + client_frame(2, b"ef")
+        )
+        self.assertEqual(self.transport.value(), b"\x8a\x01p")
+        self.assertEqual(self.inner.data, b"abcdef")
+
+    def test_mask_offset_across_reads(self):
+        """A masked payload split at odd offsets is unmasked with the key rotated correctly."""
+        payload = bytes(range(256)) * 8
+        wire = client_frame(2, payload, key=b"\x11\x22\x33\x44")
+        for cut in (7, 9, 13, 1000, 1001, 1003):
+            self.setUp()
+            self.protocol.dataReceived(wire[:cut])
+            self.protocol.dataReceived(wire[cut : cut + 5])
+            self.protocol.dataReceived(wire[cut + 5 :])
+            self.assertEqual(self.inner.data, payload)
+
+    def test_partial_frame_left_by_autobahn(self):
+        """
+        When the handshake's read ends inside a frame, autobahn finishes that
+        frame and the parser takes over at the next frame boundary.
+        """
+        self.inner = Recorder()
+        wire = client_frame(2, b"x" * 300, fin=False) + client_frame(0, b"y" * 10)
+        acceptor = WebSocketAcceptor(self.clock, WebSocketOptions(close_timeout=2))
+        self.protocol = acceptor.accept(self.transport, HEAD + wire[:50], lambda r: self.inner)
+        self.protocol.dataReceived(wire[50:200])
+        self.assertFalse(self.protocol._rx_fast)
+        self.protocol.dataReceived(wire[200:] + client_frame(0, b"z", fin=True)[:0])
+        self.protocol.dataReceived(client_frame(2, b"next"))
+        self.assertTrue(self.protocol._rx_fast)
+        self.assertEqual(self.inner.data, b"x" * 300 + b"y" * 10 + b"next")
+
+    def test_close_frame_after_data_in_one_read(self):
+        """A Close frame right behind data frames goes to autobahn: the stream ends cleanly."""
+        self.protocol.dataReceived(client_frame(2, b"last") + client_frame(8, b"\x03\xe8"))
+        self.assertEqual(self.inner.data, b"last")
+        self.assertTrue(self.transport.disconnecting)
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.inner.lost.trap(ConnectionDone)
