@@ -100,9 +100,18 @@ class SessionConfig:
         (stay paused) before the session is presumed dead.
     :param max_frame_payload: the largest Data frame we send.
     :param coalesce_control: carry a new stream's SYN or ACK on its first
-        Data frame when it is written in the same reactor turn, saving a
-        frame (and a WebSocket message).  Go peers accept SYN and ACK on Data
-        frames; ``False`` sends them alone, exactly as Go does.
+        Data frame, saving a frame (and a WebSocket message), and let the FIN
+        that completes a stream the peer has already closed wait for the next
+        frame we send.  A SYN waits until the end of the reactor turn; an ACK
+        up to ``control_delay``, long enough for a proxied request's response
+        to carry it; a closing FIN up to ``control_delay`` too.  Go peers
+        accept SYN and ACK on Data frames and tolerate a late FIN (their
+        stream has nothing left to do); ``False`` sends each frame alone and
+        at once, exactly as Go does.
+    :param control_delay: seconds an ACK or a closing FIN may wait for a frame
+        to ride with.  Well under Go's 75 s open timeout; at most
+        :data:`MAX_HELD_CONTROL` ACKs wait at once, far below the 256
+        unacknowledged opens after which a Go peer stops opening streams.
     """
 
     accept_backlog: int = 256
@@ -114,6 +123,11 @@ class SessionConfig:
     write_timeout: float = 10.0
     max_frame_payload: int = 256 * 1024
     coalesce_control: bool = True
+    control_delay: float = 0.005
+
+
+#: The most ACKs (and closing FINs) held back at once; one more sends them all.
+MAX_HELD_CONTROL = 64
 
 
 def _close_timed_out(stream: Stream) -> None:
@@ -167,6 +181,13 @@ class Session(Protocol):
         )
         self._open_waiters: deque[Deferred[None]] = deque()
         self._pending_flush: dict[Stream, None] = {}
+        # Streams whose ACK waits for their first Data frame, and header-only
+        # frames (closing FINs) that wait to ride with the next frame we send;
+        # both flushed by one timer (see send_frame, _flush_held).
+        self._held_acks: dict[Stream, None] = {}
+        self._held_frames: list[bytes] = []
+        self._held_call: IDelayedCall | None = None
+        self._frames_call: IDelayedCall | None = None
         self._output_paused = False
         self._unread_replies = 0
         self._paused_since = 0.0
@@ -438,12 +459,76 @@ class Session(Protocol):
         if transport is None:
             return
         header = _pack_header(PROTOCOL_VERSION, frame_type, flags, stream_id, length)
-        if not payload:
+        held = self._held_frames
+        if held:
+            # Held frames ride in front, in the same WebSocket message.
+            self._held_frames = []
+            held.append(header)
+            if payload:
+                held.append(payload)
+            transport.writeSequence(held)
+        elif not payload:
             transport.write(header)
         elif len(payload) < _JOIN_BELOW:
             transport.write(header + payload)
         else:
             transport.writeSequence((header, payload))
+
+    def send_frame_later(self, frame_type: int, flags: int, stream_id: int, length: int) -> None:
+        """
+        Send a header-only frame with the next frame sent in this reactor turn,
+        or alone at the end of it.
+
+        For frames nothing waits on, such as the FIN that completes a stream
+        the peer has already closed: under load they share a message with
+        other traffic instead of costing one each.
+        """
+        if self.transport is None or self.closed:
+            return
+        self._held_frames.append(
+            _pack_header(PROTOCOL_VERSION, frame_type, flags, stream_id, length)
+        )
+        if len(self._held_frames) >= MAX_HELD_CONTROL:
+            self._flush_held()
+        elif self._frames_call is None:
+            self._frames_call = self.clock.callLater(0, self._frames_expired)
+
+    def _hold_ack(self, stream: Stream) -> None:
+        """Let ``stream``'s ACK wait for its first Data frame (see ``control_delay``)."""
+        self._held_acks[stream] = None
+        self._arm_held()
+
+    def _frames_expired(self) -> None:
+        self._frames_call = None
+        held, self._held_frames = self._held_frames, []
+        transport = self.transport
+        if held and transport is not None:
+            transport.writeSequence(held)
+
+    def _arm_held(self) -> None:
+        if len(self._held_acks) >= MAX_HELD_CONTROL:
+            self._flush_held()
+        elif self._held_call is None:
+            self._held_call = self.clock.callLater(self.config.control_delay, self._held_expired)
+
+    def _held_expired(self) -> None:
+        self._held_call = None
+        self._flush_held()
+
+    def _flush_held(self) -> None:
+        """Send every held ACK and frame now, in one write."""
+        acks, self._held_acks = self._held_acks, {}
+        frames, self._held_frames = self._held_frames, []
+        for stream in acks:
+            flags = stream._pending_flags
+            if flags and not stream.finished:
+                stream._pending_flags = 0
+                frames.append(
+                    _pack_header(PROTOCOL_VERSION, _WINDOW_UPDATE, flags, stream.stream_id, 0)
+                )
+        transport = self.transport
+        if frames and transport is not None:
+            transport.writeSequence(frames)
 
     def _want_flush(self, stream: Stream) -> None:
         self._pending_flush[stream] = None
@@ -562,11 +647,17 @@ class Session(Protocol):
     def _control_later(self, stream: Stream) -> None:
         """
         After a new stream's protocol was connected: if its SYN or ACK is still held (the
-        protocol wrote nothing yet), send it at the next turn unless a Data frame written
-        before then carries it.  Scheduling only now spares a timer for the common case of
-        a protocol that writes in ``connectionMade``.
+        protocol wrote nothing yet), send it later unless a Data frame written before then
+        carries it: a SYN at the next turn, an ACK within ``control_delay`` (an agent's
+        first write is the response, a round trip to its service away).  Scheduling only
+        now spares a timer for the common case of a protocol that writes in
+        ``connectionMade``.
         """
-        if stream._pending_flags and not stream.finished and stream._control_call is None:
+        if not stream._pending_flags or stream.finished:
+            return
+        if stream._pending_flags == _ACK:
+            self._hold_ack(stream)
+        elif stream._control_call is None:
             stream._control_call = self.clock.callLater(0, stream._send_pending_control)
 
     def _stream_acked(self, stream: Stream) -> None:
@@ -581,6 +672,7 @@ class Session(Protocol):
         if self._streams.get(stream.stream_id) is stream:
             del self._streams[stream.stream_id]
         self._pending_flush.pop(stream, None)
+        self._held_acks.pop(stream, None)
         if stream._open_timer is not None:
             self._stream_acked(stream)
         if not self._streams and self._idle_waiters:
@@ -697,8 +789,16 @@ class Session(Protocol):
         self._keepalive_call = self._ping_timer = self._write_timer = None
         self._open_deadlines.stop()
         self._close_deadlines.stop()
+        for held_call in (self._held_call, self._frames_call):
+            if held_call is not None and held_call.active():
+                held_call.cancel()
+        self._held_call = self._frames_call = None
+        self._held_acks.clear()
         transport = self.transport
         if transport is not None:
+            held, self._held_frames = self._held_frames, []
+            if held:
+                transport.writeSequence(held)
             transport.unregisterProducer()  # type: ignore[attr-defined]
             transport.loseConnection()
         stream_reason = reason

@@ -139,9 +139,12 @@ class Stream:
         if flags:
             self._pending_flags = 0
             call = self._control_call
-            if call is not None and call.active():
-                call.cancel()
-            self._control_call = None
+            if call is not None:
+                if call.active():
+                    call.cancel()
+                self._control_call = None
+            else:
+                self._session._held_acks.pop(self, None)
         return flags
 
     # -- ITransport ---------------------------------------------------------
@@ -291,9 +294,12 @@ class Stream:
         else:
             if self._write_closing and not self._fin_sent:
                 self._fin_sent = True
-                self._session.send_frame(
-                    _WINDOW_UPDATE, self._take_flags() | _FIN, self.stream_id, 0
-                )
+                flags = self._take_flags() | _FIN
+                if self._fin_received and flags == _FIN and session.config.coalesce_control:
+                    # The peer closed already: our FIN only completes the stream.
+                    session.send_frame_later(_WINDOW_UPDATE, _FIN, self.stream_id, 0)
+                else:
+                    session.send_frame(_WINDOW_UPDATE, flags, self.stream_id, 0)
             if self._fin_sent:
                 self._after_fin_sent()
                 return

@@ -68,7 +68,8 @@ class HTTPListenerInteropTests(SynchronousTestCase):
     def test_response_read_at_once_is_one_frame(self):
         """
         A whole response read from the local service in one piece goes onto the stream as one
-        Data frame that also carries the FIN (head, body and close together).
+        Data frame that also carries the stream's ACK and its FIN (head, body and close
+        together).
         """
         pair, endpoint, pool = setup()
         recorder = pair.open()
@@ -76,7 +77,7 @@ class HTTPListenerInteropTests(SynchronousTestCase):
         pair.pump()
         endpoint.protocols[0].dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
         [frame] = frames_of(pair.take_client_output())
-        self.assertEqual((frame.type, frame.flags), (FrameType.DATA, Flag.FIN))
+        self.assertEqual((frame.type, frame.flags), (FrameType.DATA, Flag.ACK | Flag.FIN))
         self.assertTrue(frame.payload.startswith(b"HTTP/1.1 200 OK\r\n"), frame.payload)
         self.assertTrue(frame.payload.endswith(b"\r\n\r\nhello"), frame.payload)
 

@@ -122,6 +122,103 @@ class OpenAcceptTests(SynchronousTestCase):
         pair.server.dataReceived(ack)
         self.assertIsNone(stream._open_timer)
 
+    def test_ack_rides_on_the_response(self) -> None:
+        """
+        An accepted stream's ACK waits for its first Data frame (an agent's
+        response) within ``control_delay``: one frame, not two.
+        """
+        pair = SessionPair()
+        accepted = RecorderFactory()
+        pair.client.listen(accepted)
+        stream = pair.server.open_stream(Recorder())
+        stream.write(b"GET /")
+        pair.client.dataReceived(pair.take_server_output())
+        pair.clock.advance(SessionConfig().control_delay / 2)
+        self.assertEqual(pair.take_client_output(), b"")
+        accepted.built[0].transport.write(b"200 OK")
+        [frame] = frames_of(pair.take_client_output())
+        self.assertEqual(
+            (frame.type, frame.flags, frame.stream_id, frame.payload),
+            (FrameType.DATA, Flag.ACK, 2, b"200 OK"),
+        )
+        pair.clock.advance(SessionConfig().control_delay)
+        self.assertEqual(pair.take_client_output(), b"")
+
+    def test_ack_alone_after_control_delay(self) -> None:
+        """With nothing written, the ACK leaves alone once ``control_delay`` has passed."""
+        pair = SessionPair()
+        pair.client.listen(RecorderFactory())
+        stream = pair.server.open_stream(Recorder())
+        stream.write(b"x")
+        pair.client.dataReceived(pair.take_server_output())
+        pair.clock.advance(SessionConfig().control_delay - 0.001)
+        self.assertEqual(pair.take_client_output(), b"")
+        pair.clock.advance(0.001)
+        ack = pair.take_client_output()
+        self.assertEqual(ack, bytes.fromhex("000100020000000200000000"))
+        pair.server.dataReceived(ack)
+        self.assertIsNone(stream._open_timer)
+
+    def test_held_acks_are_bounded(self) -> None:
+        """At most MAX_HELD_CONTROL ACKs wait; one more sends them all in one write."""
+        from piko.mux.session import MAX_HELD_CONTROL
+
+        pair = SessionPair()
+        pair.client.listen(RecorderFactory())
+        for _ in range(MAX_HELD_CONTROL - 1):
+            pair.server.open_stream(Recorder()).write(b"x")
+        pair.client.dataReceived(pair.take_server_output())
+        self.assertEqual(pair.take_client_output(), b"")
+        pair.server.open_stream(Recorder()).write(b"x")
+        writes: list[bytes] = []
+        pair.client_transport.writeSequence = lambda seq: writes.append(b"".join(seq))  # type: ignore[method-assign]
+        pair.client.dataReceived(pair.take_server_output())
+        [write] = writes
+        acks = frames_of(write)
+        self.assertEqual(len(acks), MAX_HELD_CONTROL)
+        self.assertTrue(all(f.flags == Flag.ACK for f in acks))
+
+    def test_closing_fin_rides_with_next_frame(self) -> None:
+        """
+        The FIN that completes a stream the peer already closed goes out with
+        the next frame of the same turn, in one write, or alone at its end.
+        """
+        pair = SessionPair()
+        accepted = RecorderFactory()
+        pair.client.listen(accepted)
+        first = pair.server.open_stream(Recorder())
+        first.write(b"one")
+        pair.pump()
+        accepted.built[0].transport.write(b"reply")
+        accepted.built[0].transport.loseConnection()
+        pair.server.dataReceived(pair.take_client_output())
+        self.assertTrue(first._fin_received)
+        writes: list[list[bytes]] = []
+        pair.server_transport.writeSequence = writes.append  # type: ignore[method-assign]
+        first.loseConnection()
+        self.assertTrue(first.finished)
+        self.assertEqual(pair.take_server_output(), b"")
+        pair.server.open_stream(Recorder()).write(b"two")
+        [parts] = writes
+        fin, data = frames_of(b"".join(parts))
+        self.assertEqual(
+            (fin.type, fin.flags, fin.stream_id), (FrameType.WINDOW_UPDATE, Flag.FIN, 2)
+        )
+        self.assertEqual((data.flags, data.stream_id, data.payload), (Flag.SYN, 4, b"two"))
+        # Alone, it leaves at the end of the turn.
+        del pair.server_transport.writeSequence
+        second = pair.server.open_stream(Recorder())
+        second.write(b"three")
+        pair.pump()
+        [stream] = [p for p in accepted.built if p.transport.stream_id == 6]
+        stream.transport.loseConnection()
+        pair.server.dataReceived(pair.take_client_output())
+        second.loseConnection()
+        self.assertEqual(pair.take_server_output(), b"")
+        pair.clock.advance(0)
+        [fin] = frames_of(pair.take_server_output())
+        self.assertEqual((fin.flags, fin.stream_id), (Flag.FIN, 6))
+
     def test_backlog_waits_for_listen(self) -> None:
         """Streams that arrive before anyone listens are accepted, with their data, on listen."""
         pair = SessionPair()
@@ -269,6 +366,8 @@ class CloseTests(SynchronousTestCase):
         pair.client.listen(accepted)
         opener = Recorder()
         pair.server.open_stream(opener).loseConnection()
+        pair.pump()
+        pair.clock.advance(SessionConfig().control_delay)  # the held ACK goes out
         pair.pump()
         pair.clock.advance(300)
         self.assertIsInstance(opener.lost.value, StreamReset)
