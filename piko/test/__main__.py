@@ -5,6 +5,9 @@ Run the whole test suite with trial and end with a plain summary line.
 piko`` (or the given test names), streams its output, then prints
 ``N passed, M failed`` so any CI reads the outcome, and exits with trial's
 status.  AUTOBAHN_USE_NVX=1 makes a missing autobahn fast path fail loudly.
+The tests that need a running reactor run on the one ``piko`` itself runs
+on (``--reactor=piko-epoll``, see :mod:`piko._reactor`) on Linux, unless a
+``--reactor`` argument says otherwise.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ def main(argv: list[str]) -> int:
     """Run trial and summarise; return its exit status."""
     names = argv or ["piko"]
     env = dict(os.environ, AUTOBAHN_USE_NVX=os.environ.get("AUTOBAHN_USE_NVX", "1"))
-    command = [sys.executable, "-b", "-m", "twisted.trial", *names]
+    reactor = []
+    if sys.platform.startswith("linux") and not any(a.startswith("--reactor") for a in names):
+        reactor = ["--reactor=piko-epoll"]
+    command = [sys.executable, "-b", "-m", "twisted.trial", *reactor, *names]
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True
     )

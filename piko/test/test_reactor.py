@@ -23,6 +23,7 @@ class _FakePoller:
         self.events = events
         self.error = error
         self.calls: list[tuple[float, int]] = []
+        self.registered: dict[int, int] = {}
 
     def poll(self, timeout: float, maxevents: int) -> list[tuple[int, int]]:
         self.calls.append((timeout, maxevents))
@@ -31,7 +32,13 @@ class _FakePoller:
         return self.events
 
     def unregister(self, fd: int) -> None:
-        pass
+        self.registered.pop(fd, None)
+
+    def register(self, fd: int, flags: int) -> None:
+        self.registered[fd] = flags
+
+    def modify(self, fd: int, flags: int) -> None:
+        self.registered[fd] = flags
 
 
 class _Selectable:
@@ -139,3 +146,104 @@ class ReactorPluginTests(SynchronousTestCase):
         self.addCleanup(reactor.waker.connectionLost, None)
         self.addCleanup(reactor._poller.close)
         self.assertTrue(IReactorCore.providedBy(reactor))
+
+
+class _Writer:
+    """A connected descriptor whose socket takes ``accept`` writes before it is full."""
+
+    def __init__(self, reactor: Any, fd: int, accept: int) -> None:
+        self.reactor = reactor
+        self.fd = fd
+        self.accept = accept
+        self.connected = True
+        self.writes = 0
+        self.lost: list[Any] = []
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def write(self) -> None:
+        self.reactor.addWriter(self)
+
+    def doWrite(self) -> None:
+        self.writes += 1
+        if self.writes <= self.accept:
+            self.reactor.removeWriter(self)  # everything sent: stopWriting
+
+    def connectionLost(self, reason: Any) -> None:
+        self.lost.append(reason)
+
+
+class EagerWriteTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        if PikoEPollReactor is None:  # pragma: no cover
+            raise self.skipTest("epoll is not available")
+        self.reactor = PikoEPollReactor()
+        self.real_poller = self.reactor._poller
+        self.poller = _FakePoller([])
+        self.reactor._poller = self.poller
+        self.addCleanup(self._close)
+
+    def _close(self) -> None:
+        self.reactor._poller = self.real_poller
+        self.real_poller.close()
+        self.reactor.waker.connectionLost(None)
+
+    def test_write_sent_after_events_without_epollout(self) -> None:
+        """A write made while handling events is sent in the same poll; EPOLLOUT is never set."""
+        writer = _Writer(self.reactor, 1000, accept=1)
+        writer.write()
+        self.assertEqual(self.poller.registered, {})
+        self.assertIn(writer, self.reactor.getWriters())
+        self.reactor.doPoll(1.0)
+        self.assertEqual(writer.writes, 1)
+        self.assertEqual(self.poller.registered, {})
+        self.assertEqual(self.reactor.getWriters(), [])
+
+    def test_pending_writes_flushed_before_polling_without_waiting(self) -> None:
+        """Writes made by timed calls go out before the poll, which then does not block."""
+        writer = _Writer(self.reactor, 1000, accept=1)
+        writer.write()
+        self.reactor.doPoll(30.0)
+        self.assertEqual(writer.writes, 1)
+        self.assertEqual(self.poller.calls[0][0], 0)
+
+    def test_full_socket_falls_back_to_epollout(self) -> None:
+        """A socket that did not take everything is watched for writability as usual."""
+        writer = _Writer(self.reactor, 1000, accept=0)
+        writer.write()
+        self.reactor.doPoll(0)
+        self.assertEqual(writer.writes, 1)
+        self.assertIn(1000, self.poller.registered)
+        self.assertIn(1000, self.reactor._writes)
+        # The writable event then writes again; Twisted's own path from here.
+        writer.accept = 2
+        self.reactor._selectables[1000] = writer
+        self.poller.events = [(1000, self.reactor._POLL_OUT)]
+        self.reactor.doPoll(0)
+        self.assertEqual(writer.writes, 2)
+        self.assertNotIn(1000, self.reactor._writes)
+
+    def test_unconnected_descriptor_waits_for_epollout(self) -> None:
+        """A connecting socket (doWrite is doConnect) is never written to eagerly."""
+        writer = _Writer(self.reactor, 1000, accept=1)
+        writer.connected = False
+        writer.write()
+        self.assertIn(1000, self.poller.registered)
+        self.reactor.doPoll(0)
+        self.assertEqual(writer.writes, 0)
+
+    def test_removed_before_flush(self) -> None:
+        """A writer that stops writing (or closes) before the flush is not written to."""
+        writer = _Writer(self.reactor, 1000, accept=1)
+        writer.write()
+        self.reactor.removeWriter(writer)
+        self.reactor.doPoll(0)
+        self.assertEqual(writer.writes, 0)
+        self.assertEqual(self.reactor.removeAll(), [])
+
+    def test_remove_all_includes_pending(self) -> None:
+        """removeAll (reactor shutdown) returns pending writers too."""
+        writer = _Writer(self.reactor, 1000, accept=1)
+        writer.write()
+        self.assertEqual(self.reactor.removeAll(), [writer])
