@@ -80,7 +80,10 @@ class EndpointConnector:
     def release(self, protocol: IProtocol, reusable: bool) -> None:
         transport = getattr(protocol, "transport", None)
         if transport is not None:
-            transport.loseConnection()
+            # The agent FINs after its response; our FIN only completes the stream, so a
+            # yamux stream may send it with the next frame (see Stream.loseConnectionUnwaited).
+            close = getattr(transport, "loseConnectionUnwaited", transport.loseConnection)
+            close()
 
 
 @implementer(IPushProducer)

@@ -474,7 +474,9 @@ class Session(Protocol):
         else:
             transport.writeSequence((header, payload))
 
-    def send_frame_later(self, frame_type: int, flags: int, stream_id: int, length: int) -> None:
+    def send_frame_later(
+        self, frame_type: int, flags: int, stream_id: int, length: int, *, unwaited: bool = False
+    ) -> None:
         """
         Send a header-only frame with the next frame sent in this reactor turn,
         or alone at the end of it.
@@ -482,6 +484,10 @@ class Session(Protocol):
         For frames nothing waits on, such as the FIN that completes a stream
         the peer has already closed: under load they share a message with
         other traffic instead of costing one each.
+
+        :param unwaited: the frame may wait up to ``control_delay`` rather
+            than the end of the turn, for a frame to ride with: for a FIN no
+            one on the other side waits for (a proxied exchange that is over).
         """
         if self.transport is None or self.closed:
             return
@@ -490,6 +496,11 @@ class Session(Protocol):
         )
         if len(self._held_frames) >= MAX_HELD_CONTROL:
             self._flush_held()
+        elif unwaited:
+            if self._held_call is None:
+                self._held_call = self.clock.callLater(
+                    self.config.control_delay, self._held_expired
+                )
         elif self._frames_call is None:
             self._frames_call = self.clock.callLater(0, self._frames_expired)
 

@@ -107,6 +107,7 @@ class Stream:
         #: True once the close timeout was armed (in the session's Deadlines).
         self._close_timer: bool | None = None
         self._write_closing = False  # loseConnection asked; FIN once the buffer drains
+        self._fin_unwaited = False  # loseConnectionUnwaited: the FIN may wait
         self._corked = False
         self._fin_sent = False
         self._fin_received = False
@@ -184,6 +185,18 @@ class Stream:
             self._producer = None
         if not self._corked:
             self._flush()
+
+    def loseConnectionUnwaited(self) -> None:
+        """
+        Half-close when nothing on the other side waits for our FIN.
+
+        Like :meth:`loseConnection`; if the peer has already closed its side,
+        the FIN may wait up to the session's ``control_delay`` to ride with
+        another frame (the server's FIN after a proxied response rides with
+        the next request) instead of costing the peer a message of its own.
+        """
+        self._fin_unwaited = True
+        self.loseConnection()
 
     def cork(self) -> None:
         """
@@ -297,7 +310,9 @@ class Stream:
                 flags = self._take_flags() | _FIN
                 if self._fin_received and flags == _FIN and session.config.coalesce_control:
                     # The peer closed already: our FIN only completes the stream.
-                    session.send_frame_later(_WINDOW_UPDATE, _FIN, self.stream_id, 0)
+                    session.send_frame_later(
+                        _WINDOW_UPDATE, _FIN, self.stream_id, 0, unwaited=self._fin_unwaited
+                    )
                 else:
                     session.send_frame(_WINDOW_UPDATE, flags, self.stream_id, 0)
             if self._fin_sent:

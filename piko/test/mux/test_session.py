@@ -219,6 +219,39 @@ class OpenAcceptTests(SynchronousTestCase):
         [fin] = frames_of(pair.take_server_output())
         self.assertEqual((fin.flags, fin.stream_id), (Flag.FIN, 6))
 
+    def test_unwaited_fin_waits_for_control_delay(self) -> None:
+        """
+        loseConnectionUnwaited's FIN (the peer closed already) survives the end
+        of the turn and rides with a frame written within ``control_delay``, or
+        leaves alone when it runs out.
+        """
+        delay = SessionConfig().control_delay
+        for next_frame in (True, False):
+            pair = SessionPair()
+            accepted = RecorderFactory()
+            pair.client.listen(accepted)
+            stream = pair.server.open_stream(HalfCloseRecorder())
+            stream.write(b"request")
+            pair.pump()
+            accepted.built[0].transport.write(b"response")
+            accepted.built[0].transport.loseConnection()
+            pair.server.dataReceived(pair.take_client_output())
+            stream.loseConnectionUnwaited()
+            self.assertTrue(stream.finished)
+            pair.clock.advance(0)
+            self.assertEqual(pair.take_server_output(), b"")
+            if next_frame:
+                pair.clock.advance(delay / 2)
+                pair.server.open_stream(Recorder()).write(b"next")
+                fin, data = frames_of(pair.take_server_output())
+                self.assertEqual(data.payload, b"next")
+            else:
+                pair.clock.advance(delay)
+                [fin] = frames_of(pair.take_server_output())
+            self.assertEqual(
+                (fin.type, fin.flags, fin.stream_id), (FrameType.WINDOW_UPDATE, Flag.FIN, 2)
+            )
+
     def test_backlog_waits_for_listen(self) -> None:
         """Streams that arrive before anyone listens are accepted, with their data, on listen."""
         pair = SessionPair()
