@@ -427,7 +427,10 @@ def connect(
             if protocol._dial_error is None:
                 protocol._dial_error = error
             protocol.timed_out()
-        elif connecting is not None and not connecting.called:
+        elif connecting is not None:
+            # Not guarded by ``called``: once the name is resolved the Deferred waits on
+            # HostnameEndpoint's attempts and counts as called, yet cancelling it still
+            # stops them (a refused attempt would otherwise linger for its next round).
             connecting.cancel()
         if not ready.called:
             ready.errback(Failure(error))

@@ -264,3 +264,34 @@ class FrameTests(SynchronousTestCase):
             expected = create_xor_masker(key, size).process(payload)
             self.assertEqual(mask_payload(key, payload), expected, size)
         self.assertEqual(mask_payload(key, b""), b"")
+
+
+class DialCancelTests(SynchronousTestCase):
+    def test_cancel_reaches_attempts_behind_resolution(self) -> None:
+        """
+        Cancelling a dial whose endpoint Deferred already waits on a chained
+        one (HostnameEndpoint after name resolution, attempts under way)
+        cancels those attempts too.
+        """
+        from twisted.internet.defer import Deferred, succeed
+
+        cancelled: list[bool] = []
+        attempts: Deferred[Protocol] = Deferred(lambda d: cancelled.append(True))
+
+        class ResolvedEndpoint:
+            def connect(self, factory: object) -> Deferred[Protocol]:
+                return succeed(None).addCallback(lambda _: attempts)
+
+        reactor = MemoryReactorClock()
+        ready = connect(
+            reactor,
+            "ws://node:8001/piko/v1/upstream/ep",
+            Factory.forProtocol(Recorder),
+            endpoint=ResolvedEndpoint(),  # type: ignore[arg-type]
+        )
+        failures: list[Failure] = []
+        ready.addErrback(failures.append)
+        ready.cancel()
+        self.assertEqual(cancelled, [True])
+        failures[0].trap(WebSocketDialError)
+        self.assertEqual(reactor.getDelayedCalls(), [])
