@@ -187,3 +187,21 @@ class TLSGossipTests(SynchronousTestCase):
         self.successResultOf(service.stopService())
         self.assertEqual(len(cancelled), 1)
         self.assertEqual(transport.peers, {})
+
+
+class DialEndpointTests(SynchronousTestCase):
+    def test_ip_literals_dial_directly(self) -> None:
+        """IP literals get plain TCP endpoints (a refusal fails at once); names resolve."""
+        from twisted.internet.endpoints import (
+            HostnameEndpoint,
+            TCP4ClientEndpoint,
+            TCP6ClientEndpoint,
+        )
+        from twisted.internet.testing import MemoryReactor
+
+        from piko.cluster.transport import dial_endpoint
+
+        reactor = MemoryReactor()
+        self.assertIsInstance(dial_endpoint(reactor, "127.0.0.1", 1), TCP4ClientEndpoint)
+        self.assertIsInstance(dial_endpoint(reactor, "::1", 1), TCP6ClientEndpoint)
+        self.assertIsInstance(dial_endpoint(reactor, "node-1.piko", 1), HostnameEndpoint)
