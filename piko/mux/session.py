@@ -541,6 +541,10 @@ class Session(Protocol):
         if frames and transport is not None:
             transport.writeSequence(frames)
 
+    def _fin_follows(self, stream: Stream) -> bool:
+        """Whether the Data frame being delivered to ``stream`` carries a FIN (after its bytes)."""
+        return self._payload_stream is stream and bool(self._payload_flags & _FIN)
+
     def _want_flush(self, stream: Stream) -> None:
         self._pending_flush[stream] = None
 

@@ -308,7 +308,8 @@ class Stream:
             if self._write_closing and not self._fin_sent:
                 self._fin_sent = True
                 flags = self._take_flags() | _FIN
-                if self._fin_received and flags == _FIN and session.config.coalesce_control:
+                peer_closed = self._fin_received or session._fin_follows(self)
+                if peer_closed and flags == _FIN and session.config.coalesce_control:
                     # The peer closed already: our FIN only completes the stream.
                     session.send_frame_later(
                         _WINDOW_UPDATE, _FIN, self.stream_id, 0, unwaited=self._fin_unwaited

@@ -252,6 +252,39 @@ class OpenAcceptTests(SynchronousTestCase):
                 (fin.type, fin.flags, fin.stream_id), (FrameType.WINDOW_UPDATE, Flag.FIN, 2)
             )
 
+    def test_unwaited_fin_when_fin_rides_on_the_response(self) -> None:
+        """
+        A protocol that closes from ``dataReceived`` of a Data frame carrying
+        the peer's FIN (a proxied response that is complete) already counts
+        as closing after the peer: its FIN waits for a frame to ride with.
+        """
+
+        class CloseOnData(HalfCloseRecorder):
+            def dataReceived(self, data: bytes) -> None:
+                super().dataReceived(data)
+                self.transport.loseConnectionUnwaited()
+
+        pair = SessionPair()
+        accepted = RecorderFactory()
+        pair.client.listen(accepted)
+        opener = CloseOnData()
+        stream = pair.server.open_stream(opener)
+        stream.write(b"request")
+        pair.pump()
+        agent = accepted.built[0].transport
+        agent.cork()
+        agent.write(b"response")
+        agent.loseConnection()
+        agent.uncork()
+        pair.server.dataReceived(pair.take_client_output())
+        self.assertEqual(bytes(opener.received), b"response")
+        self.assertTrue(stream.finished)
+        pair.clock.advance(0)
+        self.assertEqual(pair.take_server_output(), b"")
+        pair.clock.advance(SessionConfig().control_delay)
+        [fin] = frames_of(pair.take_server_output())
+        self.assertEqual((fin.flags, fin.stream_id), (Flag.FIN, 2))
+
     def test_backlog_waits_for_listen(self) -> None:
         """Streams that arrive before anyone listens are accepted, with their data, on listen."""
         pair = SessionPair()
