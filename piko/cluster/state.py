@@ -31,7 +31,7 @@ to the next reactor turn.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from attrs import define, field, frozen
 from twisted.internet.interfaces import IReactorTime
@@ -285,6 +285,14 @@ class GossipState:
 
     # -- local writes ------------------------------------------------------
 
+    #: Called after every local write that took a new version (the gossip
+    #: service pushes the change at once instead of waiting for its next round).
+    on_local_change: Callable[[], None] | None = None
+
+    def _local_changed(self) -> None:
+        if self.on_local_change is not None:
+            self.on_local_change()
+
     def upsert_local(self, key: str, value: str) -> None:
         """Set a local key, taking the next version; a no-op if unchanged."""
         node = self._nodes[self.local_id]
@@ -294,6 +302,7 @@ class GossipState:
             return
         node.version += 1
         node.entries[key] = Entry(key, value, node.version)
+        self._local_changed()
 
     def delete_local(self, key: str) -> None:
         """Replace a local key by a tombstone; a no-op if absent or deleted."""
@@ -303,6 +312,7 @@ class GossipState:
             return
         node.version += 1
         node.entries[key] = Entry(key, "", node.version, existing.internal, True)
+        self._local_changed()
 
     def leave_local(self) -> None:
         """Mark the local node left and publish ``_internal:left``; idempotent."""

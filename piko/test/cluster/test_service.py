@@ -151,6 +151,44 @@ class GossipServiceTests(SynchronousTestCase):
         self.assertIn(("upsert", "b", "x", "y"), recorder.events)
         self.assertEqual(a.state.live_nodes()[0].id, "b")
 
+    def test_local_change_pushed_at_once(self) -> None:
+        """
+        A local change is pushed to every live node (up to PUSH_FANOUT) on the
+        next turn, not at the next round: three nodes agree within a few
+        packet exchanges, long before a gossip interval; changes of one turn
+        share a push, and pushes are spaced by PUSH_SPACING.
+        """
+        from piko.cluster.service import PUSH_SPACING
+
+        a = node(self.net, "a", 7001)
+        b = node(self.net, "b", 7002)
+        c = node(self.net, "c", 7003)
+        for joiner in (b, c):
+            Deferred.fromCoroutine(joiner.join(["127.0.0.1:7001"]))
+        self.net.run(1.0)
+        assert a.state is not None and b.state is not None and c.state is not None
+        self.assertEqual(len(a.state.live_nodes()), 2)
+        port = self.net.ports[("127.0.0.1", 7001)]
+        del port.sent[:]
+        a.state.upsert_local("endpoint:one", "1")
+        a.state.upsert_local("endpoint:two", "1")
+        self.net.advance(0)
+        digests = [to for packet, to in port.sent if decode_digest_or_none(packet)]
+        self.assertEqual(sorted(digests), [("127.0.0.1", 7002), ("127.0.0.1", 7003)])
+        for _ in range(5):  # a few packet exchanges, no clock time
+            self.net.deliver()
+            self.net.advance(0)
+        for peer in (b, c):
+            assert peer.state is not None
+            self.assertEqual(peer.state.node("a").get("endpoint:two").value, "1")
+        # A change right after waits out the spacing, then goes.
+        del port.sent[:]
+        a.state.delete_local("endpoint:one")
+        self.net.advance(0)
+        self.assertEqual(port.sent, [])
+        self.net.advance(PUSH_SPACING)
+        self.assertEqual(len(port.sent), 2)
+
     def test_watcher_events_come_on_the_next_turn(self) -> None:
         """State changes reach the watcher only after the reactor turns."""
         recorder = Recorder()
@@ -303,3 +341,11 @@ class SyncerTests(SynchronousTestCase):
                 ("endpoint:e", "", 4, True),
             ],
         )
+
+
+def decode_digest_or_none(packet: bytes) -> Any:
+    """The digest in ``packet``, or ``None`` if it is another kind of packet."""
+    try:
+        return decode_digest(packet)
+    except Exception:
+        return None
