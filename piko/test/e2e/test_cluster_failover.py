@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.web import server
 
@@ -167,6 +168,11 @@ class ClusterFailoverTests(E2ETestCase):
         self.assertLess(failover, FAILOVER_BOUND)
         [new_home] = [node for node in (n2, n3) if node.registry.endpoints()]
         self.assertEqual(new_home.registry.endpoints(), {"my-ep": 1})
+        # The new node registers the agent when it accepts the upgrade; the agent counts the
+        # connection when it reads the 101, a moment later.
+        deadline = time.monotonic() + FAILOVER_BOUND
+        while agent.connections < 2 and time.monotonic() < deadline:
+            yield deferLater(reactor, 0.01, lambda: None)
         self.assertEqual(agent.connections, 2)
         yield stopped
         drained = time.monotonic() - started

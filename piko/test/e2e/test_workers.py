@@ -16,6 +16,7 @@ from typing import Any
 
 import treq
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.resource import Resource
@@ -85,17 +86,21 @@ class WorkersTests(TestCase):
         admins = re.findall(rb"admin (127\.0\.0\.1:\d+)", server.output)
         self.assertEqual(len(admins), 2, server.output)
         pool = HTTPConnectionPool(reactor, persistent=False)
-        # Both workers know where the endpoint is before the requests (bounded: gossip rounds).
+        # Both workers know where the endpoint is before the requests.  Bounded in time, not
+        # in polls: a worker that started before worker 0 listened retries its join after
+        # JOIN_BACKOFF_MIN, and polls are fast.
         for admin in admins:
-            for _ in range(200):
+            deadline = reactor.seconds() + 20
+            while True:
                 response = yield treq.get(
                     f"http://{admin.decode()}/status/cluster/nodes", pool=pool
                 )
                 nodes = json.loads((yield response.content()))
                 if any(node.get("endpoints") for node in nodes):
                     break
-            else:
-                self.fail(f"worker {admin!r} never learnt the endpoint: {nodes}")
+                if reactor.seconds() > deadline:
+                    self.fail(f"worker {admin!r} never learnt the endpoint: {nodes}")
+                yield deferLater(reactor, 0.02, lambda: None)
         headers: dict[bytes | str, bytes | str] = {b"x-piko-endpoint": b"ep"}
         for _ in range(REQUESTS):
             response = yield treq.get(f"http://127.0.0.1:{base}/", headers=headers, pool=pool)
