@@ -100,7 +100,7 @@ JITTER = 0.1
 
 #: A local change (an endpoint added or removed here) is pushed at once to up to this many
 #: live nodes, instead of waiting for the next round's one random node.
-PUSH_FANOUT = 3
+PUSH_FANOUT = 4
 
 #: At most one such push per this many seconds; changes in between go out together.
 PUSH_SPACING = 0.01

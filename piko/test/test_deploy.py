@@ -323,7 +323,8 @@ class KubernetesTests(SynchronousTestCase):
 
 class DockerfileTests(SynchronousTestCase):
     """
-    ``deploy/Dockerfile`` runs ``twistd -n --pidfile= piko-server`` with a valid default config.
+    ``deploy/Dockerfile`` runs ``twistd -n --pidfile= --reactor=piko-epoll piko-server``
+    with a valid default config.
     """
 
     def test_entrypoint_and_default_config(self) -> None:
@@ -332,7 +333,8 @@ class DockerfileTests(SynchronousTestCase):
         instructions = dict(re.findall(r"^(ENTRYPOINT|CMD|FROM) (.*)$", text, re.MULTILINE))
         self.assertEqual(instructions["FROM"], "python:3.11-slim")
         self.assertEqual(
-            json.loads(instructions["ENTRYPOINT"]), ["twistd", "-n", "--pidfile=", "piko-server"]
+            json.loads(instructions["ENTRYPOINT"]),
+            ["twistd", "-n", "--pidfile=", "--reactor=piko-epoll", "piko-server"],
         )
         args = json.loads(instructions["CMD"])
         path = resolve_command(SERVER_COMMAND, args).parsed.values["config.path"]
@@ -355,8 +357,8 @@ class SystemdTests(SynchronousTestCase):
     def _check(self, unit_name: str, plugin: str) -> None:
         unit = self._unit(unit_name)
         argv = shlex.split(unit["ExecStart"])
-        self.assertEqual(argv[1:4], ["-n", "--pidfile=", plugin])
-        args = argv[4:]
+        self.assertEqual(argv[1:5], ["-n", "--pidfile=", "--reactor=piko-epoll", plugin])
+        args = argv[5:]
         program = plugin.removeprefix("piko-")
         invocation = resolve_command(_PROGRAMS[program], args)
         path = invocation.parsed.values["config.path"]
