@@ -194,11 +194,18 @@ class MeteredHandler:
     """
 
     def __init__(
-        self, handler: IRequestHandler, metrics: ServerMetrics, clock: IReactorTime
+        self,
+        handler: IRequestHandler,
+        metrics: ServerMetrics,
+        clock: IReactorTime,
+        also: Callable[[ExchangeOutcome], None] | None = None,
     ) -> None:
         self.handler = handler
         self.metrics = metrics
         self.clock = clock
+        #: Also told every outcome (the access log): one observing wrapper per request
+        #: serves both, instead of one each.
+        self.also = also
         #: The labelled ``(requests_total, request_latency)`` children by (status, method):
         #: ``labels()`` costs a lock and a dict lookup per call.
         self.children: dict[tuple[int, bytes], tuple[Any, Any]] = {}
@@ -227,3 +234,5 @@ class MeteredHandler:
         children[1].observe(round(outcome.duration, 3))
         metrics.request_size.observe(outcome.request_size)
         metrics.response_size.observe(outcome.sent)
+        if self.also is not None:
+            self.also(outcome)

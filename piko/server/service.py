@@ -59,7 +59,7 @@ from piko.cluster.service import GossipService, GossipSettings
 from piko.cluster.syncer import Syncer
 from piko.cluster.transport import TLSTransport, cluster_tls_options
 from piko.config import ServerConfig
-from piko.http.access_log import AccessLog, AccessLoggedHandler
+from piko.http.access_log import AccessLog
 from piko.logging import kept_from
 from piko.mux.session import SessionConfig
 from piko.server.admin import AdminRoutes, LocalNode
@@ -227,27 +227,24 @@ class PikoServerService(MultiService):
             "proxy": server_tls("proxy", config.proxy.tls),
         }
         http = config.proxy.http
+        access_log = AccessLog(
+            config.proxy.access_log,
+            "proxy.access",
+            skip_prefix="/_piko",
+            min_level=kept_from(config.log.level, config.log.subsystems, "proxy.access"),
+        )
         self.factories = {
             "admin": HTTPPortFactory(
                 AdminPortHandler(self.routes, self.auth["admin"], reactor=reactor), reactor
             ),
             "upstream": HTTPPortFactory(self.upstream_handler, reactor),
             "proxy": HTTPPortFactory(
+                # Metrics and the access log watch the same exchange (one wrapper per request).
                 MeteredHandler(
-                    AccessLoggedHandler(
-                        self.proxy_handler,
-                        AccessLog(
-                            config.proxy.access_log,
-                            "proxy.access",
-                            skip_prefix="/_piko",
-                            min_level=kept_from(
-                                config.log.level, config.log.subsystems, "proxy.access"
-                            ),
-                        ),
-                        reactor,
-                    ),
+                    self.proxy_handler,
                     self.metrics,
                     reactor,
+                    also=None if access_log.disabled else access_log.record,
                 ),
                 reactor,
                 header_timeout=http.read_header_timeout,
