@@ -247,3 +247,69 @@ class EagerWriteTests(SynchronousTestCase):
         writer = _Writer(self.reactor, 1000, accept=1)
         writer.write()
         self.assertEqual(self.reactor.removeAll(), [writer])
+
+
+class _ReadThenWrite:
+    """A readable descriptor whose read makes ``writer`` write; logs into ``log``."""
+
+    def __init__(self, fd: int, writer: _Writer, log: list[str]) -> None:
+        self.fd = fd
+        self.writer = writer
+        self.log = log
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def doRead(self) -> None:
+        self.log.append(f"read {self.fd}")
+        self.writer.write()
+
+
+class MidBatchFlushTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        if PikoEPollReactor is None:  # pragma: no cover
+            raise self.skipTest("epoll is not available")
+        self.reactor = PikoEPollReactor()
+        self.real_poller = self.reactor._poller
+        self.addCleanup(self._close)
+        self.log: list[str] = []
+
+    def _close(self) -> None:
+        self.reactor._poller = self.real_poller
+        self.real_poller.close()
+        self.reactor.waker.connectionLost(None)
+
+    def _batch(self, interval: float) -> None:
+        reactor = self.reactor
+        reactor.flush_interval = interval
+        log = self.log
+
+        class LoggedWriter(_Writer):
+            def doWrite(self) -> None:
+                log.append(f"write {self.fd}")
+                super().doWrite()
+
+        events = []
+        for fd in (1000, 1001, 1002):
+            readable = _ReadThenWrite(fd, LoggedWriter(reactor, fd + 100, accept=1), log)
+            reactor._selectables[fd] = readable
+            reactor._reads.add(fd)
+            events.append((fd, reactor._POLL_IN))
+        reactor._poller = _FakePoller(events)
+        reactor.doPoll(0)
+
+    def test_writes_sent_during_a_long_batch(self) -> None:
+        """Once flush_interval has passed, writes go out before the next event is handled."""
+        self._batch(0.0)
+        self.assertEqual(
+            self.log,
+            ["read 1000", "write 1100", "read 1001", "write 1101", "read 1002", "write 1102"],
+        )
+
+    def test_short_batch_written_at_its_end(self) -> None:
+        """Within flush_interval, a batch's writes all go out after its last event."""
+        self._batch(60.0)
+        self.assertEqual(
+            self.log,
+            ["read 1000", "read 1001", "read 1002", "write 1100", "write 1101", "write 1102"],
+        )
