@@ -65,10 +65,13 @@ class _Selectable:
         self.lost.append(reason)
 
 
-class PikoEPollReactorTests(SynchronousTestCase):
+class _ReactorTestCase(SynchronousTestCase):
+    """A fresh, never-run :class:`PikoEPollReactor` per test, its epoll and waker closed after."""
+
+    if PikoEPollReactor is None:  # pragma: no cover - not Linux
+        skip = "epoll is Linux-only"
+
     def setUp(self) -> None:
-        if PikoEPollReactor is None:  # pragma: no cover
-            raise self.skipTest("epoll is not available")
         self.reactor = PikoEPollReactor()
         self.real_poller = self.reactor._poller
         self.addCleanup(self._close)
@@ -77,6 +80,12 @@ class PikoEPollReactorTests(SynchronousTestCase):
         self.reactor._poller = self.real_poller
         self.real_poller.close()
         self.reactor.waker.connectionLost(None)
+
+
+class PikoEPollReactorTests(_ReactorTestCase):
+    def test_is_a_reactor(self) -> None:
+        """The reactor provides the core interface twisted code relies on."""
+        self.assertTrue(IReactorCore.providedBy(self.reactor))
 
     def _add(self, selectable: _Selectable) -> None:
         self.reactor._selectables[selectable.fd] = selectable
@@ -138,15 +147,6 @@ class ReactorPluginTests(SynchronousTestCase):
         self.assertIn("piko-epoll", installers)
         self.assertEqual(installers["piko-epoll"].moduleName, "piko._reactor")  # type: ignore[attr-defined]
 
-    def test_is_a_reactor(self) -> None:
-        """The reactor provides the core interface twisted code relies on."""
-        if PikoEPollReactor is None:  # pragma: no cover
-            raise self.skipTest("epoll is not available")
-        reactor = PikoEPollReactor()
-        self.addCleanup(reactor.waker.connectionLost, None)
-        self.addCleanup(reactor._poller.close)
-        self.assertTrue(IReactorCore.providedBy(reactor))
-
 
 class _Writer:
     """A connected descriptor whose socket takes ``accept`` writes before it is full."""
@@ -174,20 +174,11 @@ class _Writer:
         self.lost.append(reason)
 
 
-class EagerWriteTests(SynchronousTestCase):
+class EagerWriteTests(_ReactorTestCase):
     def setUp(self) -> None:
-        if PikoEPollReactor is None:  # pragma: no cover
-            raise self.skipTest("epoll is not available")
-        self.reactor = PikoEPollReactor()
-        self.real_poller = self.reactor._poller
+        super().setUp()
         self.poller = _FakePoller([])
         self.reactor._poller = self.poller
-        self.addCleanup(self._close)
-
-    def _close(self) -> None:
-        self.reactor._poller = self.real_poller
-        self.real_poller.close()
-        self.reactor.waker.connectionLost(None)
 
     def test_write_sent_after_events_without_epollout(self) -> None:
         """A write made while handling events is sent in the same poll; EPOLLOUT is never set."""
@@ -265,19 +256,10 @@ class _ReadThenWrite:
         self.writer.write()
 
 
-class MidBatchFlushTests(SynchronousTestCase):
+class MidBatchFlushTests(_ReactorTestCase):
     def setUp(self) -> None:
-        if PikoEPollReactor is None:  # pragma: no cover
-            raise self.skipTest("epoll is not available")
-        self.reactor = PikoEPollReactor()
-        self.real_poller = self.reactor._poller
-        self.addCleanup(self._close)
+        super().setUp()
         self.log: list[str] = []
-
-    def _close(self) -> None:
-        self.reactor._poller = self.real_poller
-        self.real_poller.close()
-        self.reactor.waker.connectionLost(None)
 
     def _batch(self, interval: float) -> None:
         reactor = self.reactor
