@@ -6,8 +6,6 @@ The admin port's gossip status routes against Go's recorded answers
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -26,10 +24,7 @@ from piko.server.admin import (
 )
 from piko.server.metrics import ServerMetrics
 from piko.server.registry import UpstreamRegistry
-
-SNAPSHOTS = (
-    Path(os.environ.get("PIKO_INTEROP", "/work/shared/interop")) / "gossip" / "admin-snapshots"
-)
+from piko.test.interop import interop_dir
 
 ADDRS = {
     "node-1": ("127.0.0.1:31503", "127.0.0.1:31500", "127.0.0.1:31502"),
@@ -61,11 +56,11 @@ def build(local: str, snapshot: dict[str, dict[str, object]]) -> GossipState:
 
 class GossipStatusSnapshotTests(SynchronousTestCase):
     def setUp(self) -> None:
-        if not SNAPSHOTS.is_dir():
-            raise self.skipTest("no interop snapshots")
+        # Skips, as every interop replay does, when the transcripts are not next to this checkout.
+        self.snapshots = interop_dir() / "gossip" / "admin-snapshots"
 
     def check(self, name: str, ignore_expiry: bool = False) -> None:
-        snapshot = json.loads((SNAPSHOTS / f"{name}.json").read_text())
+        snapshot = json.loads((self.snapshots / f"{name}.json").read_text())
         checked = 0
         for local in ADDRS:
             prefix = local.replace("-", "") + " GET "
