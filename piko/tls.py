@@ -12,7 +12,6 @@ needs a small creator of its own because ``optionsForClientTLS`` always verifies
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 
 from OpenSSL import SSL
@@ -28,7 +27,7 @@ from twisted.internet.ssl import (
 )
 from zope.interface import implementer
 
-from piko.config import ConfigError, ConnectTLSConfig, ServerTLSConfig
+from piko.config import ConfigError, ConnectTLSConfig, ServerTLSConfig, ip_version
 
 __all__ = ["TLSConfigError", "client_tls", "load_certificates", "server_tls"]
 
@@ -59,14 +58,6 @@ def _client_certificate(config: ConnectTLSConfig) -> PrivateCertificate | None:
     return PrivateCertificate.fromCertificateAndKeyPair(cert, key)
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 @implementer(IOpenSSLClientConnectionCreator)
 class _UnverifiedClientTLS:
     """
@@ -81,7 +72,7 @@ class _UnverifiedClientTLS:
     def clientConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
         connection = SSL.Connection(self._options.getContext(), None)
         connection.set_app_data(tlsProtocol)
-        if self._hostname and not _is_ip(self._hostname):
+        if self._hostname and ip_version(self._hostname) is None:
             connection.set_tlsext_host_name(self._hostname.encode("idna"))
         return connection
 

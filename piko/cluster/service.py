@@ -22,7 +22,6 @@ delivered on the next reactor turn, so watchers may call back into anything.
 
 from __future__ import annotations
 
-import ipaddress
 import random
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -72,7 +71,7 @@ from piko.cluster.transport import (
     IGossipReceiver,
     IGossipTransport,
 )
-from piko.config._addr import join_host_port, split_host_port
+from piko.config._addr import ip_version, join_host_port, split_host_port
 
 if TYPE_CHECKING:
     from piko.server.metrics import ServerMetrics
@@ -131,14 +130,6 @@ class _Collector:
         self.done.callback(self.addresses)
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 def resolve_host(reactor: Any, host: str) -> Deferred[list[str]]:
     """
     Every address ``host`` resolves to, through the reactor's resolver (never blocking).
@@ -146,7 +137,7 @@ def resolve_host(reactor: Any, host: str) -> Deferred[list[str]]:
     An IP literal resolves to itself.  A DNS name gives every address it
     has, as a Kubernetes headless service lists its pods.
     """
-    if _is_ip(host):
+    if ip_version(host) is not None:
         return _succeed([host])
     collector = _Collector()
     reactor.nameResolver.resolveHostName(collector, host)
@@ -436,7 +427,7 @@ class GossipService(Service):
             self.log.warn("gossip: bad address {addr}", addr=addr)
             return
         self.count("packet_bytes_outbound", len(packet))
-        if _is_ip(host):
+        if ip_version(host) is not None:
             self.transport.send(host, port_number, packet)
             return
         resolve_host(self.reactor, host).addCallback(

@@ -30,7 +30,6 @@ and their answers, all in Go Piko's msgpack encoding) and hands them to an
 
 from __future__ import annotations
 
-import ipaddress
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -69,6 +68,7 @@ from piko.cluster.codec import (
     RequestDecoder,
     ResponseDecoder,
 )
+from piko.config import ip_version
 
 __all__ = [
     "FRAME_HEADER",
@@ -263,13 +263,12 @@ def dial_endpoint(reactor: Any, host: str, port: int) -> Any:
     which slowed a leave past a dead node and outlived a stopped service.
     Names still go through ``HostnameEndpoint``.
     """
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return HostnameEndpoint(reactor, host, port, timeout=IO_TIMEOUT)
-    if address.version == 4:
+    version = ip_version(host)
+    if version == 4:
         return TCP4ClientEndpoint(reactor, host, port, timeout=IO_TIMEOUT)
-    return TCP6ClientEndpoint(reactor, host, port, timeout=IO_TIMEOUT)
+    if version == 6:
+        return TCP6ClientEndpoint(reactor, host, port, timeout=IO_TIMEOUT)
+    return HostnameEndpoint(reactor, host, port, timeout=IO_TIMEOUT)
 
 
 def _give_up(protocol: _Exchange) -> None:

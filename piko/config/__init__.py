@@ -12,6 +12,7 @@ on the command line (Go lets the YAML win; we do not, see
 """
 
 from piko.config._addr import (
+    ip_version,
     is_endpoint_description,
     join_host_port,
     listen_endpoint_description,
@@ -155,6 +156,7 @@ __all__ = [
     "format_duration",
     "format_help",
     "generate_node_id",
+    "ip_version",
     "is_endpoint_description",
     "join_host_port",
     "listen_endpoint_description",

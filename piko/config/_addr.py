@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "ENDPOINT_TYPES",
+    "ip_version",
     "is_endpoint_description",
     "join_host_port",
     "listen_endpoint_description",
@@ -62,6 +63,14 @@ def split_host_port(addr: str) -> tuple[str, str]:
     if "[" in host or "]" in host or "[" in port or "]" in port:
         raise ValueError(f"address {addr}: unexpected bracket in address")
     return host, port
+
+
+def ip_version(host: str) -> int | None:
+    """Return 4 or 6 if ``host`` is an IP address literal, else ``None`` (a name)."""
+    try:
+        return ipaddress.ip_address(host).version
+    except ValueError:
+        return None
 
 
 def join_host_port(host: str, port: str) -> str:

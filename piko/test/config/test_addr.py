@@ -79,3 +79,15 @@ class ListenerAddrTests(SynchronousTestCase):
         self.assertEqual(local_host("http://x"), "http://x")
         self.assertEqual(ListenerConfig(addr="3000").host(), "localhost:3000")
         self.assertEqual(PortConfig(addr="3000").listen_endpoint(), "tcp:3000:interface=localhost")
+
+
+class IPVersionTests(SynchronousTestCase):
+    def test_literals_and_names(self):
+        """IPv4 and IPv6 literals give their version; names (and bracketed forms) give None."""
+        from piko.config import ip_version
+
+        self.assertEqual(ip_version("127.0.0.1"), 4)
+        self.assertEqual(ip_version("::1"), 6)
+        self.assertIsNone(ip_version("node-1.piko"))
+        self.assertIsNone(ip_version("[::1]"))
+        self.assertIsNone(ip_version(""))
