@@ -101,15 +101,16 @@ class SessionConfig:
     :param max_frame_payload: the largest Data frame we send.
     :param coalesce_control: carry a new stream's SYN or ACK on its first
         Data frame, saving a frame (and a WebSocket message), and let the FIN
-        that completes a stream the peer has already closed wait for the next
-        frame we send.  A SYN waits until the end of the reactor turn; an ACK
-        up to ``control_delay``, long enough for a proxied request's response
-        to carry it; a closing FIN up to ``control_delay`` too.  Go peers
-        accept SYN and ACK on Data frames and tolerate a late FIN (their
+        that completes a stream the peer has already closed ride with another
+        frame.  A SYN waits until the end of the reactor turn; an ACK up to
+        ``control_delay``, long enough for a proxied request's response to
+        carry it; a closing FIN until the end of the turn, or up to
+        ``control_delay`` after :meth:`Stream.loseConnectionUnwaited`.  Go
+        peers accept SYN and ACK on Data frames and tolerate a late FIN (their
         stream has nothing left to do); ``False`` sends each frame alone and
         at once, exactly as Go does.
-    :param control_delay: seconds an ACK or a closing FIN may wait for a frame
-        to ride with.  Well under Go's 75 s open timeout; at most
+    :param control_delay: seconds an ACK, or an unwaited closing FIN, may wait
+        for a frame to ride with.  Well under Go's 75 s open timeout; at most
         :data:`MAX_HELD_CONTROL` ACKs wait at once, far below the 256
         unacknowledged opens after which a Go peer stops opening streams.
     """
@@ -511,10 +512,7 @@ class Session(Protocol):
 
     def _frames_expired(self) -> None:
         self._frames_call = None
-        held, self._held_frames = self._held_frames, []
-        transport = self.transport
-        if held and transport is not None:
-            transport.writeSequence(held)
+        self._write_held_frames([])
 
     def _arm_held(self) -> None:
         if len(self._held_acks) >= MAX_HELD_CONTROL:
@@ -529,14 +527,20 @@ class Session(Protocol):
     def _flush_held(self) -> None:
         """Send every held ACK and frame now, in one write."""
         acks, self._held_acks = self._held_acks, {}
-        frames, self._held_frames = self._held_frames, []
+        headers = []
         for stream in acks:
             flags = stream._pending_flags
             if flags and not stream.finished:
                 stream._pending_flags = 0
-                frames.append(
+                headers.append(
                     _pack_header(PROTOCOL_VERSION, _WINDOW_UPDATE, flags, stream.stream_id, 0)
                 )
+        self._write_held_frames(headers)
+
+    def _write_held_frames(self, more: list[bytes]) -> None:
+        """Write the held frames followed by ``more`` in one write (one WebSocket message)."""
+        frames, self._held_frames = self._held_frames, []
+        frames += more
         transport = self.transport
         if frames and transport is not None:
             transport.writeSequence(frames)
@@ -811,9 +815,7 @@ class Session(Protocol):
         self._held_acks.clear()
         transport = self.transport
         if transport is not None:
-            held, self._held_frames = self._held_frames, []
-            if held:
-                transport.writeSequence(held)
+            self._write_held_frames([])
             transport.unregisterProducer()  # type: ignore[attr-defined]
             transport.loseConnection()
         stream_reason = reason
