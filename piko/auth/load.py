@@ -74,13 +74,7 @@ def _load_jwks(
             raise AuthConfigError(f"{where}: jwks: {path}: no usable signing keys")
     else:
         raise AuthConfigError(f"{where}: jwks: unsupported scheme: {url.scheme}")
-    return JWTVerifier(
-        source,
-        clock,
-        audience=config.audience,
-        issuer=config.issuer,
-        disable_disconnect_on_expiry=config.disable_disconnect_on_expiry,
-    )
+    return _verifier(source, config, clock)
 
 
 def load_verifier(
@@ -100,25 +94,29 @@ def load_verifier(
         return _load_jwks(config, clock, http_client, where)
     keys = StaticKeys(hmac=config.hmac_secret_key.encode() or None)
     if config.rsa_public_key:
-        try:
-            rsa = _public_key(config.rsa_public_key)
-        except ValueError as e:
-            raise AuthConfigError(f"{where}: parse rsa public key: {e}") from e
-        if not isinstance(rsa, RSAPublicKey):
-            raise AuthConfigError(
-                f"{where}: parse rsa public key: key is not a valid RSA public key"
-            )
-        keys.rsa = rsa
+        keys.rsa = _typed_public_key(config.rsa_public_key, "rsa", RSAPublicKey, where)
     if config.ecdsa_public_key:
-        try:
-            ec = _public_key(config.ecdsa_public_key)
-        except ValueError as e:
-            raise AuthConfigError(f"{where}: parse ecdsa public key: {e}") from e
-        if not isinstance(ec, EllipticCurvePublicKey):
-            raise AuthConfigError(
-                f"{where}: parse ecdsa public key: key is not a valid ECDSA public key"
-            )
-        keys.ecdsa = ec
+        keys.ecdsa = _typed_public_key(
+            config.ecdsa_public_key, "ecdsa", EllipticCurvePublicKey, where
+        )
+    return _verifier(keys, config, clock)
+
+
+def _typed_public_key(pem: str, kind: str, key_type: type[Any], where: str) -> Any:
+    """Parse ``pem`` as a public key of ``key_type``, with Go's error for ``kind``."""
+    try:
+        key = _public_key(pem)
+    except ValueError as e:
+        raise AuthConfigError(f"{where}: parse {kind} public key: {e}") from e
+    if not isinstance(key, key_type):
+        raise AuthConfigError(
+            f"{where}: parse {kind} public key: key is not a valid {kind.upper()} public key"
+        )
+    return key
+
+
+def _verifier(keys: Any, config: AuthConfig, clock: IReactorTime) -> JWTVerifier:
+    """A :class:`JWTVerifier` over ``keys`` with ``config``'s claims checks."""
     return JWTVerifier(
         keys,
         clock,
