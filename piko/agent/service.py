@@ -267,6 +267,7 @@ def make_agent_service(
             tenant_id=connect.tenant_id or None,
             tls=tls_for_url(connect.url, connect.tls),
             connect_timeout=connect.timeout,
+            proxy_url=connect.proxy_url or None,
         )
     metrics = AgentMetrics() if config.server.enabled else None
     listeners = []

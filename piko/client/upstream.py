@@ -116,6 +116,8 @@ class Upstream:
     :param dial: the WebSocket dialer (tests inject a fake).
     :param handoff_overlap: how long a session the server sent GoAway(0) on
         keeps serving after its replacement is up, before we answer GoAway(0).
+    :param proxy_url: an ``http(s)://`` proxy to reach the server through (``CONNECT``;
+        Go's ``connect.proxy-url``).
     """
 
     log = Logger()
@@ -135,6 +137,7 @@ class Upstream:
         dial: DialFunction = connect,
         uniform: Callable[[float, float], float] = random.uniform,
         handoff_overlap: float = 1.0,
+        proxy_url: str | None = None,
     ) -> None:
         self.reactor = reactor
         self.url = url
@@ -148,6 +151,7 @@ class Upstream:
         self._dial = dial
         self._uniform = uniform
         self.handoff_overlap = handoff_overlap
+        self.proxy_url = proxy_url or None
 
     def headers(self) -> Mapping[str, str]:
         """The handshake headers Go's listener sends."""
@@ -173,6 +177,9 @@ class Upstream:
     def open_session(self, endpoint_id: str, timeout: float) -> Deferred[Session]:
         """Make one WebSocket connection and return its yamux session."""
         url = route_url(self.url, UPSTREAM_ROUTE, endpoint_id)
+        extra: dict[str, Any] = {}
+        if self.proxy_url:
+            extra["proxy_url"] = self.proxy_url
         d = self._dial(
             self.reactor,
             url,
@@ -180,6 +187,7 @@ class Upstream:
             headers=self.headers(),
             tls=self.tls,
             timeout=timeout,
+            **extra,
         )
         return d  # type: ignore[return-value]
 

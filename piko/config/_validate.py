@@ -233,9 +233,11 @@ def _agent(c: AgentConfig) -> None:
     _wrap("connect", _url, c.connect.url)
     if c.connect.proxy_url:
         try:
-            urlsplit(c.connect.proxy_url)
+            proxy = urlsplit(c.connect.proxy_url)
         except ValueError as e:
             _fail(f"connect: invalid proxy url: {e}")
+        if proxy.scheme not in ("http", "https") or not proxy.hostname:
+            _fail("connect: invalid proxy url: want http://[user:password@]host:port or https://")
     if c.connect.timeout == 0:
         _fail("connect: missing timeout")
     _wrap("connect: tls", _client_tls, c.connect.tls)

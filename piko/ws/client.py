@@ -38,6 +38,7 @@ from twisted.python.failure import Failure
 from piko import __version__
 from piko.ws._options import WebSocketOptions
 from piko.ws._stream import ByteStreamWebSocketMixin
+from piko.ws.http_proxy import HTTPConnectEndpoint, ProxyURL
 
 #: Sent instead of Go's ``Go-http-client/1.1``, so server logs tell us apart.
 USER_AGENT = f"piko-twisted/{__version__}"
@@ -377,6 +378,7 @@ def connect(
     options: WebSocketOptions | None = None,
     endpoint: IStreamClientEndpoint | None = None,
     user_agent: str = USER_AGENT,
+    proxy_url: str | None = None,
 ) -> Deferred[IProtocol]:
     """
     Open a WebSocket to ``url`` and connect a byte-stream protocol over it.
@@ -394,7 +396,9 @@ def connect(
     :param timeout: seconds for the TCP connect, TLS and WebSocket handshake
         together; defaults to ``options.open_handshake_timeout``.
     :param endpoint: connect through this endpoint instead of one built from
-        the URL (tests, proxies); TLS is then the endpoint's business.
+        the URL (tests); TLS is then the endpoint's business.
+    :param proxy_url: an ``http://`` or ``https://`` proxy to tunnel through with
+        ``CONNECT`` (Go's ``connect.proxy-url``); TLS to the server runs inside the tunnel.
     :return: a Deferred firing with the connected inner protocol, or failing
         with :class:`WebSocketDialError`.  Cancelling it abandons the dial.
     """
@@ -406,7 +410,16 @@ def connect(
         target=target, headers=dict(headers or {}), user_agent=user_agent, factory=factory
     )
     if endpoint is None:
-        endpoint = HostnameEndpoint(reactor, target.host, target.port)
+        if proxy_url:
+            endpoint = HTTPConnectEndpoint(
+                reactor,
+                ProxyURL.parse(proxy_url),
+                target.host,
+                target.port,
+                user_agent=user_agent,
+            )
+        else:
+            endpoint = HostnameEndpoint(reactor, target.host, target.port)
         if target.secure:
             endpoint = wrapClientTLS(
                 tls if tls is not None else optionsForClientTLS(target.host), endpoint
