@@ -3,8 +3,9 @@
 The status dashboard rendered by a real browser: headless Chromium (Debian's ``chromium``)
 loads ``/ui`` from a server node on loopback, with an SDK upstream connected.
 
-Chromium is a hard requirement here, not an optional extra: without it the test fails with
-the command that installs it (``.ci/run`` installs it), so CI never passes by skipping.
+Without Chromium the test is skipped on a developer's machine, saying how to install it, so
+the README's test command passes on a fresh machine; under ``CI=true`` a missing Chromium
+fails instead (``.ci/run`` installs it), so CI never passes by skipping.
 ``--virtual-time-budget`` lets the page's polling run before the DOM is dumped, without
 waiting on the wall clock; every process is killed after :data:`CHROMIUM_TIMEOUT` seconds.
 The screenshot is kept in the test's directory under ``_trial_temp``.
@@ -21,6 +22,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import ProcessDone
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.python.failure import Failure
+from twisted.trial.unittest import SkipTest
 from twisted.web import resource, server
 
 from piko.test.e2e.harness import E2ETestCase, reactor
@@ -73,10 +75,13 @@ class DashboardBrowserTests(E2ETestCase):
         """Run headless Chromium with ``args``, killed after :data:`CHROMIUM_TIMEOUT`."""
         binary = chromium_path()
         if binary is None:
-            self.fail(
+            reason = (
                 "chromium is not installed: the dashboard test needs Debian's chromium "
                 "(apt-get install -y chromium; .ci/run installs it)"
             )
+            if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+                self.fail(reason)
+            raise SkipTest(reason)
         profile = os.path.abspath(self.mktemp())
         os.makedirs(profile)
         argv = [
