@@ -4,10 +4,13 @@ The ``piko agent`` service: every configured listener, registered on the Piko se
 
 Go's agent (``cli/agent/command.go``) connects its listeners one after the other through one
 ``client.Upstream``, each within ``connect.timeout``, and exits with status 1 if any of them
-cannot connect.  Once connected, listeners reconnect by themselves (see
-:class:`~piko.client.upstream.PikoListeningPort`).  On SIGTERM each HTTP listener stops
-gracefully (GoAway, in-flight requests finish, bounded by ``grace_period``), TCP listeners
-close at once.
+cannot connect.  Ours exits at start only for an answer that retrying cannot change (``401:
+invalid token``, ``404``); a server that is down or unreachable while the agent starts is
+retried as after a disconnection, each attempt logged (``connect failed; retrying`` with the
+URL, error and next delay), and ``connect.timeout`` bounds each attempt.  Once connected,
+listeners reconnect by themselves (see :class:`~piko.client.upstream.PikoListeningPort`).
+On SIGTERM each HTTP listener stops gracefully (GoAway, in-flight requests finish, bounded by
+``grace_period``), TCP listeners close at once.
 
 :func:`make_agent_service` is what the CLI and ``twistd piko-agent`` call.  The exit-on-failure
 contract: the returned :class:`AgentService` has a :attr:`~AgentService.failed` Deferred that
@@ -19,6 +22,7 @@ main; under twistd, which always exits 0 after ``reactor.stop()``, see :func:`ma
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +30,7 @@ from attrs import define, field
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -268,6 +273,7 @@ def make_agent_service(
             tls=tls_for_url(connect.url, connect.tls),
             connect_timeout=connect.timeout,
             proxy_url=connect.proxy_url or None,
+            keep_trying=True,
         )
     metrics = AgentMetrics() if config.server.enabled else None
     listeners = []
@@ -282,7 +288,8 @@ def make_agent_service(
         listeners.append(_Listener(listener_config, factory, pool))
 
     def stop_reactor(_: BaseException) -> None:
-        reactor.stop()
+        with contextlib.suppress(ReactorNotRunning):
+            reactor.stop()
 
     on_failure = stop_reactor if stop_reactor_on_failure else None
     service = AgentService(config, reactor, upstream, listeners, on_failure)

@@ -49,6 +49,7 @@ from zope.interface import implementer
 
 from piko.client._urls import route_url
 from piko.client.backoff import Backoff
+from piko.config import format_duration
 from piko.mux.frames import GoAwayCode
 from piko.mux.session import Session, SessionConfig
 from piko.ws.client import WebSocketDialError, connect
@@ -109,7 +110,8 @@ class Upstream:
     :param tenant_id: sent as ``x-piko-tenant-id``.
     :param tls: the TLS connection creator for ``https``/``wss`` URLs.
     :param connect_timeout: how long the first connection of a listener may
-        take, retries of retryable errors included.
+        take, retries of retryable errors included (Go's ``connect.timeout``); with
+        ``keep_trying``, how long each attempt may take.
     :param min_reconnect_backoff: the first reconnect delay ceiling.
     :param max_reconnect_backoff: the largest reconnect delay ceiling.
     :param session_config: yamux tunables.
@@ -118,6 +120,10 @@ class Upstream:
         keeps serving after its replacement is up, before we answer GoAway(0).
     :param proxy_url: an ``http(s)://`` proxy to reach the server through (``CONNECT``;
         Go's ``connect.proxy-url``).
+    :param keep_trying: retry a retryable failure of the first connection for as long as it
+        takes (the ``piko agent`` program: a server that is down while the agent starts is a
+        transient outage, not a reason to exit); ``listen`` then fails only for an answer
+        that retrying cannot change (``401: invalid token``).  Off by default, as Go's SDK.
     """
 
     log = Logger()
@@ -138,6 +144,7 @@ class Upstream:
         uniform: Callable[[float, float], float] = random.uniform,
         handoff_overlap: float = 1.0,
         proxy_url: str | None = None,
+        keep_trying: bool = False,
     ) -> None:
         self.reactor = reactor
         self.url = url
@@ -152,6 +159,7 @@ class Upstream:
         self._uniform = uniform
         self.handoff_overlap = handoff_overlap
         self.proxy_url = proxy_url or None
+        self.keep_trying = keep_trying
 
     def headers(self) -> Mapping[str, str]:
         """The handshake headers Go's listener sends."""
@@ -174,9 +182,13 @@ class Upstream:
         port = PikoListeningPort(self, endpoint_id, factory)
         return port.start()
 
+    def route(self, endpoint_id: str) -> str:
+        """The URL a listener on ``endpoint_id`` dials (logged with every attempt)."""
+        return route_url(self.url, UPSTREAM_ROUTE, endpoint_id)
+
     def open_session(self, endpoint_id: str, timeout: float) -> Deferred[Session]:
         """Make one WebSocket connection and return its yamux session."""
-        url = route_url(self.url, UPSTREAM_ROUTE, endpoint_id)
+        url = self.route(endpoint_id)
         extra: dict[str, Any] = {}
         if self.proxy_url:
             extra["proxy_url"] = self.proxy_url
@@ -224,6 +236,8 @@ class PikoListeningPort:
         self._stopped: Deferred[None] | None = None
         self._handoff_calls: dict[Session, IDelayedCall] = {}
         self.connections = 0
+        #: Failed attempts since the last successful connection (each logged once).
+        self.attempts_failed = 0
 
     @property
     def connected(self) -> bool:
@@ -251,7 +265,7 @@ class PikoListeningPort:
         if self._stopping:
             return
         timeout = self.upstream.connect_timeout
-        if not self._started.called:
+        if not self._started.called and not self.upstream.keep_trying:
             timeout = max(0.001, self._first_deadline - self.upstream.reactor.seconds())
         d = self.upstream.open_session(self.endpoint_id, timeout)
         self._dialing = d
@@ -264,12 +278,16 @@ class PikoListeningPort:
             return
         self.session = session
         self.connections += 1
+        self.attempts_failed = 0
         self._backoff.reset()
         session.listen(self.factory)
         if isinstance(session, ListenerSession):
             session.on_go_away = self._server_going_away
         session.when_closed().addCallback(self._session_ended, session)
-        self.log.info("upstream connected: endpoint {endpoint_id}", endpoint_id=self.endpoint_id)
+        self.log.info(
+            "connected",
+            **{"endpoint-id": self.endpoint_id, "url": self.upstream.route(self.endpoint_id)},
+        )
         self._schedule_handoffs()
         if not self._started.called:
             self._started.callback(self)
@@ -280,23 +298,30 @@ class PikoListeningPort:
             return
         error = failure.value
         retryable = not isinstance(error, WebSocketDialError) or error.retryable
-        if not self._started.called:
-            delay = self._backoff.next_delay()
-            deadline = self._first_deadline
-            if not retryable or self.upstream.reactor.seconds() + delay >= deadline:
-                self.factory.doStop()
-                self._stopping = True
-                self._started.errback(failure)
-                return
-        else:
-            delay = self._backoff.next_delay()
-            self.log.warn(
-                "upstream reconnect to endpoint {endpoint_id} failed: {error}; "
-                "retrying in {delay:.2f}s",
-                endpoint_id=self.endpoint_id,
-                error=str(error),
-                delay=delay,
+        delay = self._backoff.next_delay()
+        first = not self._started.called
+        if first and (
+            not retryable
+            or (
+                not self.upstream.keep_trying
+                and self.upstream.reactor.seconds() + delay >= self._first_deadline
             )
+        ):
+            self.factory.doStop()
+            self._stopping = True
+            self._started.errback(failure)
+            return
+        self.attempts_failed += 1
+        self.log.warn(
+            "connect failed; retrying",
+            **{
+                "endpoint-id": self.endpoint_id,
+                "url": self.upstream.route(self.endpoint_id),
+                "backoff": format_duration(delay),
+                "error": str(error),
+                "attempt": self.attempts_failed,
+            },
+        )
         self._reconnect_call = self.upstream.reactor.callLater(delay, self._connect)
 
     def _server_going_away(self, session: Session) -> None:

@@ -2,6 +2,7 @@
 """Tests for :func:`piko.agent.service.make_agent_service` with a fake WebSocket dialer."""
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -85,6 +86,53 @@ class AgentServiceTests(SynchronousTestCase):
         self.assertTrue(reactor.hasStopped)
         logged = [e for e in events if e.get("log_format") == "connect: {error}"]
         self.assertEqual(logged[0]["error"], "401: invalid token")
+
+    def test_server_down_at_start_is_retried_not_fatal(self):
+        """
+        A refused first connection does not end the agent: each attempt is one warning with
+        the URL, error and next delay, and the listener connects once the server is back.
+        """
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        refused = WebSocketDialError(None, "Connection was refused by other side", True)
+        dial = FakeDial({"/ep1": refused})
+        reactor = MemoryReactorClock()
+        upstream = make_agent_service(config(HTTP), reactor).upstream
+        self.assertTrue(upstream.keep_trying)
+        upstream._dial = dial
+        service = make_agent_service(config(HTTP), reactor, upstream=upstream)
+        reactor.running = True
+        service.startService()
+        for _ in range(12):  # well past connect.timeout (30 s) of backoff
+            reactor.advance(20)
+        self.assertFalse(service.failed.called)
+        self.assertFalse(reactor.hasStopped)
+        retries = [e for e in events if e.get("log_format") == "connect failed; retrying"]
+        self.assertGreater(len(retries), 6)
+        self.assertEqual(retries[0]["url"], "http://localhost:8001/piko/v1/upstream/ep1")
+        self.assertEqual(retries[0]["error"], "Connection was refused by other side")
+        self.assertEqual(retries[0]["endpoint-id"], "ep1")
+        self.assertIn("backoff", retries[0])
+        dial.errors.clear()
+        reactor.advance(20)
+        self.assertTrue(service.ready.called)
+        self.assertTrue(service.listeners[0].port.connected)
+
+    def test_failure_after_reactor_stopped_is_quiet(self):
+        """A failed first connect while the reactor is already stopping raises nothing."""
+
+        class StoppedReactor(MemoryReactorClock):
+            def stop(self):
+                raise ReactorNotRunning("Can't stop reactor that isn't running.")
+
+        dial = FakeDial({"/ep1": WebSocketDialError(401, "invalid token", False)})
+        reactor = StoppedReactor()
+        upstream = Upstream(reactor, "http://piko:8001", dial=dial)
+        service = make_agent_service(config(HTTP), reactor, upstream=upstream)
+        service.startService()
+        self.assertTrue(service.failed.called)
+        self.assertEqual(self.flushLoggedErrors(ReactorNotRunning), [])
 
     def test_stop_goes_away_gracefully(self):
         """stopService sends GoAway(0) on HTTP listeners and fires once they are closed."""

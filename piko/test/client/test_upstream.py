@@ -151,6 +151,28 @@ class UpstreamListenTests(SynchronousTestCase):
         self.failureResultOf(d, WebSocketDialError)
         self.assertEqual(len(dial.calls), 4)  # at 0, 0.1, 0.3, 0.7; the next would pass 1.0
 
+    def test_keep_trying_retries_past_connect_timeout(self) -> None:
+        """With ``keep_trying`` retryable errors never fail listen; each attempt is bounded."""
+        upstream, dial, clock = make_upstream(connect_timeout=1.0, keep_trying=True)
+        d = upstream.listen("ep", RecorderFactory())
+        for _ in range(20):
+            dial.fail(WebSocketDialError(None, "connection refused", True))
+            clock.advance(clock.getDelayedCalls()[0].getTime() - clock.seconds())
+        self.assertNoResult(d)
+        self.assertEqual(len(dial.calls), 21)
+        self.assertEqual({call["timeout"] for call in dial.calls}, {1.0})
+        dial.succeed()
+        self.assertIsInstance(self.successResultOf(d), PikoListeningPort)
+
+    def test_keep_trying_still_fails_on_non_retryable(self) -> None:
+        """``keep_trying`` does not retry an answer retrying cannot change."""
+        upstream, dial, clock = make_upstream(keep_trying=True)
+        d = upstream.listen("ep", RecorderFactory())
+        dial.fail(WebSocketDialError(None, "connection refused", True))
+        clock.advance(1)
+        dial.fail(WebSocketDialError(401, "invalid token", False))
+        self.failureResultOf(d, WebSocketDialError)
+
     def test_graceful_stop_waits_for_streams(self) -> None:
         """stopListening sends GoAway(0), waits for in-flight streams, closes, never reconnects."""
         upstream, dial, clock = make_upstream()
