@@ -39,7 +39,10 @@ def makeService(options: usage.Options) -> IService:
     """
     from twisted.internet import reactor
 
+    from piko._tap_exit import build_or_exit, exit_when_failed
     from piko.agent.service import make_agent_service
 
     config: AgentConfig = options.config  # type: ignore[attr-defined]
-    return make_agent_service(config, reactor)
+    service = build_or_exit("twistd piko-agent", lambda: make_agent_service(config, reactor))
+    exit_when_failed(service, reactor)
+    return service

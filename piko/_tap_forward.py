@@ -39,7 +39,10 @@ def makeService(options: usage.Options) -> IService:
     """
     from twisted.internet import reactor
 
+    from piko._tap_exit import build_or_exit, exit_when_failed
     from piko.forward.service import make_forward_service
 
     config: ForwardConfig = options.config  # type: ignore[attr-defined]
-    return make_forward_service(config, reactor)
+    service = build_or_exit("twistd piko-forward", lambda: make_forward_service(config, reactor))
+    exit_when_failed(service, reactor)
+    return service

@@ -37,7 +37,10 @@ def makeService(options: usage.Options) -> IService:
     """
     from twisted.internet import reactor
 
+    from piko._tap_exit import build_or_exit, exit_when_failed
     from piko.server.service import make_server_service
 
     config: ServerConfig = options.config  # type: ignore[attr-defined]
-    return make_server_service(config, reactor)
+    service = build_or_exit("twistd piko-server", lambda: make_server_service(config, reactor))
+    exit_when_failed(service, reactor)
+    return service

@@ -157,7 +157,11 @@ def _run_service(
     log = Logger(namespace="main")
     if factory is None:
         factory = _load_factory(program)
-    service = factory(config, reactor)
+    try:
+        service = factory(config, reactor)
+    except ConfigError as e:
+        stderr.write(f"{e}\n")
+        return 1
     _start_logging(log_config, stderr)
     status = [0]
 

@@ -25,6 +25,7 @@ from twisted.internet.ssl import (
     optionsForClientTLS,
     trustRootFromCertificates,
 )
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from piko.config import ConfigError, ConnectTLSConfig, ServerTLSConfig, ip_version
@@ -32,6 +33,8 @@ from piko.config import ConfigError, ConnectTLSConfig, ServerTLSConfig, ip_versi
 __all__ = ["TLSConfigError", "client_tls", "load_certificates", "server_tls"]
 
 _BEGIN = b"-----BEGIN CERTIFICATE-----"
+
+_log = Logger(namespace="tls")
 
 
 def load_certificates(path: str) -> list[Certificate]:
@@ -44,7 +47,7 @@ def load_certificates(path: str) -> list[Certificate]:
         data = f.read()
     blocks = [_BEGIN + part for part in data.split(_BEGIN)[1:]]
     if not blocks:
-        raise ValueError(f"{path}: no certificates found")
+        raise ValueError("no certificates found")
     return [Certificate.loadPEM(block) for block in blocks]
 
 
@@ -77,15 +80,25 @@ class _UnverifiedClientTLS:
         return connection
 
 
-def client_tls(hostname: str, config: ConnectTLSConfig) -> IOpenSSLClientConnectionCreator:
+def client_tls(
+    hostname: str, config: ConnectTLSConfig, setting: str = "connect.tls"
+) -> IOpenSSLClientConnectionCreator:
     """
     A TLS connection creator for ``hostname`` honouring ``config``.
 
     :param hostname: the name (or IP) the server certificate must match.
     :param config: ``root_cas`` (PEM bundle; default the host's trust store), ``cert``/``key``
         (client certificate for mutual TLS), ``insecure_skip_verify``.
+    :param setting: where ``config`` came from, for error messages.
+    :raises TLSConfigError: naming the setting and file when a file cannot be used, so the
+        program refuses to start with one line instead of a traceback.
     """
-    client_cert = _client_certificate(config)
+    try:
+        client_cert = _client_certificate(config)
+    except (OSError, ValueError, SSL.Error) as error:
+        raise TLSConfigError(
+            f"config: {setting}: cert {config.cert}: {_describe(error)}"
+        ) from error
     if config.insecure_skip_verify:
         kwargs: dict[str, object] = {"verify": False}
         if client_cert is not None:
@@ -94,21 +107,45 @@ def client_tls(hostname: str, config: ConnectTLSConfig) -> IOpenSSLClientConnect
         return _UnverifiedClientTLS(hostname, CertificateOptions(**kwargs))  # type: ignore[arg-type]
     trust = None
     if config.root_cas:
-        trust = trustRootFromCertificates(load_certificates(config.root_cas))
+        try:
+            trust = trustRootFromCertificates(load_certificates(config.root_cas))
+        except (OSError, ValueError, SSL.Error) as error:
+            raise TLSConfigError(
+                f"config: {setting}: root_cas {config.root_cas}: {_describe(error)}"
+            ) from error
     return optionsForClientTLS(hostname, trustRoot=trust, clientCertificate=client_cert)
+
+
+def _describe(error: BaseException) -> str:
+    """An error as one short phrase: ``No such file or directory``, not ``[Errno 2] ...``."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or type(error).__name__
 
 
 def tls_for_url(url: str, config: ConnectTLSConfig) -> IOpenSSLClientConnectionCreator | None:
     """
     The creator for a server URL: None for plain ``http``/``ws`` URLs, or for secure ones with
     no TLS option set (the WebSocket client then verifies against the host's trust store).
+
+    TLS options given with a plain URL are still loaded, so a bad file is an error as in Go,
+    and a warning says they are unused (Go ignores them silently).
+
+    :raises TLSConfigError: when a TLS file cannot be used.
     """
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
+    configured = bool(config.root_cas or config.cert or config.insecure_skip_verify)
     if parts.scheme not in ("https", "wss"):
+        if configured:
+            client_tls(parts.hostname or "localhost", config)
+            _log.warn(
+                "connect.tls options are set but the url is not https: they are unused",
+                url=url,
+            )
         return None
-    if not (config.root_cas or config.cert or config.insecure_skip_verify):
+    if not configured:
         return None
     return client_tls(parts.hostname or "localhost", config)
 

@@ -93,7 +93,9 @@ def build_listener_factory(
     target = parse_target(url)
     endpoint = endpoint_factory(reactor, target.host, target.port, config.timeout)
     if target.tls:
-        endpoint = wrapClientTLS(client_tls(target.host, config.tls), endpoint)
+        endpoint = wrapClientTLS(
+            client_tls(target.host, config.tls, f"listener {config.endpoint_id}: tls"), endpoint
+        )
     http_client = config.http_client
     pool = ConnectionPool(
         reactor,
