@@ -18,6 +18,7 @@ import contextlib
 import gc
 import json
 import posixpath
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
@@ -342,7 +343,9 @@ def _dispatch(argv: Sequence[str], out: IO[str], err: IO[str]) -> int:
     except FlagError as e:
         err.write(f"Error: {e}\n")
         if str(e).startswith("unknown command"):
-            err.write("Run 'piko --help' for usage.\n")
+            # Go's cobra points to the help of the command the word was given to.
+            parent = re.search(r'for "([^"]+)"$', str(e))
+            err.write(f"Run '{parent.group(1) if parent else 'piko'} --help' for usage.\n")
         return 1
     parsed = invocation.parsed
     if parsed.version:

@@ -62,7 +62,8 @@ def make_options_class(
     options = _all_options(root)
 
     class Options(usage.Options):
-        synopsis = f"Usage: twistd [options] {name} [command] [flags]"
+        # twistd prefixes a subcommand's synopsis with "Usage: twistd [options] <name>".
+        synopsis = "[command] [flags]"
         optParameters: ClassVar[list[list[Any]]] = [
             [o.flag, None, o.default_text() or None, o.help] for o in options if o.kind != "bool"
         ]
@@ -78,13 +79,17 @@ def make_options_class(
             try:
                 invocation = resolve_command(root, argv)
             except ConfigError as e:
-                raise usage.UsageError(str(e)) from None
+                # Not UsageError: twistd would print its whole help text before the error.
+                raise SystemExit(f"{root.name}: {e}\nRun '{root.name} --help' for usage.") from None
             self.invocation = invocation
             if invocation.parsed.help:
                 self.opt_help()
             if not invocation.command.runnable:
                 words = ", ".join(c.name for c in invocation.command.children)
-                raise usage.UsageError(f"missing command: one of {words}")
+                raise SystemExit(
+                    f"{root.name}: missing command: one of {words}\n"
+                    f"Run '{root.name} --help' for usage."
+                )
             self.update(invocation.parsed.values)
             self.postOptions()
 
@@ -93,7 +98,7 @@ def make_options_class(
             try:
                 self.config = build(self.invocation)
             except ConfigError as e:
-                raise usage.UsageError(str(e)) from None
+                raise SystemExit(f"{root.name}: {e}") from None
 
         def getUsage(self, width: int | None = None) -> str:
             chain = self.invocation.chain if self.invocation is not None else (root,)

@@ -97,6 +97,11 @@ class CommandTests(CLITestMixin, SynchronousTestCase):
             (
                 "bench",
             ): 'Error: unknown command "bench" for "piko"\nRun \'piko --help\' for usage.\n',
+            (
+                "agent",
+                "frob",
+            ): 'Error: unknown command "frob" for "piko agent"\n'
+            "Run 'piko agent --help' for usage.\n",
         }
         for argv, message in cases.items():
             self.err.truncate(0)

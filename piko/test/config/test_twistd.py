@@ -3,7 +3,6 @@
 Tests for the twistd Options generated from the shared option tables.
 """
 
-from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from piko import _tap_agent, _tap_forward, _tap_server
@@ -33,7 +32,7 @@ class TwistdOptionsTests(SynchronousTestCase):
 
     def test_agent_needs_subcommand(self):
         """piko-agent without a subcommand is a usage error."""
-        self.assertRaises(usage.UsageError, _tap_agent.Options().parseOptions, [])
+        self.assertRaises(SystemExit, _tap_agent.Options().parseOptions, [])
 
     def test_forward(self):
         """piko-forward Options build the ports."""
@@ -41,14 +40,32 @@ class TwistdOptionsTests(SynchronousTestCase):
         o.parseOptions(["tcp", "3000", "e"])
         self.assertEqual(o.config.ports[0].endpoint_id, "e")
 
-    def test_errors_are_usage_errors(self):
-        """Flag and validation errors surface as UsageError with Go's message."""
-        e = self.assertRaises(usage.UsageError, _tap_server.Options().parseOptions, ["--nope"])
-        self.assertEqual(str(e), "unknown flag: --nope")
-        e = self.assertRaises(
-            usage.UsageError, _tap_server.Options().parseOptions, ["--proxy.bind-addr="]
+    def test_errors_are_one_line_exits(self):
+        """
+        Flag and validation errors end twistd with Go's message and a pointer to the help,
+        not the whole help text (twistd prints that for a UsageError).
+        """
+        e = self.assertRaises(SystemExit, _tap_server.Options().parseOptions, ["--nope"])
+        self.assertEqual(
+            str(e),
+            "twistd piko-server: unknown flag: --nope\nRun 'twistd piko-server --help' for usage.",
         )
-        self.assertEqual(str(e), "config: proxy: missing bind addr")
+        e = self.assertRaises(
+            SystemExit, _tap_server.Options().parseOptions, ["--proxy.bind-addr="]
+        )
+        self.assertEqual(str(e), "twistd piko-server: config: proxy: missing bind addr")
+
+    def test_help_synopsis_said_once(self):
+        """Under twistd the synopsis reads ``Usage: twistd [options] piko-server ...`` once."""
+        from twisted.scripts.twistd import ServerOptions
+
+        config = ServerOptions()
+        config.subCommand = "piko-server"
+        options = _tap_server.Options()
+        options.parent = config
+        self.assertEqual(
+            options.getSynopsis(), "Usage: twistd [options] piko-server [command] [flags]"
+        )
 
     def test_usage_lists_flags(self):
         """The usage text lists the Go flag names."""
