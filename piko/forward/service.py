@@ -17,12 +17,13 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
 
 from piko.client.dialer import Dialer
 from piko.config import ForwardConfig, PortConfig, listen_endpoint_description, local_host
@@ -85,9 +86,65 @@ def listen_description(port: PortConfig) -> str:
 
 
 class ForwardService(MultiService):
-    """One :class:`StreamServerEndpointService` per forwarded port."""
+    """
+    One listening service per forwarded port.
+
+    :ivar failed: fires with the error when a port cannot listen (logged already); the
+        program then exits 1 (``piko forward`` and, through :mod:`piko._tap_exit`, twistd).
+    """
 
     log = Logger()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed: Deferred[BaseException] = Deferred()
+
+    def fail(self, error: BaseException) -> None:
+        """Report that the forwarder cannot run."""
+        if not self.failed.called:
+            self.failed.callback(error)
+
+
+class _ForwardPortService(StreamServerEndpointService):
+    """
+    A forwarded port that says, once it listens, where it listens and where it forwards, and
+    reports a port it cannot listen on to its :class:`ForwardService` (one log line, exit 1)
+    instead of raising from ``startService`` (a traceback under twistd).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self, endpoint: Any, factory: ForwardFactory, url: str, owner: ForwardService
+    ) -> None:
+        super().__init__(endpoint, factory)
+        self._url = url
+        self._owner = owner
+
+    def privilegedStartService(self) -> None:
+        Service.privilegedStartService(self)
+        self._waitingForPort = self.endpoint.listen(self.factory)
+        self._waitingForPort.addCallbacks(self._listening, self._listen_failed)
+
+    def _listening(self, port: Any) -> Any:
+        factory: ForwardFactory = self.factory
+        host = port.getHost()
+        addr = f"{host.host}:{host.port}" if hasattr(host, "port") else str(host)
+        self.log.info(
+            "forwarding",
+            **{"addr": addr, "endpoint-id": factory.endpoint_id, "url": self._url},
+        )
+        return port
+
+    def _listen_failed(self, failure: Failure) -> None:
+        if failure.check(CancelledError):
+            return
+        factory: ForwardFactory = self.factory
+        self.log.error(
+            "failed to listen",
+            **{"endpoint-id": factory.endpoint_id, "error": failure.getErrorMessage()},
+        )
+        self._owner.fail(failure.value)
 
 
 def make_forward_service(
@@ -100,9 +157,8 @@ def make_forward_service(
     """
     Build the forward service for ``config``.
 
-    Listening failures (port in use) surface as usual for a ``StreamServerEndpointService``:
-    ``startService`` logs them, and with ``_raiseSynchronously`` set (we set it) a synchronous
-    failure raises from ``startService``, which the caller turns into exit status 1.
+    A port that cannot listen (in use) is logged and fires :attr:`ForwardService.failed`;
+    the caller makes the process exit 1.
 
     :param reactor: the reactor.
     :param dialer: the :class:`Dialer` (tests inject a fake); by default from ``connect``.
@@ -121,7 +177,8 @@ def make_forward_service(
     service = ForwardService()
     for port in config.ports:
         endpoint = endpoint_factory(reactor, listen_description(port))
-        child = StreamServerEndpointService(endpoint, ForwardFactory(dialer, port.endpoint_id))
-        child._raiseSynchronously = True
+        child = _ForwardPortService(
+            endpoint, ForwardFactory(dialer, port.endpoint_id), connect.url, service
+        )
         child.setServiceParent(service)
     return service

@@ -131,3 +131,14 @@ class StartupErrorTests(TestCase):
             self.assertEqual(len(lines), 1, err)
             self.assertIn("root_cas /nonexistent: No such file or directory", lines[0])
             self.assertNotIn(b"Traceback", out + err)
+
+    @inlineCallbacks
+    def test_twistd_forward_exits_when_its_port_is_taken(self) -> Any:
+        """``twistd -n piko-forward`` whose port is taken exits 1 with one error, no traceback."""
+        port = _taken_port(self)
+        status, out, err = yield self.run_program(
+            *TWISTD, "-n", "--pidfile=", "piko-forward", "tcp", f"127.0.0.1:{port}", "db"
+        )
+        self.assertEqual(status, 1, (out + err)[-2000:])
+        self.assertNotIn(b"Traceback", out + err)
+        self.assertIn(b"failed to listen", out + err)

@@ -2,7 +2,9 @@
 """Tests for :mod:`piko.forward.service` with a fake Dialer and StringTransports."""
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet.defer import Deferred
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -98,3 +100,52 @@ class ForwardTests(SynchronousTestCase):
         self.assertIsInstance(children[0], StreamServerEndpointService)
         self.assertEqual(seen, ["tcp:3000:interface=127.0.0.1", "tcp:4000:interface=127.0.0.1"])
         self.assertEqual(children[1].factory.endpoint_id, "b")
+
+    def test_port_in_use_fires_failed_and_says_so(self):
+        """A port that cannot listen is one error line and fires ``failed``; no raise."""
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        error = CannotListenError("127.0.0.1", 3000, OSError(98, "Address already in use"))
+
+        class Taken:
+            def listen(self, factory):
+                return fail(error)
+
+        config = ForwardConfig(ports=(PortConfig("3000", "a"),))
+        service = make_forward_service(
+            config, MemoryReactorClock(), dialer=FakeDialer(), endpoint_factory=lambda r, d: Taken()
+        )
+        service.startService()
+        self.assertIs(self.successResultOf(service.failed), error)
+        logged = [e for e in events if e.get("log_format") == "failed to listen"]
+        self.assertEqual(logged[0]["endpoint-id"], "a")
+        self.assertIn("Address already in use", logged[0]["error"])
+
+    def test_listening_port_is_announced(self):
+        """Once listening, one line says the address, the endpoint and the server URL."""
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+
+        class Listening:
+            def listen(self, factory):
+                port = type(
+                    "P", (), {"getHost": lambda self: IPv4Address("TCP", "127.0.0.1", 4321)}
+                )
+                return succeed(port())
+
+        config = ForwardConfig(ports=(PortConfig("4321", "db"),))
+        service = make_forward_service(
+            config,
+            MemoryReactorClock(),
+            dialer=FakeDialer(),
+            endpoint_factory=lambda r, d: Listening(),
+        )
+        service.startService()
+        logged = [e for e in events if e.get("log_format") == "forwarding"]
+        self.assertEqual(
+            (logged[0]["addr"], logged[0]["endpoint-id"], logged[0]["url"]),
+            ("127.0.0.1:4321", "db", "http://localhost:8000"),
+        )
+        self.assertFalse(service.failed.called)
