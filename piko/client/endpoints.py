@@ -96,8 +96,17 @@ class PikoServerParser:
         tenant: str | None = None,
         caCertsFile: str | None = None,
         connectTimeout: str = "30",
+        proxyUrl: str | None = None,
+        keepTrying: str = "no",
     ) -> PikoServerEndpoint:
-        """Build the endpoint from the string's arguments."""
+        """
+        Build the endpoint from the string's arguments (``docs/sdk.md`` lists them).
+
+        :raises ValueError: for a ``keepTrying`` other than yes/no/true/false/1/0.
+        """
+        flags = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
+        if keepTrying.lower() not in flags:
+            raise ValueError(f"keepTrying must be yes or no, not {keepTrying!r}")
         upstream = Upstream(
             reactor,
             url,
@@ -105,6 +114,8 @@ class PikoServerParser:
             tenant_id=tenant,
             tls=_tls_for(url, caCertsFile),
             connect_timeout=float(connectTimeout),
+            proxy_url=proxyUrl,
+            keep_trying=flags[keepTrying.lower()],
         )
         return PikoServerEndpoint(upstream, endpoint_id)
 

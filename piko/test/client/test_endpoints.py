@@ -41,3 +41,14 @@ class EndpointStringTests(SynchronousTestCase):
     def test_bad_scheme_refused(self) -> None:
         """An unsupported URL scheme is refused when the string is parsed."""
         self.assertRaises(ValueError, serverFromString, Clock(), r"piko:ep:url=ftp\://x")
+
+    def test_proxy_and_keep_trying(self) -> None:
+        """``proxyUrl`` and ``keepTrying`` reach the Upstream; a bad keepTrying is refused."""
+        endpoint = serverFromString(
+            Clock(), r"piko:ep:proxyUrl=http\://u\:p@proxy\:3128:keepTrying=yes"
+        )
+        assert isinstance(endpoint, PikoServerEndpoint)
+        self.assertEqual(endpoint.upstream.proxy_url, "http://u:p@proxy:3128")
+        self.assertTrue(endpoint.upstream.keep_trying)
+        self.assertFalse(serverFromString(Clock(), "piko:ep").upstream.keep_trying)
+        self.assertRaises(ValueError, serverFromString, Clock(), "piko:ep:keepTrying=maybe")
