@@ -217,9 +217,16 @@ AGENT_OPTIONS = OptionTable(
         Option("connect.url", "Piko server URL (its upstream port)."),
         Option("connect.token", "Token to authenticate with the server."),
         Option("connect.tenant_id", "Tenant id (optional)."),
-        Option("connect.timeout", "Timeout connecting each listener on start."),
+        Option(
+            "connect.timeout",
+            "Timeout of each attempt to connect a listener (a server that is down at start "
+            "is retried until it answers; Go gives up after this long).",
+        ),
         *_connect_tls("connect"),
-        Option("connect.proxy_url", "HTTP(S) proxy for the connection to the server."),
+        Option(
+            "connect.proxy_url",
+            "HTTP(S) proxy to reach the server through (CONNECT; user:password@ for Basic auth).",
+        ),
         Option("server.enabled", "Enable the agent metrics server."),
         Option("server.bind_addr", "Address of the agent metrics server."),
         *_log(),
