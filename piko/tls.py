@@ -214,6 +214,7 @@ def tls_failure_text(error: BaseException) -> str | None:
         return f"tls: {text}"
     return None
 
+
 _BEGIN = b"-----BEGIN CERTIFICATE-----"
 
 
