@@ -295,15 +295,26 @@ class _VerifyingClientTLS:
         OpenSSL's per-certificate verify callback: keep OpenSSL's verdict on the
         chain, check the leaf's name once the chain is good, and on the first
         failure hand the TLS protocol the error to report (as Twisted's own
-        hostname check does).  Nothing may raise out of an OpenSSL callback.
+        hostname check does).  When OpenSSL finds no trusted root for the leaf
+        first, the leaf's dates and name are looked at before saying so, which
+        is Go's order.  Nothing may raise out of an OpenSSL callback.
         """
         try:
+            leaf = certificate.to_cryptography()
             if ok:
                 if depth != 0:
                     return True
-                problem = hostname_error(certificate.to_cryptography(), self._hostname)
+                problem = hostname_error(leaf, self._hostname)
             else:
-                problem = verify_error_text(error, certificate.to_cryptography(), self._now())
+                now = self._now()
+                problem = verify_error_text(error, leaf, now)
+                if (
+                    depth == 0
+                    and error in _UNKNOWN_AUTHORITY
+                    and certificate_validity_error(leaf, now) is None
+                ):
+                    # Go checks the leaf's dates, then its name, then the chain.
+                    problem = hostname_error(leaf, self._hostname) or problem
             if problem is None:
                 return True
             failure = Failure(TLSVerificationError(_VERIFY_PREFIX + problem))

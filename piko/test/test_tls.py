@@ -348,3 +348,17 @@ class RefusedCertificateTests(TestCase):
             endpoint.listen(Factory.forProtocol(Protocol)), WebSocketDialError
         )
         self.assertIn("x509: certificate has expired or is not yet valid: current time", str(error))
+
+    @inlineCallbacks
+    def test_go_order(self) -> Any:
+        """Several faults: the dates first, then the name, then the CA, as Go checks them."""
+        other = TestCA(self.directory, "other CA")
+        now = datetime.datetime.now(UTC)
+        wrong_name = self.serve(other.issue("other.example", ip=False))
+        message = yield self.dial_error(f"wss://127.0.0.1:{wrong_name}/x", self.trusting())
+        self.assertIn("x509: cannot validate certificate for 127.0.0.1", message)
+        expired = self.serve(
+            other.issue("old.example", ip=False, not_before=now - YEAR, not_after=now - DAY)
+        )
+        message = yield self.dial_error(f"wss://127.0.0.1:{expired}/x", self.trusting())
+        self.assertIn("x509: certificate has expired or is not yet valid", message)
