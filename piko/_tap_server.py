@@ -9,9 +9,16 @@ The options come from the same table as ``piko server`` (see
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
-from piko.config import SERVER_COMMAND, Invocation, ServerConfig, build_server_config
+from piko.config import (
+    SERVER_COMMAND,
+    ConfigError,
+    Invocation,
+    ServerConfig,
+    build_server_config,
+)
 from piko.config._twistd import make_options_class
 
 if TYPE_CHECKING:
@@ -34,10 +41,18 @@ def makeService(options: usage.Options) -> IService:
 
     :param options: an :data:`Options` instance; its ``config`` attribute
         holds the validated configuration.
+    :raises SystemExit: with status 1, after printing the one-line reason on
+        stderr, when a setting cannot be used (a weak or unparsable auth key,
+        an unreadable certificate): the server fails closed, as ``piko
+        server`` does, instead of dying with twistd's traceback.
     """
     from twisted.internet import reactor
 
     from piko.server.service import make_server_service
 
     config: ServerConfig = options.config  # type: ignore[attr-defined]
-    return make_server_service(config, reactor)
+    try:
+        return make_server_service(config, reactor)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        raise SystemExit(1) from None

@@ -86,14 +86,22 @@ class WeakKeyStartTests(TestCase):
     timeout = 60
 
     @inlineCallbacks
-    def run_server(self, *flags: str) -> Any:
-        """Run ``piko server`` with ``flags``; kill it if it is still up after 20 s."""
+    def run_server(self, *flags: str, twistd: bool = False) -> Any:
+        """
+        Run ``piko server`` (or ``twistd -n piko-server``) with ``flags``; kill it if
+        it is still up after 20 s.
+        """
         process = _Collect()
         binds = [
             f"--{name}.bind-addr=127.0.0.1:0"
             for name in ("proxy", "upstream", "admin", "cluster.gossip")
         ]
-        argv = [sys.executable, "-m", "piko", "server", *binds, *flags]
+        if twistd:
+            run = "from twisted.scripts.twistd import run; run()"
+            command = ["-c", run, "-n", "--pidfile=", "piko-server"]
+        else:
+            command = ["-m", "piko", "server"]
+        argv = [sys.executable, *command, *binds, *flags]
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         transport = reactor.spawnProcess(process, sys.executable, argv, env=env)
         killer = reactor.callLater(20, transport.signalProcess, "KILL")
@@ -106,17 +114,21 @@ class WeakKeyStartTests(TestCase):
 
     @inlineCallbacks
     def test_static_weak_key(self) -> Any:
-        """A 512-bit ``--proxy.auth.rsa-public-key``: one line on stderr, exit 1."""
-        code, out, err = yield self.run_server(
-            "--proxy.auth.rsa-public-key", public_pem(WEAK_RSA_KEY)
-        )
-        self.assertEqual(code, 1)
-        self.assertEqual(
-            err.decode(),
-            "config: proxy: auth: rsa public key: 512-bit RSA key refused: "
-            "at least 2048 bits are required\n",
-        )
-        self.assertNotIn(b"Traceback", out)
+        """
+        A 512-bit ``--proxy.auth.rsa-public-key``: one line on stderr, exit 1, from
+        ``piko server`` and from ``twistd piko-server`` alike.
+        """
+        for twistd in (False, True):
+            code, out, err = yield self.run_server(
+                "--proxy.auth.rsa-public-key", public_pem(WEAK_RSA_KEY), twistd=twistd
+            )
+            self.assertEqual(code, 1)
+            self.assertEqual(
+                err.decode(),
+                "config: proxy: auth: rsa public key: 512-bit RSA key refused: "
+                "at least 2048 bits are required\n",
+            )
+            self.assertNotIn(b"Traceback", out)
 
     @inlineCallbacks
     def test_jwks_file_of_weak_keys(self) -> Any:
