@@ -300,21 +300,21 @@ class _VerifyingClientTLS:
         is Go's order.  Nothing may raise out of an OpenSSL callback.
         """
         try:
-            leaf = certificate.to_cryptography()
+            if ok and depth != 0:
+                return True
+            cert = certificate.to_cryptography()  # the leaf at depth 0, else a CA's
             if ok:
-                if depth != 0:
-                    return True
-                problem = hostname_error(leaf, self._hostname)
+                problem = hostname_error(cert, self._hostname)
             else:
                 now = self._now()
-                problem = verify_error_text(error, leaf, now)
+                problem = verify_error_text(error, cert, now)
                 if (
                     depth == 0
                     and error in _UNKNOWN_AUTHORITY
-                    and certificate_validity_error(leaf, now) is None
+                    and certificate_validity_error(cert, now) is None
                 ):
                     # Go checks the leaf's dates, then its name, then the chain.
-                    problem = hostname_error(leaf, self._hostname) or problem
+                    problem = hostname_error(cert, self._hostname) or problem
             if problem is None:
                 return True
             failure = Failure(TLSVerificationError(_VERIFY_PREFIX + problem))
