@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from piko.config import SERVER_COMMAND, Invocation, ServerConfig, build_server_config
+from piko.config import (
+    SERVER_COMMAND,
+    Invocation,
+    ServerConfig,
+    build_server_config,
+)
 from piko.config._twistd import make_options_class
 
 if TYPE_CHECKING:
@@ -34,6 +39,10 @@ def makeService(options: usage.Options) -> IService:
 
     :param options: an :data:`Options` instance; its ``config`` attribute
         holds the validated configuration.
+    :raises SystemExit: with the one-line reason (printed on stderr, status 1)
+        when a setting cannot be used (a weak or unparsable auth key,
+        an unreadable certificate): the server fails closed, as ``piko
+        server`` does, instead of dying with twistd's traceback.
     """
     from twisted.internet import reactor
 

@@ -9,7 +9,11 @@ name a ``kid`` found in the set; a key with a ``use`` other than ``sig`` is
 not used; a key's ``alg``, when it has one, must equal the token's; and the
 token's algorithm must belong to the key's type (``HS*`` for ``oct``,
 ``RS*``/``PS*`` for ``RSA``, ``ES*`` for ``EC``, ``EdDSA`` for ``OKP``), which
-is what keeps ``none`` and HMAC-with-a-public-key from verifying.
+is what keeps ``none`` and HMAC-with-a-public-key from verifying.  An RSA
+key under 2048 bits is not used (Go's keyfunc keeps one of 1024 bits or
+more): :func:`parse_jwks` leaves it out and says why in
+:attr:`JWKSKeys.skipped`, which the loaders log as warnings, and a token
+naming it is refused with that reason.
 
 A remote set is fetched at start (a failed first fetch does not stop the
 server, as in Go), every ``cache_ttl`` after, and at most once per
@@ -33,6 +37,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from piko.auth.token import InvalidToken
+from piko.auth.verifier import weak_key_reason
 
 #: keyfunc's default refresh interval, used when ``cache_ttl`` is 0.
 DEFAULT_CACHE_TTL = 3600.0
@@ -72,9 +77,12 @@ class JWKSKeys:
     A parsed JWK Set, keyed by ``kid``.
 
     :ivar keys: the usable keys by ``kid``.
+    :ivar skipped: why each refused key (an RSA key under 2048 bits) was
+        left out, by ``kid``.
     """
 
     keys: Mapping[str, JWK] = field(factory=dict)
+    skipped: Mapping[str, str] = field(factory=dict)
 
     def key_for(self, alg: str, header: Mapping[str, Any]) -> tuple[Algorithm, Any]:
         """The algorithm and key for a token, or raise :class:`InvalidToken`."""
@@ -83,6 +91,8 @@ class JWKSKeys:
             raise InvalidToken("could not find kid in JWT header")
         jwk = self.keys.get(kid)
         if jwk is None:
+            if kid in self.skipped:
+                raise InvalidToken(f"key {kid} not used: {self.skipped[kid]}")
             raise UnknownKid(f"key not found: kid {kid}")
         if jwk.alg and jwk.alg != alg:
             raise InvalidToken(f"JWK alg {jwk.alg} does not match token alg {alg}")
@@ -104,6 +114,10 @@ def parse_jwks(data: bytes) -> JWKSKeys:
     """
     Parse a JWK Set document, keeping the keys usable for signatures.
 
+    Entries that are not signature keys or do not parse are ignored, as
+    keyfunc does; a weak key is left out and recorded in
+    :attr:`JWKSKeys.skipped`.
+
     :raises JWKSError: when it is not a JSON object with a ``keys`` list.
     """
     try:
@@ -113,6 +127,7 @@ def parse_jwks(data: bytes) -> JWKSKeys:
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise JWKSError("invalid JWK Set: no keys list")
     keys: dict[str, JWK] = {}
+    skipped: dict[str, str] = {}
     for entry in document["keys"]:
         if not isinstance(entry, dict):
             continue
@@ -125,8 +140,14 @@ def parse_jwks(data: bytes) -> JWKSKeys:
             parsed = PyJWK(entry)
         except Exception:
             continue
+        weak = weak_key_reason(parsed.key)
+        if weak is not None:
+            skipped[kid] = weak
+            keys.pop(kid, None)
+            continue
+        skipped.pop(kid, None)
         keys[kid] = JWK(entry["kty"], alg or None, parsed.key)
-    return JWKSKeys(keys)
+    return JWKSKeys(keys, skipped)
 
 
 @define
@@ -207,6 +228,10 @@ class RemoteJWKS:
         if response.code != 200:
             raise JWKSError(f"unexpected status {response.code}")
         self.current = parse_jwks(body)
+        for kid, reason in self.current.skipped.items():
+            self.log.warn(
+                "jwks: {url}: skipping key {kid}: {reason}", url=self.url, kid=kid, reason=reason
+            )
         self.log.info(
             "jwks: loaded {count} keys from {url}", count=len(self.current.keys), url=self.url
         )

@@ -3,8 +3,9 @@
 From :class:`~piko.config.AuthConfig` to a verifier, failing closed.
 
 Anything configured but unusable (a PEM that does not parse, an RSA PEM
-holding an EC key, an unreadable or malformed ``file://`` JWKS, an
-unsupported JWKS scheme, a JWKS next to a static key) raises
+holding an EC key, an RSA key under 2048 bits, an unreadable or malformed
+``file://`` JWKS or one without a usable key, an unsupported JWKS scheme, a
+JWKS next to a static key) raises
 :class:`AuthConfigError` naming the port and the key, so the server refuses
 to start instead of serving without the auth its operator asked for.
 Reading a ``file://`` JWKS happens here, once, at start-up, as in Go.
@@ -20,12 +21,15 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from cryptography.x509 import load_pem_x509_certificate
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from piko.auth.http import RequestAuthenticator
 from piko.auth.jwks import JWKSError, RemoteJWKS, parse_jwks
 from piko.auth.token import AuthConfigError, ITokenVerifier
-from piko.auth.verifier import JWTVerifier, MultiTenantVerifier, StaticKeys
+from piko.auth.verifier import JWTVerifier, MultiTenantVerifier, StaticKeys, weak_key_reason
 from piko.config import AuthConfig, ServerConfig
+
+log = Logger()
 
 
 def _public_key(pem: str) -> Any:
@@ -70,8 +74,17 @@ def _load_jwks(
             ) from e
         except JWKSError as e:
             raise AuthConfigError(f"{where}: jwks: {path}: {e}") from e
+        for kid, reason in source.skipped.items():
+            log.warn(
+                "{where}: jwks: {path}: skipping key {kid}: {reason}",
+                where=where,
+                path=path,
+                kid=kid,
+                reason=reason,
+            )
         if not source.keys:
-            raise AuthConfigError(f"{where}: jwks: {path}: no usable signing keys")
+            skipped = "".join(f"; key {kid}: {why}" for kid, why in source.skipped.items())
+            raise AuthConfigError(f"{where}: jwks: {path}: no usable signing keys{skipped}")
     else:
         raise AuthConfigError(f"{where}: jwks: unsupported scheme: {url.scheme}")
     return _verifier(source, config, clock)
@@ -103,7 +116,12 @@ def load_verifier(
 
 
 def _typed_public_key(pem: str, kind: str, key_type: type[Any], where: str) -> Any:
-    """Parse ``pem`` as a public key of ``key_type``, with Go's error for ``kind``."""
+    """
+    Parse ``pem`` as a public key of ``key_type``, with Go's error for ``kind``.
+
+    :raises AuthConfigError: also for a key too weak to trust (an RSA key under
+        2048 bits), which Go would load.
+    """
     try:
         key = _public_key(pem)
     except ValueError as e:
@@ -112,6 +130,9 @@ def _typed_public_key(pem: str, kind: str, key_type: type[Any], where: str) -> A
         raise AuthConfigError(
             f"{where}: parse {kind} public key: key is not a valid {kind.upper()} public key"
         )
+    weak = weak_key_reason(key)
+    if weak is not None:
+        raise AuthConfigError(f"{where}: {kind} public key: {weak}")
     return key
 
 

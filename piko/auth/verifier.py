@@ -16,6 +16,12 @@ The signature is checked with PyJWT's algorithm objects directly rather than
 ``jwt.decode``: that keeps the key-per-algorithm choice ours, lets a clock be
 injected, and avoids PyJWT's per-call short-key warnings (Go accepts any
 HMAC secret length).
+
+RSA keys shorter than :data:`MIN_RSA_BITS` are refused wherever a key is
+loaded (:func:`weak_key_reason`): a static key stops the server at start, a
+JWKS key is skipped with a warning.  Go is laxer: its ``crypto/rsa`` refuses
+keys under 1024 bits only, and only when a token is checked (every RS* token
+is answered 401 while the server runs on); 1024 to 2047 bits it accepts.
 """
 
 from __future__ import annotations
@@ -53,6 +59,23 @@ ECDSA_ALGORITHMS: Mapping[str, Algorithm] = {
     "ES384": ECAlgorithm(ECAlgorithm.SHA384),
     "ES512": ECAlgorithm(ECAlgorithm.SHA512),
 }
+
+#: The smallest RSA modulus, in bits, accepted for token signatures (NIST SP
+#: 800-131A; a 512-bit modulus is factored in hours, so its tokens can be forged).
+MIN_RSA_BITS = 2048
+
+
+def weak_key_reason(key: object) -> str | None:
+    """
+    Why ``key`` is too weak to verify tokens with, or ``None`` when it is fine.
+
+    Only RSA has a size to check: the ECDSA curves a key can be loaded with
+    (P-256 and up) are all strong enough.
+    """
+    if isinstance(key, RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+        return f"{key.key_size}-bit RSA key refused: at least {MIN_RSA_BITS} bits are required"
+    return None
+
 
 _B64URL = re.compile(r"\A[A-Za-z0-9_-]*\Z")
 

@@ -26,13 +26,14 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
     IStreamServerEndpointStringParser,
 )
-from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from piko.client._urls import route_url
 from piko.client.dialer import Dialer
 from piko.client.upstream import PikoAddress, Upstream
+from piko.config import ConnectTLSConfig
+from piko.tls import client_tls
 
 __all__ = [
     "PikoAddress",
@@ -70,15 +71,17 @@ class PikoClientEndpoint:
 
 
 def _tls_for(url: str, ca_certs_file: str | None) -> IOpenSSLClientConnectionCreator | None:
+    """
+    TLS trusting every CA of the ``caCertsFile`` bundle, or ``None`` (then the
+    WebSocket client verifies against the system's trust store).
+    """
     route_url(url, "/", "x")  # validates the scheme
     if ca_certs_file is None or not url.startswith(("https:", "wss:")):
         return None
     from urllib.parse import urlsplit
 
-    with open(ca_certs_file, "rb") as pem:
-        root = Certificate.loadPEM(pem.read())
     host = urlsplit(url).hostname or "localhost"
-    return optionsForClientTLS(host, trustRoot=root)
+    return client_tls(host, ConnectTLSConfig(root_cas=ca_certs_file))
 
 
 @implementer(IPlugin, IStreamServerEndpointStringParser)

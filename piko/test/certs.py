@@ -45,10 +45,29 @@ class TestCA:
         self.cert_path = directory / f"{name.replace(' ', '-')}.pem"
         self.cert_path.write_bytes(self.certificate.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, name: str, *, server: bool = True) -> tuple[str, str]:
-        """A leaf certificate for ``name`` (also valid for 127.0.0.1): (cert path, key path)."""
+    def issue(
+        self,
+        name: str,
+        *,
+        server: bool = True,
+        not_before: datetime.datetime | None = None,
+        not_after: datetime.datetime | None = None,
+        ip: bool = True,
+    ) -> tuple[str, str]:
+        """
+        A leaf certificate for ``name`` (also valid for 127.0.0.1 unless ``ip`` is
+        false): (cert path, key path).  It is valid from an hour ago for a day
+        unless ``not_before``/``not_after`` say otherwise (to test expired ones).
+        """
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
+        if not_before is None:
+            not_before = now - datetime.timedelta(hours=1)
+        if not_after is None:
+            not_after = now + datetime.timedelta(days=1)
+        names: list[x509.GeneralName] = [x509.DNSName(name)]
+        if ip:
+            names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
         usage = (
             x509.oid.ExtendedKeyUsageOID.SERVER_AUTH
             if server
@@ -60,14 +79,9 @@ class TestCA:
             .issuer_name(self.certificate.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                critical=False,
-            )
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
             .sign(self.key, hashes.SHA256())
         )

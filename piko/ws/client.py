@@ -6,7 +6,10 @@ protocol (the agent's yamux session, ``piko forward``'s splice) over it.
 Mirrors Go Piko's ``pkg/websocket`` ``Dial``: ``http``/``https`` URLs become
 ``ws``/``wss``; the handshake carries the same headers in the same order (Go
 sorts header names); and a refused handshake becomes a
-:class:`WebSocketDialError` whose text and retry decision match Go's.
+:class:`WebSocketDialError` whose text and retry decision match Go's.  A TLS
+handshake that fails says why in Go's words (``tls: failed to verify
+certificate: x509: certificate has expired or is not yet valid: ...``), not
+OpenSSL's bare ``certificate verify failed``.
 """
 
 from __future__ import annotations
@@ -32,10 +35,11 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory
-from twisted.internet.ssl import optionsForClientTLS
 from twisted.python.failure import Failure
 
 from piko import __version__
+from piko.config import ConnectTLSConfig
+from piko.tls import client_tls, tls_failure_text
 from piko.ws._options import WebSocketOptions
 from piko.ws._stream import ByteStreamWebSocketMixin
 from piko.ws.http_proxy import HTTPConnectEndpoint, ProxyURL
@@ -302,9 +306,13 @@ class _ClientProtocol(ByteStreamWebSocketMixin, WebSocketClientProtocol):  # typ
             assert self._status is not None
             error = error_from_response(self._status, self._refusal_headers, body)
         if error is None:
-            error = WebSocketDialError(
-                None, f"connection lost during handshake: {reason.getErrorMessage()}", True
-            )
+            tls_failure = tls_failure_text(reason.value)
+            if tls_failure is not None:
+                error = WebSocketDialError(None, tls_failure, True)
+            else:
+                error = WebSocketDialError(
+                    None, f"connection lost during handshake: {reason.getErrorMessage()}", True
+                )
         if not self._ready.called:
             self._ready.errback(Failure(error))
 
@@ -391,8 +399,9 @@ def connect(
     :param headers: extra request headers, e.g.
         ``{"Authorization": "Bearer <token>", "x-piko-tenant-id": "<id>"}``.
     :param tls: the TLS connection creator for ``wss``/``https``, e.g. from
-        ``optionsForClientTLS(hostname, trustRoot=...)``; by default the
-        system trust store and service-identity checks of the URL's host.
+        :func:`piko.tls.client_tls` or ``optionsForClientTLS(hostname,
+        trustRoot=...)``; by default :func:`piko.tls.client_tls` with the
+        system trust store, checking the URL's host.
     :param timeout: seconds for the TCP connect, TLS and WebSocket handshake
         together; defaults to ``options.open_handshake_timeout``.
     :param endpoint: connect through this endpoint instead of one built from
@@ -422,7 +431,7 @@ def connect(
             endpoint = HostnameEndpoint(reactor, target.host, target.port)
         if target.secure:
             endpoint = wrapClientTLS(
-                tls if tls is not None else optionsForClientTLS(target.host), endpoint
+                tls if tls is not None else client_tls(target.host, ConnectTLSConfig()), endpoint
             )
 
     connecting: Deferred[Any] | None = None

@@ -7,26 +7,30 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, cast
 
 from jwt.algorithms import ECAlgorithm, HMACAlgorithm, RSAAlgorithm
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
+from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from piko.auth import AuthConfigError, InvalidToken, load_verifier, parse_jwks
+from piko.auth import AuthConfigError, InvalidToken, JWTVerifier, load_verifier, parse_jwks
 from piko.auth.jwks import DEFAULT_CACHE_TTL, UNKNOWN_KID_REFRESH
 from piko.config import AuthConfig, JWKSConfig
 from piko.test.auth.keys import (
     EC_KEYS,
     HMAC_SECRET,
     OTHER_RSA_KEY,
+    RSA_1024_KEY,
     RSA_KEY,
     RSA_PEM,
+    WEAK_RSA_KEY,
     hmac_token,
     sign,
+    sign_weak,
     unsigned_token,
 )
 
@@ -39,6 +43,15 @@ def jwk(key: Any, kid: str, **extra: Any) -> dict[str, Any]:
     else:
         entry = RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
     return {**entry, "kid": kid, **extra}
+
+
+def capture_log(test: SynchronousTestCase) -> list[LogEvent]:
+    """The log events emitted until ``test`` ends."""
+    events: list[LogEvent] = []
+    observer = cast(ILogObserver, events.append)
+    globalLogPublisher.addObserver(observer)
+    test.addCleanup(globalLogPublisher.removeObserver, observer)
+    return events
 
 
 def jwks(*keys: dict[str, Any]) -> bytes:
@@ -95,6 +108,40 @@ class KeySetTests(SynchronousTestCase):
         self.assertRaises(InvalidToken, self.verifier.verify, token)
 
 
+class WeakKeyTests(SynchronousTestCase):
+    def test_weak_rsa_keys_skipped(self) -> None:
+        """
+        RSA keys under 2048 bits are left out of the set, with the reason, and a
+        token naming one is refused saying why; the set's good keys still verify.
+        """
+        keys = parse_jwks(
+            jwks(jwk(WEAK_RSA_KEY, "weak"), jwk(RSA_1024_KEY, "k1024"), jwk(RSA_KEY, "good"))
+        )
+        self.assertEqual(set(keys.keys), {"good"})
+        self.assertEqual(
+            dict(keys.skipped),
+            {
+                "weak": "512-bit RSA key refused: at least 2048 bits are required",
+                "k1024": "1024-bit RSA key refused: at least 2048 bits are required",
+            },
+        )
+        verifier = JWTVerifier(keys, Clock())
+        error = self.assertRaises(
+            InvalidToken, verifier.verify, sign_weak({}, WEAK_RSA_KEY, kid="weak")
+        )
+        self.assertIn("key weak not used: 512-bit RSA key refused", str(error))
+        self.assertRaises(InvalidToken, verifier.verify, sign_weak({}, RSA_1024_KEY, kid="k1024"))
+        verifier.verify(sign({}, "RS256", kid="good"))
+
+    def test_later_entry_wins(self) -> None:
+        """As for any repeated kid, the last entry counts, weak or not."""
+        keys = parse_jwks(jwks(jwk(WEAK_RSA_KEY, "k"), jwk(RSA_KEY, "k")))
+        self.assertEqual((set(keys.keys), dict(keys.skipped)), ({"k"}, {}))
+        keys = parse_jwks(jwks(jwk(RSA_KEY, "k"), jwk(WEAK_RSA_KEY, "k")))
+        self.assertEqual(set(keys.keys), set())
+        self.assertEqual(set(keys.skipped), {"k"})
+
+
 class FileTests(SynchronousTestCase):
     def config(self, path: str) -> AuthConfig:
         return AuthConfig(jwks=JWKSConfig(endpoint=f"file://{path}"))
@@ -117,6 +164,35 @@ class FileTests(SynchronousTestCase):
             with open(path, "wb") as f:
                 f.write(content)
             self.assertRaises(AuthConfigError, load_verifier, self.config(path), Clock())
+
+    def test_weak_keys_in_file(self) -> None:
+        """
+        A weak key in a ``file://`` set is skipped with a warning naming it; a set
+        holding only weak keys refuses to load, saying why.
+        """
+        path = os.path.abspath(self.mktemp())
+        with open(path, "wb") as f:
+            f.write(jwks(jwk(WEAK_RSA_KEY, "weak"), jwk(RSA_KEY, "good")))
+        events = capture_log(self)
+        verifier = load_verifier(self.config(path), Clock(), where="config: proxy: auth")
+        assert verifier is not None
+        verifier.verify(sign({}, "RS256", kid="good"))
+        warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(
+            warnings,
+            [
+                f"config: proxy: auth: jwks: {path}: skipping key weak: "
+                "512-bit RSA key refused: at least 2048 bits are required"
+            ],
+        )
+        with open(path, "wb") as f:
+            f.write(jwks(jwk(WEAK_RSA_KEY, "weak")))
+        error = self.assertRaises(AuthConfigError, load_verifier, self.config(path), Clock())
+        self.assertIn(
+            "no usable signing keys; key weak: 512-bit RSA key refused: "
+            "at least 2048 bits are required",
+            str(error),
+        )
 
 
 class JWKSResource(Resource):
@@ -207,6 +283,25 @@ class RemoteTests(SynchronousTestCase):
         self.clock.advance(60)
         self.treq.flush()
         self.assertRaises(InvalidToken, self.verifier.verify, sign({}, "RS256", kid="k1"))
+
+    def test_weak_key_skipped_with_warning(self) -> None:
+        """A weak key in a fetched set is skipped, with a warning naming the URL and kid."""
+        events = capture_log(self)
+        self.resource.body = jwks(jwk(RSA_KEY, "k1"), jwk(WEAK_RSA_KEY, "weak"))
+        self.clock.advance(60)
+        self.treq.flush()
+        self.verifier.verify(sign({}, "RS256", kid="k1"))
+        token = sign_weak({}, WEAK_RSA_KEY, kid="weak")
+        self.assertRaises(InvalidToken, self.verifier.verify, token)
+        warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(
+            warnings,
+            [
+                "jwks: https://issuer.example/jwks.json: skipping key weak: "
+                "512-bit RSA key refused: at least 2048 bits are required"
+            ],
+        )
+        self.assertEqual(self.resource.requests, 2)  # a skipped kid is not "unknown"
 
     def test_stop(self) -> None:
         """After stop nothing more is fetched."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from attrs import evolve
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -21,12 +22,15 @@ from piko.auth import (
     UnknownTenant,
     load_verifier,
 )
-from piko.config import AuthConfig, JWKSConfig
+from piko.auth.load import load_port_authenticator
+from piko.config import AuthConfig, JWKSConfig, ServerConfig, TenantConfig
 from piko.test.auth.keys import (
     EC_KEYS,
     HMAC_SECRET,
     OTHER_RSA_KEY,
+    RSA_1024_KEY,
     RSA_PEM,
+    WEAK_RSA_KEY,
     hmac_token,
     public_pem,
     sign,
@@ -279,3 +283,74 @@ class LoadTests(SynchronousTestCase):
         config = AuthConfig(jwks=JWKSConfig(endpoint="ftp://x/jwks"))
         error = self.assertRaises(AuthConfigError, load_verifier, config, Clock())
         self.assertIn("unsupported scheme: ftp", str(error))
+
+    def test_weak_rsa_key_refused(self) -> None:
+        """
+        An RSA key under 2048 bits refuses to load, saying its size and the minimum,
+        whether given as a public key or in a certificate (Go loads them; see
+        docs/compatibility.md).
+        """
+        for key in (WEAK_RSA_KEY, RSA_1024_KEY):
+            error = self.assertRaises(
+                AuthConfigError,
+                load_verifier,
+                AuthConfig(rsa_public_key=public_pem(key)),
+                Clock(),
+                where="config: proxy: auth",
+            )
+            self.assertEqual(
+                str(error),
+                f"config: proxy: auth: rsa public key: {key.key_size}-bit RSA key refused: "
+                "at least 2048 bits are required",
+            )
+        certificate = _self_signed(WEAK_RSA_KEY)
+        error = self.assertRaises(
+            AuthConfigError, load_verifier, AuthConfig(rsa_public_key=certificate), Clock()
+        )
+        self.assertIn("512-bit RSA key refused", str(error))
+
+    def test_weak_rsa_key_on_every_port(self) -> None:
+        """Every port's auth, and every tenant's, refuses a weak RSA key, naming where."""
+        weak = AuthConfig(rsa_public_key=public_pem(WEAK_RSA_KEY))
+        for port in ("proxy", "upstream", "admin"):
+            config = ServerConfig()
+            config = evolve(config, **{port: evolve(getattr(config, port), auth=weak)})
+            error = self.assertRaises(
+                AuthConfigError, load_port_authenticator, config, port, Clock()
+            )
+            self.assertIn(f"config: {port}: auth: rsa public key: 512-bit RSA key", str(error))
+        config = ServerConfig()
+        config = evolve(
+            config, upstream=evolve(config.upstream, tenants=(TenantConfig(id="t1", auth=weak),))
+        )
+        error = self.assertRaises(
+            AuthConfigError, load_port_authenticator, config, "upstream", Clock()
+        )
+        self.assertIn("config: upstream: tenant: t1: auth: rsa public key: 512-bit", str(error))
+
+    def test_2048_bit_key_accepted(self) -> None:
+        """The minimum itself is fine: the shared 2048-bit test key verifies."""
+        make(rsa_public_key=RSA_PEM).verify(sign({}, "RS256"))
+
+
+def _self_signed(key: Any) -> str:
+    """A PEM certificate carrying ``key``'s public key (Go accepts one as the RSA key)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "weak")])
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
