@@ -22,13 +22,25 @@ while gossip catches up (a rolling restart under load):
    moment while gossip spreads the new node's count, then answer GoAway(0)
    and we close the old session once idle.
 3. We wait until every upstream session is closed, or has answered, or is
-   idle while another active node serves its endpoint (Go agents ignore
-   GoAway), within ``grace_period``.  Meanwhile a forwarded request that
-   finds no local upstream here takes a second hop
-   (:mod:`piko.server.forwarding`).
-4. The rest are deregistered; the proxy port stays open
+   idle while another active node serves its endpoint, but only for a short
+   hand-off window (:data:`HANDOFF_RECONNECT` plus
+   :data:`HANDOFF_GOSSIP_ROUNDS` gossip intervals): Go agents ignore GoAway
+   and never move while their session is open, and neither does one of ours
+   that cannot reach another node, so waiting longer gains nothing.
+   Meanwhile a forwarded request that finds no local upstream here takes a
+   second hop (:mod:`piko.server.forwarding`).
+4. The rest are deregistered and closed by us, each at once if idle or when
+   its last stream ends; the proxy port stays open
    :data:`HANDOFF_GOSSIP_ROUNDS` gossip intervals more, so the others learn
    our counts are 0 before we stop answering; then it stops accepting.
+
+The proxy drain ends as soon as nothing is in flight: each connection is
+closed once its request is answered (an upgraded one, once it closes), and
+the stop goes on when the last one is done, not at ``grace_period``.  Every
+wait is on an event (a connection turning idle or closing, an upstream
+answering or ending its last stream, gossip changing the node table), never
+a poll; ``grace_period`` bounds them all.  Idle connections to other nodes
+are closed at the end.
 
 With ``upstream.rebalance.threshold`` set, a node well above the cluster's
 mean upstream count sheds some every second (:mod:`piko.server.rebalance`).
@@ -82,7 +94,9 @@ HANDOFF_GOSSIP_ROUNDS = 5
 #: :data:`HANDOFF_GOSSIP_ROUNDS` gossip intervals for the news to reach us)
 #: before closing it anyway.  Our SDK listeners reconnect within 0.1 s of the
 #: GoAway; Go agents ignore GoAway and never move while their session is open,
-#: so waiting longer would only delay the stop.
+#: so waiting longer would only delay the stop.  Not waiting at all would fail
+#: requests: in a rolling restart under load (``test_rolling_restart``) a
+#: quarter of them failed while gossip still routed them here.
 HANDOFF_RECONNECT = 1.0
 
 #: Go's join-on-startup backoff: from 1 s, doubling, at most 1 min.
