@@ -154,19 +154,24 @@ class HTTPPortFactory(Factory):
 
         A connection handed over (an upgrade) is done when it closes.
 
-        :return: fires once no connection is answering a request.
+        :return: fires once every connection has closed, so that what was
+            written to them (the last responses) is flushed, not cut.
         """
         self.draining = True
         self.close_idle()
         return self.when_idle()
 
     def when_idle(self) -> Deferred[None]:
-        """Fire once no connection is answering a request (at once if none is)."""
+        """
+        Fire once no connection is answering a request (at once if none is).
+
+        While draining, once every connection has closed (each closes when idle).
+        """
         d: Deferred[None] = Deferred()
-        if self.busy_count():
-            self._idle_waiters.append(d)
-        else:
+        if self._quiet():
             d.callback(None)
+        else:
+            self._idle_waiters.append(d)
         return d
 
     def settled(self, protocol: TrackedHTTPServerProtocol) -> None:
@@ -177,10 +182,15 @@ class HTTPPortFactory(Factory):
         """
         if self.draining and protocol in self.connections and not protocol.busy:
             protocol.close_idle()
-        if self._idle_waiters and not self.busy_count():
+        if self._idle_waiters and self._quiet():
             waiters, self._idle_waiters = self._idle_waiters, []
             for d in waiters:
                 d.callback(None)
+
+    def _quiet(self) -> bool:
+        if self.draining:
+            return not self.connections
+        return not self.busy_count()
 
 
 def listen(

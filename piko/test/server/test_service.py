@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -61,22 +62,35 @@ class PortDrainTests(SynchronousTestCase):
         self.factory = HTTPPortFactory(self.handler, Clock())
 
     def test_idle_connection_closed_at_once(self) -> None:
-        """A connection with no request in flight is closed and the drain fires at once."""
-        _, transport = connect(self.factory)
-        self.assertEqual(fired(self.factory.drain()), [None])
+        """A connection with no request in flight is closed at once; the drain fires once it is."""
+        protocol, transport = connect(self.factory)
+        drained = fired(self.factory.drain())
         self.assertTrue(transport.disconnecting)
+        self.assertEqual(drained, [])
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(drained, [None])
+
+    def test_no_connection(self) -> None:
+        """With no connection at all the drain fires at once."""
+        self.assertEqual(fired(self.factory.drain()), [None])
 
     def test_waits_for_answer_then_closes(self) -> None:
-        """A request in flight is waited for; once answered its connection is closed."""
+        """
+        A request in flight is waited for; once answered its connection is closed,
+        and the drain fires only once it has closed: its response is flushed, not
+        aborted with the connections left at the deadline.
+        """
         protocol, transport = connect(self.factory)
         protocol.dataReceived(GET)
         drained = fired(self.factory.drain())
         self.assertEqual(drained, [])
         self.assertFalse(transport.disconnecting)
         self.handler.exchanges[0].respond(errors.not_found)
-        self.assertEqual(drained, [None])
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 404 "))
         self.assertTrue(transport.disconnecting)
+        self.assertEqual(drained, [])
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(drained, [None])
 
     def test_taken_over_connection_waited_until_closed(self) -> None:
         """An upgraded connection is in flight until it closes; then the drain fires."""
