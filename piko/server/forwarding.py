@@ -21,6 +21,14 @@ other nodes' tables lag by a gossip round or two).  That hop is marked
 again, so there is no loop even between two draining nodes.  The header is
 internal: every forward replaces whatever a client sent in it.  Go nodes
 never drain this way and never send it; to them it is an ordinary header.
+
+A connection to another node that carries an upgraded request (a WebSocket,
+``/_piko/v1/tcp/``) is relayed raw with half-close passed on; it is closed
+once both directions are shut (each side sent its FIN), which Twisted leaves
+to the protocol.  Without that it stays open after the client and the other
+node are gone, and a draining node waits for it until ``grace_period`` ends.
+Idle connections to other nodes are closed when the node stops
+(:meth:`RemoteForwarder.close`).
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from piko.agent.pool import ConnectionPool
+from piko.agent.pool import ConnectionPool, _ConnectionFactory, _PooledConnection
 from piko.cluster.nodes import ClusterState, Node
 from piko.config import split_host_port
 from piko.http.head import RequestHead
@@ -108,6 +116,49 @@ def _bodiless(head: RequestHead) -> bool:
     return head.get(b"content-length") in (None, b"0") and head.get(b"upgrade") is None
 
 
+class _NodeConnection(_PooledConnection):
+    """
+    A pooled connection to another node's proxy port, closed once both halves are shut.
+
+    Twisted keeps a half-closeable TCP connection open after EOF was read and
+    our own FIN was sent; only the protocol can end it.  On a relayed upgrade
+    each half is shut by a different party (the client's FIN is passed on,
+    then the other node's), so no one else would.
+    """
+
+    read_shut = False
+    write_shut = False
+
+    def readConnectionLost(self) -> None:
+        """The other node sent its FIN; close the connection if ours was sent too."""
+        self.read_shut = True
+        super().readConnectionLost()
+        self._close_if_shut()
+
+    def writeConnectionLost(self) -> None:
+        """Our FIN was sent; close the connection if the other node's arrived already."""
+        self.write_shut = True
+        super().writeConnectionLost()
+        self._close_if_shut()
+
+    def _close_if_shut(self) -> None:
+        if self.read_shut and self.write_shut and not self.closed and self.transport is not None:
+            self.transport.loseConnection()
+
+
+class _NodeConnectionFactory(_ConnectionFactory):
+    def buildProtocol(self, addr: Any) -> _NodeConnection:
+        return _NodeConnection(self.pool)
+
+
+class NodeConnectionPool(ConnectionPool):
+    """Keep-alive connections to one other node (:class:`_NodeConnection`)."""
+
+    def __init__(self, clock: Any, endpoint: Any) -> None:
+        super().__init__(clock, endpoint)
+        self._factory = _NodeConnectionFactory(self)
+
+
 class RemoteForwarder:
     """
     Forwards requests to other nodes.
@@ -139,7 +190,7 @@ class RemoteForwarder:
         self.tls_for_host = tls_for_host
         self.on_forward = on_forward
         self.dial_timeout = dial_timeout
-        self._pools: dict[str, ConnectionPool] = {}
+        self._pools: dict[str, NodeConnectionPool] = {}
         self._pool_for: Callable[[Node], IUpstreamConnector] = pool_for or self._pool
         #: Set while the node drains: forwarded requests may take a second hop.
         self.draining = False
@@ -180,12 +231,17 @@ class RemoteForwarder:
         return True
 
     def close(self) -> None:
-        """Close idle connections to other nodes (at shutdown)."""
+        """
+        Close idle connections to other nodes (at shutdown).
+
+        Connections still in use are closed when released; a later forward
+        dials afresh.
+        """
         for pool in self._pools.values():
             pool.close()
         self._pools.clear()
 
-    def _pool(self, node: Node) -> ConnectionPool:
+    def _pool(self, node: Node) -> NodeConnectionPool:
         pool = self._pools.get(node.proxy_addr)
         if pool is None:
             host, port = split_host_port(node.proxy_addr)
@@ -195,7 +251,7 @@ class RemoteForwarder:
             tls = self.tls_for_host(host) if self.tls_for_host is not None else None
             if tls is not None:
                 endpoint = wrapClientTLS(tls, endpoint)
-            pool = self._pools[node.proxy_addr] = ConnectionPool(self.reactor, endpoint)
+            pool = self._pools[node.proxy_addr] = NodeConnectionPool(self.reactor, endpoint)
         return pool
 
     def _other_node(self, endpoint_id: str, failed_id: str) -> IUpstreamConnector | None:

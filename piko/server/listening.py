@@ -45,6 +45,18 @@ class TrackedHTTPServerProtocol(HTTPServerProtocol):
         """The first (or a later) head arrived: the connection is no longer pending."""
         self.factory.pending.discard(self)
 
+    def _next_request(self) -> None:
+        """A request was answered and read whole: the connection is idle; tell the factory."""
+        super()._next_request()
+        self.factory.settled(self)
+
+    def close_idle(self) -> None:
+        """Close the connection, which answers no request (draining)."""
+        self._closed = True
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.loseConnection()
+
     def connectionLost(self, reason: Failure | None = None) -> None:
         """Count the connection out."""
         self.factory.connections.discard(self)
@@ -53,6 +65,7 @@ class TrackedHTTPServerProtocol(HTTPServerProtocol):
             super().connectionLost()
         else:
             super().connectionLost(reason)
+        self.factory.settled(self)
 
     @property
     def busy(self) -> bool:
@@ -98,6 +111,9 @@ class HTTPPortFactory(Factory):
         #: connections dropped by the ``max_pending`` cap
         self.refused = 0
         self._refusing = False
+        #: Set by :meth:`drain`: connections are closed as soon as they are idle.
+        self.draining = False
+        self._idle_waiters: list[Deferred[None]] = []
 
     def refuse_pending(self) -> None:
         """Count a connection dropped by the cap; warn once each time the cap is reached."""
@@ -123,14 +139,58 @@ class HTTPPortFactory(Factory):
         return protocol
 
     def close_idle(self) -> None:
-        """Close every connection that is not answering a request (draining)."""
+        """Close every connection that is not answering a request."""
         for protocol in list(self.connections):
-            if not protocol.busy and protocol.transport is not None:
-                protocol.transport.loseConnection()
+            if not protocol.busy:
+                protocol.close_idle()
 
     def busy_count(self) -> int:
         """How many connections are answering a request."""
         return sum(1 for protocol in self.connections if protocol.busy)
+
+    def drain(self) -> Deferred[None]:
+        """
+        Close idle connections now and each busy one once its request is done.
+
+        A connection handed over (an upgrade) is done when it closes.
+
+        :return: fires once every connection has closed, so that what was
+            written to them (the last responses) is flushed, not cut.
+        """
+        self.draining = True
+        self.close_idle()
+        return self.when_idle()
+
+    def when_idle(self) -> Deferred[None]:
+        """
+        Fire once no connection is answering a request (at once if none is).
+
+        While draining, once every connection has closed (each closes when idle).
+        """
+        d: Deferred[None] = Deferred()
+        if self._quiet():
+            d.callback(None)
+        else:
+            self._idle_waiters.append(d)
+        return d
+
+    def settled(self, protocol: TrackedHTTPServerProtocol) -> None:
+        """
+        ``protocol`` answered its request or closed: close it if draining, wake waiters.
+
+        Called by the connections themselves, so a drain waits on events, not by polling.
+        """
+        if self.draining and protocol in self.connections and not protocol.busy:
+            protocol.close_idle()
+        if self._idle_waiters and self._quiet():
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def _quiet(self) -> bool:
+        if self.draining:
+            return not self.connections
+        return not self.busy_count()
 
 
 def listen(

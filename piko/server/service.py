@@ -22,13 +22,25 @@ while gossip catches up (a rolling restart under load):
    moment while gossip spreads the new node's count, then answer GoAway(0)
    and we close the old session once idle.
 3. We wait until every upstream session is closed, or has answered, or is
-   idle while another active node serves its endpoint (Go agents ignore
-   GoAway), within ``grace_period``.  Meanwhile a forwarded request that
-   finds no local upstream here takes a second hop
-   (:mod:`piko.server.forwarding`).
-4. The rest are deregistered; the proxy port stays open
+   idle while another active node serves its endpoint, but only for a short
+   hand-off window (:data:`HANDOFF_RECONNECT` plus
+   :data:`HANDOFF_GOSSIP_ROUNDS` gossip intervals): Go agents ignore GoAway
+   and never move while their session is open, and neither does one of ours
+   that cannot reach another node, so waiting longer gains nothing.
+   Meanwhile a forwarded request that finds no local upstream here takes a
+   second hop (:mod:`piko.server.forwarding`).
+4. The rest are deregistered and closed by us, each at once if idle or when
+   its last stream ends; the proxy port stays open
    :data:`HANDOFF_GOSSIP_ROUNDS` gossip intervals more, so the others learn
    our counts are 0 before we stop answering; then it stops accepting.
+
+The proxy drain ends as soon as nothing is in flight: each connection is
+closed once its request is answered (an upgraded one, once it closes), and
+the stop goes on when the last one is done, not at ``grace_period``.  Every
+wait is on an event (a connection turning idle or closing, an upstream
+answering or ending its last stream, gossip changing the node table), never
+a poll; ``grace_period`` bounds them all.  Idle connections to other nodes
+are closed at the end.
 
 With ``upstream.rebalance.threshold`` set, a node well above the cluster's
 mean upstream count sheds some every second (:mod:`piko.server.rebalance`).
@@ -37,6 +49,7 @@ mean upstream count sheds some every second (:mod:`piko.server.rebalance`).
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -74,11 +87,17 @@ from piko.server.upstream_port import UpstreamPortHandler, UpstreamSession
 from piko.tls import TLSConfigError, node_tls, server_tls
 from piko.ws.server import WebSocketAcceptor
 
-#: How often a draining server looks whether in-flight requests have finished.
-DRAIN_POLL_INTERVAL = 0.05
-
 #: Gossip intervals the proxy port stays open after the last upstream moved away.
 HANDOFF_GOSSIP_ROUNDS = 5
+
+#: Seconds a drain gives an upstream to reconnect elsewhere (plus
+#: :data:`HANDOFF_GOSSIP_ROUNDS` gossip intervals for the news to reach us)
+#: before closing it anyway.  Our SDK listeners reconnect within 0.1 s of the
+#: GoAway; Go agents ignore GoAway and never move while their session is open,
+#: so waiting longer would only delay the stop.  Not waiting at all would fail
+#: requests: in a rolling restart under load (``test_rolling_restart``) a
+#: quarter of them failed while gossip still routed them here.
+HANDOFF_RECONNECT = 1.0
 
 #: Go's join-on-startup backoff: from 1 s, doubling, at most 1 min.
 JOIN_BACKOFF_MIN = 1.0
@@ -212,6 +231,9 @@ class PikoServerService(MultiService):
         )
         self.metrics.watch_gossip(lambda: self.gossip.state)
         self._join_retry: Deferred[Any] | None = None
+        #: The upstream hand-off in progress while draining (see :meth:`_hand_off`).
+        self._handoff: _HandOff | None = None
+        self.cluster.observe(self._cluster_changed)
         self.routes = AdminRoutes(
             LocalNode(config.cluster.node_id, "", ""),
             self.registry,
@@ -394,13 +416,11 @@ class PikoServerService(MultiService):
         yield self._hand_off(deadline)
         yield self._stop_listening("proxy")
         proxy = self.factories["proxy"]
-        proxy.close_idle()
-        while proxy.busy_count() and self.reactor.seconds() < deadline:
-            yield deferLater(self.reactor, DRAIN_POLL_INTERVAL, lambda: None)
-            proxy.close_idle()
+        yield _within(self.reactor, proxy.drain(), deadline - self.reactor.seconds())
         for protocol in list(proxy.connections):
             _abort(protocol.transport)
         self.forwarder.draining = False
+        self.forwarder.close()
         self.upstream_handler.close_all()
         for protocol in list(self.factories["upstream"].connections):
             _abort(protocol.transport)
@@ -435,18 +455,97 @@ class PikoServerService(MultiService):
             return
         self.forwarder.draining = True
         self.upstream_handler.announce_all()
-
-        def moved(session: UpstreamSession) -> bool:
-            elsewhere = self.cluster.lookup_endpoint(session.endpoint_id) is not None
-            return session.handed_off(elsewhere)
-
-        while not all(moved(s) for s in sessions) and self.reactor.seconds() < deadline:
-            yield deferLater(self.reactor, DRAIN_POLL_INTERVAL, lambda: None)
+        gossip_rounds = HANDOFF_GOSSIP_ROUNDS * self.config.cluster.gossip.interval
+        window = HANDOFF_RECONNECT + gossip_rounds
+        self._handoff = _HandOff(sessions, lambda e: self.cluster.lookup_endpoint(e) is not None)
+        try:
+            yield _within(
+                self.reactor,
+                self._handoff.done,
+                min(window, deadline - self.reactor.seconds()),
+            )
+        finally:
+            self._handoff = None
         self.upstream_handler.shed_all()
-        linger = HANDOFF_GOSSIP_ROUNDS * self.config.cluster.gossip.interval
-        linger = min(linger, deadline - self.reactor.seconds())
+        linger = min(gossip_rounds, deadline - self.reactor.seconds())
         if linger > 0 and self.cluster.active_count() > 1:
             yield deferLater(self.reactor, linger, lambda: None)
+
+    def _cluster_changed(self, cluster: ClusterState) -> None:
+        """Gossip changed the node table: an upstream being handed off may now be elsewhere."""
+        if self._handoff is not None:
+            self._handoff.check_all()
+
+
+class _HandOff:
+    """
+    Fires :attr:`done` once every upstream session of a draining node has moved.
+
+    Moved means :meth:`UpstreamSession.handed_off`: closed, answered GoAway,
+    or idle while another active node serves its endpoint.  Waits on the
+    events that change that (the session ends or answers, its last stream
+    ends, gossip changes the node table), not by polling.
+
+    :param elsewhere: whether another active node serves an endpoint id.
+    """
+
+    def __init__(self, sessions: list[UpstreamSession], elsewhere: Callable[[str], bool]) -> None:
+        self.pending = set(sessions)
+        self.elsewhere = elsewhere
+        self.done: Deferred[None] = Deferred()
+        self._idle_watched: set[UpstreamSession] = set()
+        for session in sessions:
+            session.when_going_away().addCallback(self._going, session)
+        self.check_all()
+
+    def check_all(self) -> None:
+        """Look at every session still pending (the node table changed)."""
+        for session in list(self.pending):
+            self.check(session)
+
+    def check(self, session: UpstreamSession) -> None:
+        """Forget ``session`` if it moved, else wait for its last stream to end."""
+        if session not in self.pending:
+            return
+        if session.handed_off(self.elsewhere(session.endpoint_id)):
+            self.pending.discard(session)
+            if not self.pending and not self.done.called:
+                self.done.callback(None)
+        elif session.stream_count and session not in self._idle_watched:
+            self._idle_watched.add(session)
+            session.when_idle().addCallback(self._idle, session)
+
+    def _going(self, _: None, session: UpstreamSession) -> None:
+        self.check(session)
+
+    def _idle(self, _: None, session: UpstreamSession) -> None:
+        self._idle_watched.discard(session)
+        self.check(session)
+
+
+def _within(reactor: Any, d: Deferred[Any], seconds: float) -> Deferred[bool]:
+    """
+    Fire with ``True`` when ``d`` fires, or with ``False`` once ``seconds`` passed.
+
+    ``d`` is left to fire later (its result is dropped); a drain bounded by
+    ``grace_period`` then goes on.
+    """
+    result: Deferred[bool] = Deferred()
+
+    def expired() -> None:
+        if not result.called:
+            result.callback(False)
+
+    call = reactor.callLater(max(0.0, seconds), expired)
+
+    def fired(_: object) -> None:
+        if call.active():
+            call.cancel()
+        if not result.called:
+            result.callback(True)
+
+    d.addBoth(fired)
+    return result
 
 
 def _abort(transport: Any) -> None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from urllib.parse import unquote, urlsplit
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -97,6 +98,7 @@ class UpstreamSession(Session):
         self.tenant_id = tenant_id
         self._expiry_timer: IDelayedCall | None = None
         self._shed_timer: IDelayedCall | None = None
+        self._going_waiters: list[Deferred[None]] = []
         #: Set once :meth:`shed` was called.
         self.shedding = False
 
@@ -157,6 +159,20 @@ class UpstreamSession(Session):
         if timeout is not None and not self.closed:
             self._shed_timer = self.clock.callLater(timeout, self.close)
 
+    def when_going_away(self) -> Deferred[None]:
+        """Fire once the upstream sent GoAway(0) or the session ended (at once if so)."""
+        d: Deferred[None] = Deferred()
+        if self.closed or self.remote_go_away:
+            d.callback(None)
+        else:
+            self._going_waiters.append(d)
+        return d
+
+    def _gone(self) -> None:
+        waiters, self._going_waiters = self._going_waiters, []
+        for d in waiters:
+            d.callback(None)
+
     def _on_go_away(self, code: int) -> None:
         super()._on_go_away(code)
         if code == GoAwayCode.NORMAL and not self.closed:
@@ -167,6 +183,7 @@ class UpstreamSession(Session):
                     client_ip=self.client_ip,
                 )
             self.when_idle().addCallback(lambda _: self.close())
+            self._gone()
 
     def handed_off(self, elsewhere: bool) -> bool:
         """
@@ -192,6 +209,7 @@ class UpstreamSession(Session):
                 client_ip=self.client_ip,
                 reason=reason.getErrorMessage(),
             )
+        self._gone()
 
 
 @implementer(IRequestHandler)

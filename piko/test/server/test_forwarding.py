@@ -6,17 +6,19 @@ import random
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.interfaces import IProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from piko.cluster.nodes import ClusterState, Node
 from piko.http.proxy import IUpstreamConnector
 from piko.http.server import HTTPServerProtocol
-from piko.server.forwarding import RemoteForwarder
+from piko.server.forwarding import NodeConnectionPool, RemoteForwarder
+from piko.test.agent.helpers import FakeEndpoint, HalfCloseTransport
 
 
 @implementer(IUpstreamConnector)
@@ -132,3 +134,71 @@ class ForwardingTests(SynchronousTestCase):
         self.assertIn(b"502 Bad Gateway", client.value())
         self.assertIn(b'{"error":"upstream unreachable"}', client.value())
         self.assertIsNone(cluster.lookup_endpoint("ep"))
+
+
+UPGRADE = (
+    b"GET /chat HTTP/1.1\r\nHost: ep.example.com\r\nConnection: Upgrade\r\n"
+    b"Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
+SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+
+
+class ForwardedUpgradeCloseTests(SynchronousTestCase):
+    """
+    A forwarded upgrade ends once both directions are shut, as Twisted does not end it.
+
+    The client's and the other node's FINs are passed on one by one; the
+    node connection must then close by itself, which closes the client's, or
+    a draining node waits for it until ``grace_period`` ends (issue 11, fault 2).
+    """
+
+    def setUp(self) -> None:
+        clock = Clock()
+        cluster = ClusterState(Node("n1"), random.Random(1))
+        cluster.add_node(Node("n2", proxy_addr="127.0.0.1:9000", endpoints={"ep": 1}))
+        self.endpoint = FakeEndpoint()
+        self.pool = NodeConnectionPool(clock, self.endpoint)
+        forwarder = RemoteForwarder(clock, cluster, pool_for=lambda node: self.pool)
+        self.downstream = HTTPServerProtocol(ForwardingHandler(forwarder), clock)  # type: ignore[arg-type]
+        self.client = HalfCloseTransport()
+        self.downstream.makeConnection(self.client)
+        self.downstream.dataReceived(UPGRADE)
+        [self.node] = self.endpoint.transports
+        [self.node_protocol] = self.endpoint.protocols
+        self.node_protocol.dataReceived(SWITCHING)
+        self.assertTrue(self.client.value().startswith(b"HTTP/1.1 101 Switching Protocols\r\n"))
+
+    def assert_both_closed(self) -> None:
+        self.assertTrue(self.node.disconnecting)
+        self.node_protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertTrue(self.client.disconnecting)
+        self.assertEqual(self.pool._leased, {})
+
+    def test_client_shuts_first(self) -> None:
+        """The client's FIN goes to the node; the node's FIN then ends both connections."""
+        self.downstream.readConnectionLost()
+        self.assertTrue(self.node.write_closed)
+        self.node_protocol.writeConnectionLost()
+        self.assertFalse(self.node.disconnecting)
+        self.node_protocol.readConnectionLost()
+        self.assertTrue(self.client.write_closed)
+        self.assert_both_closed()
+
+    def test_node_shuts_first(self) -> None:
+        """The node's FIN goes to the client; the client's FIN then ends both connections."""
+        self.node_protocol.readConnectionLost()
+        self.assertTrue(self.client.write_closed)
+        self.assertFalse(self.node.disconnecting)
+        self.downstream.readConnectionLost()
+        self.assertTrue(self.node.write_closed)
+        self.node_protocol.writeConnectionLost()
+        self.assert_both_closed()
+
+    def test_half_closed_stays_open(self) -> None:
+        """One FIN alone keeps the connection open: the other direction may still send."""
+        self.downstream.readConnectionLost()
+        self.node_protocol.writeConnectionLost()
+        self.node_protocol.dataReceived(b"late")
+        self.assertTrue(self.client.value().endswith(b"late"))
+        self.assertFalse(self.node.disconnecting)
