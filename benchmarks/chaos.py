@@ -1045,18 +1045,8 @@ def orchestrate(args: argparse.Namespace) -> None:
     LOGDIR = Path(tempfile.mkdtemp(prefix="piko-chaos-"))
     print(f"logs: {LOGDIR}")
     life, mib = str(args.max_seconds + 30), str(args.download_mib)
-    service = Child(
-        [
-            __file__,
-            "--role",
-            "service",
-            "--max-seconds",
-            life,
-            "--download-mib",
-            str(args.download_mib),
-        ],
-        "service",
-    )
+    role = ["--role", "service", "--max-seconds", life, "--download-mib", mib]
+    service = Child([__file__, *role], "service")
     service_port = service.port()
 
     from twisted.internet import reactor
