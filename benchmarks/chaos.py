@@ -280,6 +280,7 @@ class HTTPConnection(Protocol):
         self.length: int | None = None
         self.chunked = False
         self.body = 0
+        self.error_body = bytearray()
         self.on_head: Callable[[int], None] | None = None
         self.on_body: Callable[[int], None] | None = None
 
@@ -292,6 +293,7 @@ class HTTPConnection(Protocol):
         self.waiting = Deferred(cancel)
         self.buf.clear()
         self.received = self.body = self.status = 0
+        self.error_body = bytearray()
         self.head_done, self.length, self.chunked = False, None, False
         self.transport.write(head + body)
         return self.waiting
@@ -334,6 +336,8 @@ class HTTPConnection(Protocol):
                 self.body += size
                 if size == 0:
                     return self._done()
+        if self.status != 200 and len(self.error_body) < 200:
+            self.error_body += self.buf[: 200 - len(self.error_body)]
         self.body += len(self.buf)
         self.buf.clear()
         if self.on_body is not None:
@@ -457,8 +461,11 @@ def free_port() -> int:
 class Node:
     """One server node: fixed id and ports, so that it restarts as itself."""
 
-    def __init__(self, impl: list[str], name: str, logdir: Path, grace: float) -> None:
+    def __init__(
+        self, impl: list[str], name: str, logdir: Path, grace: float, log_level: str
+    ) -> None:
         self.impl, self.name, self.logdir, self.grace = impl, name, logdir, grace
+        self.log_level = log_level
         self.ports = {k: free_port() for k in ("proxy", "upstream", "admin", "gossip")}
         self.proc: subprocess.Popen | None = None
 
@@ -480,7 +487,7 @@ class Node:
             "--grace-period",
             f"{self.grace:g}s",
             "--log.level",
-            "warn",
+            self.log_level,
         ]
         if join:
             argv += ["--cluster.join", ",".join(f"127.0.0.1:{n.ports['gossip']}" for n in join)]
@@ -521,7 +528,8 @@ class Agent:
         self.proc: subprocess.Popen | None = None
         self.config = LOGDIR / f"{name}.yaml"
         listeners = "".join(
-            f"  - endpoint_id: {e}\n    addr: 127.0.0.1:{service}\n    protocol: http\n"
+            f"  - endpoint_id: {e}\n    addr: 127.0.0.1:{service}\n"
+            "    protocol: http\n    timeout: 10s\n"
             for e in endpoints
         )
         self.config.write_text(
@@ -531,6 +539,11 @@ class Agent:
     def start(self) -> None:
         argv = [*self.impl, "agent", "start", "--config.path", str(self.config)]
         self.proc = start([*argv, "--log.level", "warn"], LOGDIR / f"{self.name}.log")
+
+    def tail(self) -> str:
+        """The end of its log, for an error message."""
+        log = (LOGDIR / f"{self.name}.log").read_text(errors="replace")
+        return f"exit code {self.proc and self.proc.poll()}; log: {log[-500:]!r}"
 
     async def stop(self, reactor: Any, timeout: float) -> bool:
         """SIGTERM and wait; SIGKILL after ``timeout``.  Whether it exited by itself."""
@@ -558,6 +571,7 @@ class Stats:
         self.kinds: dict[str, Counter] = {}
         self.latency: dict[str, list[float]] = {}
         self.span: dict[str, list[float]] = {}
+        self.begin("warm-up")
 
     def begin(self, phase: str) -> None:
         now = time.monotonic()
@@ -693,7 +707,10 @@ class Load:
                 return None, "killed" if self.killed(backend, began) else "timeout"
             if status == 200 and conn.body == len(BODY):
                 return conn, "ok"
-            return conn, f"HTTP {status}"
+            return (
+                conn,
+                f"HTTP {status} {bytes(conn.error_body[:80]).decode(errors='replace').strip()}",
+            )
         return conn, "unreachable"
 
 
@@ -704,7 +721,9 @@ class Chaos:
     def __init__(self, reactor: Any, args: argparse.Namespace, service_port: int) -> None:
         self.reactor, self.args = reactor, args
         impl = shlex.split(args.impl) if args.impl else [sys.executable, "-m", "piko"]
-        self.nodes = [Node(impl, f"chaos-{i}", LOGDIR, args.grace) for i in (1, 2, 3)]
+        self.nodes = [
+            Node(impl, f"chaos-{i}", LOGDIR, args.grace, args.log_level) for i in (1, 2, 3)
+        ]
         self.proxy_lb = Balancer(reactor, [n.ports["proxy"] for n in self.nodes])
         self.upstream_lb = Balancer(reactor, [n.ports["upstream"] for n in self.nodes])
         self.proxy_lb.listen()
@@ -784,7 +803,7 @@ class Chaos:
             agent.start()
         for agent in self.agents:
             if await self.wait_serving(agent.endpoints[1], 1, 30) is None:
-                raise RuntimeError(f"{agent.name} never served; see {LOGDIR}")
+                raise RuntimeError(f"{agent.name} never served: {agent.tail()}")
         self.load.start()
         await self.settle()
         self.stats.begin("steady")
@@ -1012,7 +1031,7 @@ class Chaos:
             "max ms",
             "failures",
         ]
-        phases = [p for p in self.stats.order if p != "end"]
+        phases = [p for p in self.stats.order if p not in ("warm-up", "end")]
         print(table(headers, [self.stats.row(p) for p in phases]))
         failed = sum(self.stats.counts[p]["failed"] for p in phases)
         total = sum(self.stats.counts[p]["total"] for p in phases)
@@ -1111,6 +1130,7 @@ def main() -> None:
     ap.add_argument("--request-timeout", type=float, default=10, help="load request bound (s)")
     ap.add_argument("--download-mib", type=int, default=256, help="(c) transfer size")
     ap.add_argument("--max-seconds", type=float, default=600, help="watchdog")
+    ap.add_argument("--log-level", default="warn", help="the nodes' --log.level")
     ap.add_argument("--role", choices=("service",), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.role == "service":
