@@ -522,9 +522,16 @@ class Agent:
     """One ``piko agent start`` process serving the shared endpoint and its own."""
 
     def __init__(
-        self, impl: list[str], name: str, endpoints: list[str], service: int, upstream: int
+        self,
+        impl: list[str],
+        name: str,
+        endpoints: list[str],
+        service: int,
+        upstream: int,
+        log_level: str,
     ) -> None:
         self.impl, self.name, self.endpoints = impl, name, endpoints
+        self.log_level = log_level
         self.proc: subprocess.Popen | None = None
         self.config = LOGDIR / f"{name}.yaml"
         listeners = "".join(
@@ -538,7 +545,7 @@ class Agent:
 
     def start(self) -> None:
         argv = [*self.impl, "agent", "start", "--config.path", str(self.config)]
-        self.proc = start([*argv, "--log.level", "warn"], LOGDIR / f"{self.name}.log")
+        self.proc = start([*argv, "--log.level", self.log_level], LOGDIR / f"{self.name}.log")
 
     def tail(self) -> str:
         """The end of its log, for an error message."""
@@ -735,11 +742,12 @@ class Chaos:
                 [ENDPOINT, f"{ENDPOINT}-a{i}"],
                 service_port,
                 self.upstream_lb.port,
+                args.log_level,
             )
             for i in range(1, args.agents + 1)
         ]
         self.agent_c = Agent(
-            impl, "agent-c", [f"{ENDPOINT}-c"], service_port, self.upstream_lb.port
+            impl, "agent-c", [f"{ENDPOINT}-c"], service_port, self.upstream_lb.port, args.log_level
         )
         self.stats = Stats()
         self.kills: dict[int, float] = {}  # proxy port -> when SIGKILLed
@@ -802,7 +810,7 @@ class Chaos:
         for agent in self.agents:
             agent.start()
         for agent in self.agents:
-            if await self.wait_serving(agent.endpoints[1], 1, 30) is None:
+            if await self.wait_serving(agent.endpoints[1], self.args.streak, 30) is None:
                 raise RuntimeError(f"{agent.name} never served: {agent.tail()}")
         self.load.start()
         await self.settle()
@@ -855,7 +863,7 @@ class Chaos:
             if not exited:
                 self.note(f"{agent.name} did not exit within 15 s of SIGTERM: SIGKILLed")
             agent.start()
-            if await self.wait_serving(agent.endpoints[1], 1, 30) is None:
+            if await self.wait_serving(agent.endpoints[1], self.args.streak, 30) is None:
                 self.note(f"{agent.name} did not serve again within 30 s")
         self.upstream_lb.backends = [n.ports["upstream"] for n in self.nodes]
         await self.settle()
@@ -911,7 +919,7 @@ class Chaos:
         agent = self.agent_c
         endpoint = agent.endpoints[0]
         agent.start()
-        if await self.wait_serving(endpoint, 1, 30) is None:
+        if await self.wait_serving(endpoint, self.args.streak, 30) is None:
             raise RuntimeError(f"{agent.name} never served; see {LOGDIR}")
         for kind in ("upload", "download"):
             phase = f"(c) SIGKILL agent mid-{kind}"
@@ -923,7 +931,7 @@ class Chaos:
             self.load.resume()
             outcome = await self.transfer(kind, endpoint)
             agent.start()
-            serving = await self.wait_serving(endpoint, 1, 30)
+            serving = await self.wait_serving(endpoint, self.args.streak, 30)
             await self.load.pause()
             began = time.monotonic()
             after = await self.resources()
@@ -989,7 +997,9 @@ class Chaos:
             conn.transport.abortConnection()
             if sender is not None and sender.running:
                 sender.stop()
-            return f"never midway ({results[0] if results else 'no answer'})"
+            said = bytes(conn.error_body[:80]).decode(errors="replace").strip()
+            got = results[0] if results else "no answer"
+            return f"never midway ({'HTTP ' if isinstance(got, int) else ''}{got} {said})"
         received = conn.body if kind == "download" else 0
         agent.proc.kill()
         killed = time.monotonic()
@@ -1094,7 +1104,7 @@ def orchestrate(args: argparse.Namespace) -> None:
     for node in chaos.nodes:
         if node.proc is not None and node.proc.poll() is None:
             node.proc.terminate()
-    for agent in chaos.agents:
+    for agent in [*chaos.agents, chaos.agent_c]:
         if agent.proc is not None and agent.proc.poll() is None:
             agent.proc.terminate()
     for proc in _procs:
