@@ -918,6 +918,7 @@ class Chaos:
         print("(c) SIGKILL of an agent mid-upload and mid-download", flush=True)
         agent = self.agent_c
         endpoint = agent.endpoints[0]
+        self.stats.begin("(c) agent C starts")
         agent.start()
         if await self.wait_serving(endpoint, self.args.streak, 30) is None:
             raise RuntimeError(f"{agent.name} never served; see {LOGDIR}")
@@ -972,12 +973,19 @@ class Chaos:
         midway: Deferred[None] = Deferred()
         sender: LoopingCall | None = None
         size = self.args.download_mib * MiB
+        sent = [0]
         if kind == "upload":
             done = conn.request(
                 request_head("POST", "/upload", endpoint, f"Content-Length: {size}\r\n")
             )
             chunk = b"u" * 65536
-            sender = LoopingCall(lambda: conn.connected_ and conn.transport.write(chunk))
+
+            def send() -> None:
+                if conn.connected_ and sent[0] < size:
+                    conn.transport.write(chunk)
+                    sent[0] += len(chunk)
+
+            sender = LoopingCall(send)
             sender.start(0.02)
             self.reactor.callLater(1.0, lambda: midway.called or midway.callback(None))
         else:
@@ -1013,15 +1021,20 @@ class Chaos:
             sender.stop()
         await wait_exit(self.reactor, agent.proc, 5)
         if heard:
-            outcome = f"{heard[0]} after {took:.0f} ms"
+            outcome = f"{heard[0]} {took:.0f} ms after the kill"
+        elif results and isinstance(results[0], Failure) and results[0].check(Closed):
+            how = "reset" if results[0].value.reset else "closed"
+            outcome = f"{how} {took:.0f} ms after the kill"
         elif results and isinstance(results[0], Failure):
-            outcome = f"{results[0].value} after {took:.0f} ms"
+            outcome = f"{results[0].value} {took:.0f} ms after the kill"
         elif results:
-            outcome = f"complete?! HTTP {results[0]} after {took:.0f} ms"
+            outcome = f"complete?! HTTP {results[0]} {took:.0f} ms after the kill"
         else:
             outcome = f"HANG (nothing within {self.args.hang_timeout:g} s)"
         if kind == "download":
-            outcome += f" (killed after {received / MiB:.1f} MiB of {size / MiB:.0f})"
+            outcome += f" (killed at {received / MiB:.1f} of {size / MiB:.0f} MiB)"
+        else:
+            outcome += f" (killed at {sent[0] / MiB:.1f} of {size / MiB:.0f} MiB sent)"
         conn.transport.abortConnection()
         return outcome
 
