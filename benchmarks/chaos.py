@@ -13,7 +13,7 @@ as a real L4 balancer whose only health check is the connect.
 A bounded number of keep-alive HTTP clients (``--clients``, paced to
 ``--rate`` requests/s in total) send ``GET /`` for endpoint ``chaos``, served
 by every agent, through the proxy balancer for the whole run.  A request is
-counted in the phase in which it started and ends as one of:
+counted in the phase in which it ended and ends as one of:
 
 ``ok``
     a 200 with the whole body;
@@ -23,7 +23,9 @@ counted in the phase in which it started and ends as one of:
     its connection went to a node this script SIGKILLed while it was in flight;
 ``failed``
     anything else (another status, a reset, a timeout): it reached a running
-    node and failed.  These are the ones that count; the goal is 0.
+    node and failed.  These are the ones that count; the goal is 0.  Those in
+    flight when something was SIGKILLed are marked so among the failure kinds
+    (a request the killed node was forwarding for another node, for one).
 
 Like common HTTP clients (Go's ``net/http``, urllib3, Twisted's ``Agent``), a
 client retries a request once on a fresh connection when a *reused* keep-alive
@@ -625,10 +627,12 @@ class Load:
         timeout: float,
         stats: Stats,
         killed: Callable[[int, float], bool],
+        in_flight_at_kill: Callable[[float], bool],
     ) -> None:
         self.reactor, self.balancer, self.stats = reactor, balancer, stats
         self.clients, self.interval, self.timeout = clients, clients / rate, timeout
         self.killed = killed
+        self.in_flight_at_kill = in_flight_at_kill
         self.running = True
         self.paused = False
         self.idle = 0
@@ -658,11 +662,16 @@ class Load:
                 self.idle -= 1
                 continue
             began = time.monotonic()
+            retried = Counter()
+            conn, outcome = await self._one(conn, began, retried)
+            took = time.monotonic() - began
+            # Counted where it ended: a request in flight across a kill belongs to the kill.
             phase = self.stats.phase
             counts = self.stats.counts[phase]
             counts["total"] += 1
-            conn, outcome = await self._one(conn, began, counts)
-            took = time.monotonic() - began
+            counts.update(retried)
+            if outcome not in ("ok", "refused", "killed") and self.in_flight_at_kill(began):
+                outcome += " (in flight at the kill)"
             if outcome == "ok":
                 counts["ok"] += 1
                 self.stats.latency[phase].append(took)
@@ -751,6 +760,7 @@ class Chaos:
         )
         self.stats = Stats()
         self.kills: dict[int, float] = {}  # proxy port -> when SIGKILLed
+        self.all_kills: list[float] = []  # when a node or an agent was SIGKILLed
         self.load = Load(
             reactor,
             self.proxy_lb,
@@ -759,6 +769,7 @@ class Chaos:
             args.request_timeout,
             self.stats,
             self._was_killed,
+            self._across_kill,
         )
         self.notes: list[str] = []
         self.transfers: list[list[object]] = []
@@ -766,6 +777,10 @@ class Chaos:
     def _was_killed(self, backend: int | None, began: float) -> bool:
         killed_at = self.kills.get(backend) if backend is not None else None
         return killed_at is not None and began <= killed_at
+
+    def _across_kill(self, began: float) -> bool:
+        """Whether something was SIGKILLed after ``began`` (the request was then in flight)."""
+        return any(began <= at for at in self.all_kills)
 
     def note(self, text: str) -> None:
         self.notes.append(text)
@@ -877,6 +892,7 @@ class Chaos:
         self.stats.begin(phase)
         assert target.proc is not None
         self.kills[target.ports["proxy"]] = time.monotonic()
+        self.all_kills.append(time.monotonic())
         target.proc.kill()
         killed_at = time.monotonic()
         from twisted.internet.defer import gatherResults
@@ -1009,6 +1025,7 @@ class Chaos:
             got = results[0] if results else "no answer"
             return f"never midway ({'HTTP ' if isinstance(got, int) else ''}{got} {said})"
         received = conn.body if kind == "download" else 0
+        self.all_kills.append(time.monotonic())
         agent.proc.kill()
         killed = time.monotonic()
         heard: list[str] = []
