@@ -848,12 +848,19 @@ class Chaos:
         self.upstream_lb.backends = [n.ports["upstream"] for n in self.nodes]
         for i, node in enumerate(self.nodes):
             node.start(self.nodes[:i][:1])
-            if await node.wait_ready(self.reactor, 30) is None:
-                raise RuntimeError(f"{node.name} not ready within 30 s; see {LOGDIR}")
+            if await node.wait_ready(self.reactor, self.args.start_timeout) is None:
+                raise RuntimeError(
+                    f"{node.name} not ready within {self.args.start_timeout:g} s; see {LOGDIR}"
+                )
         for agent in self.agents:
             agent.start()
         for agent in self.agents:
-            if await self.wait_serving(agent.endpoints[1], self.args.streak, 30) is None:
+            if (
+                await self.wait_serving(
+                    agent.endpoints[1], self.args.streak, self.args.start_timeout
+                )
+                is None
+            ):
                 raise RuntimeError(f"{agent.name} never served: {agent.tail()}")
         if not self.load.done:
             self.load.start()
@@ -880,11 +887,11 @@ class Chaos:
     async def restart(self, node: Node, phase: str) -> None:
         others = [n for n in self.nodes if n is not node and n.running]
         node.start(others)
-        ready = await node.wait_ready(self.reactor, 30)
+        ready = await node.wait_ready(self.reactor, self.args.start_timeout)
         self.note(
             f"{phase}: {node.name} ready {ready:.2f} s after start"
             if ready is not None
-            else f"{phase}: {node.name} NOT ready within 30 s"
+            else f"{phase}: {node.name} NOT ready within {self.args.start_timeout:g} s"
         )
 
     async def rolling_restart(self) -> None:
@@ -914,8 +921,13 @@ class Chaos:
             if not exited:
                 self.note(f"{agent.name} did not exit within 15 s of SIGTERM: SIGKILLed")
             agent.start()
-            if await self.wait_serving(agent.endpoints[1], self.args.streak, 30) is None:
-                self.note(f"{agent.name} did not serve again within 30 s")
+            if (
+                await self.wait_serving(
+                    agent.endpoints[1], self.args.streak, self.args.start_timeout
+                )
+                is None
+            ):
+                self.note(f"{agent.name} did not serve again within {self.args.start_timeout:g} s")
         self.upstream_lb.backends = [n.ports["upstream"] for n in self.nodes]
         await self.settle()
         with contextlib.suppress(Exception):
@@ -972,9 +984,11 @@ class Chaos:
         endpoint = agent.endpoints[0]
         self.stats.begin("(c) agent C starts")
         agent.start()
-        started = await self.wait_serving(endpoint, self.args.streak, 30)
+        started = await self.wait_serving(endpoint, self.args.streak, self.args.start_timeout)
         if started is None:
-            self.note(f"{agent.name} not served through every node within 30 s; going on")
+            self.note(
+                f"{agent.name} not served through every node within {self.args.start_timeout:g} s; going on"
+            )
         for kind in ("upload", "download"):
             phase = f"(c) SIGKILL agent mid-{kind}"
             self.stats.begin(phase)
@@ -985,7 +999,7 @@ class Chaos:
             self.load.resume()
             outcome = await self.transfer(kind, endpoint)
             agent.start()
-            serving = await self.wait_serving(endpoint, self.args.streak, 30)
+            serving = await self.wait_serving(endpoint, self.args.streak, self.args.start_timeout)
             await self.load.pause()
             began = time.monotonic()
             after = await self.resources()
@@ -1205,6 +1219,9 @@ def main() -> None:
     ap.add_argument("--grace", type=float, default=15, help="the nodes' --grace-period (s)")
     ap.add_argument("--streak", type=int, default=4, help="(b) requests in a row that count")
     ap.add_argument("--recover-timeout", type=float, default=30, help="(b) bound (s)")
+    ap.add_argument(
+        "--start-timeout", type=float, default=60, help="bound on a node or agent start (s)"
+    )
     ap.add_argument("--hang-timeout", type=float, default=10, help="(c) bound (s)")
     ap.add_argument("--request-timeout", type=float, default=10, help="load request bound (s)")
     ap.add_argument("--download-mib", type=int, default=256, help="(c) transfer size")
