@@ -97,6 +97,15 @@ from benchmarks._bench import ROOT, Child, MiB, child_env, emit, percentile, tab
 
 ENDPOINT = "chaos"
 IN_FLIGHT = "piko_proxy_requests_in_flight"
+#: Go v0.9.0's registry has no process collector: ``nan`` there, and left out.
+OPEN_FDS = "process_open_fds"
+
+
+def grew(before: dict[str, float], after: dict[str, float]) -> bool:
+    """Whether any figure (of those the server exports) is above its baseline."""
+    return any(after[k] > before[k] for k in before if before[k] == before[k])
+
+
 BODY = b"x" * 1024
 
 # -- the demo service (a child: python chaos.py --role service) -------------------
@@ -514,7 +523,7 @@ class Node:
         """``process_open_fds`` and ``piko_proxy_requests_in_flight`` from admin /metrics."""
         _, body = await fetch(reactor, self.ports["admin"], "/metrics", 3.0)
         out = {}
-        for name in ("process_open_fds", "piko_proxy_requests_in_flight"):
+        for name in (OPEN_FDS, IN_FLIGHT):
             found = re.search(rb"(?m)^" + name.encode() + rb"(?:\{[^}]*\})? (\S+)$", body)
             out[name] = float(found.group(1)) if found else float("nan")
         return out
@@ -535,6 +544,7 @@ class Agent:
         self.impl, self.name, self.endpoints = impl, name, endpoints
         self.log_level = log_level
         self.proc: subprocess.Popen | None = None
+        self.stopped = False  # by this script
         self.config = LOGDIR / f"{name}.yaml"
         listeners = "".join(
             f"  - endpoint_id: {e}\n    addr: 127.0.0.1:{service}\n"
@@ -546,6 +556,7 @@ class Agent:
         )
 
     def start(self) -> None:
+        self.stopped = False
         argv = [*self.impl, "agent", "start", "--config.path", str(self.config)]
         self.proc = start([*argv, "--log.level", self.log_level], LOGDIR / f"{self.name}.log")
 
@@ -557,6 +568,7 @@ class Agent:
     async def stop(self, reactor: Any, timeout: float) -> bool:
         """SIGTERM and wait; SIGKILL after ``timeout``.  Whether it exited by itself."""
         assert self.proc is not None
+        self.stopped = True
         self.proc.terminate()
         if await wait_exit(reactor, self.proc, timeout):
             return True
@@ -775,6 +787,7 @@ class Chaos:
             self._across_kill,
         )
         self.notes: list[str] = []
+        self.scenario = ""
         self.transfers: list[list[object]] = []
 
     def _was_killed(self, backend: int | None, began: float) -> bool:
@@ -818,6 +831,20 @@ class Chaos:
             await sleep(self.reactor, 0.05)
         return None
 
+    async def serving_again(self, agent: Agent) -> float | None:
+        """Until ``agent``'s own endpoint answers a streak (``--start-timeout``)."""
+        return await self.wait_serving(
+            agent.endpoints[-1], self.args.streak, self.args.start_timeout
+        )
+
+    def check_agents(self, when: str) -> None:
+        """Note the agents that exited by themselves (Go v0.9.0's do when their node goes)."""
+        for agent in [*self.agents, self.agent_c]:
+            code = agent.proc.poll() if agent.proc is not None else None
+            if code is not None and not agent.stopped:
+                self.note(f"{agent.name} had exited by itself (code {code}) by the end of {when}")
+                agent.stopped = True
+
     async def run(self) -> None:
         args = self.args
         scenarios = [
@@ -829,13 +856,15 @@ class Chaos:
             )
             if name in args.scenarios
         ]
-        for n, (_, step) in enumerate(scenarios):
+        for n, (name, step) in enumerate(scenarios):
+            self.scenario = f"({name})"
             if n == 0 or args.fresh:
                 await self.up()
             if n == 0:
                 self.stats.begin("steady")
                 await sleep(self.reactor, args.steady)
             await step()
+            self.check_agents(self.scenario)
             if n == len(scenarios) - 1 or args.fresh:
                 await self.down()
         self.load.running = False
@@ -849,18 +878,11 @@ class Chaos:
         for i, node in enumerate(self.nodes):
             node.start(self.nodes[:i][:1])
             if await node.wait_ready(self.reactor, self.args.start_timeout) is None:
-                raise RuntimeError(
-                    f"{node.name} not ready within {self.args.start_timeout:g} s; see {LOGDIR}"
-                )
+                raise RuntimeError(f"{node.name} not ready in time; see {LOGDIR}")
         for agent in self.agents:
             agent.start()
         for agent in self.agents:
-            if (
-                await self.wait_serving(
-                    agent.endpoints[1], self.args.streak, self.args.start_timeout
-                )
-                is None
-            ):
+            if await self.serving_again(agent) is None:
                 raise RuntimeError(f"{agent.name} never served: {agent.tail()}")
         if not self.load.done:
             self.load.start()
@@ -921,13 +943,8 @@ class Chaos:
             if not exited:
                 self.note(f"{agent.name} did not exit within 15 s of SIGTERM: SIGKILLed")
             agent.start()
-            if (
-                await self.wait_serving(
-                    agent.endpoints[1], self.args.streak, self.args.start_timeout
-                )
-                is None
-            ):
-                self.note(f"{agent.name} did not serve again within {self.args.start_timeout:g} s")
+            if await self.serving_again(agent) is None:
+                self.note(f"{agent.name} did not serve again in time")
         self.upstream_lb.backends = [n.ports["upstream"] for n in self.nodes]
         await self.settle()
         with contextlib.suppress(Exception):
@@ -984,11 +1001,8 @@ class Chaos:
         endpoint = agent.endpoints[0]
         self.stats.begin("(c) agent C starts")
         agent.start()
-        started = await self.wait_serving(endpoint, self.args.streak, self.args.start_timeout)
-        if started is None:
-            self.note(
-                f"{agent.name} not served through every node within {self.args.start_timeout:g} s; going on"
-            )
+        if await self.serving_again(agent) is None:
+            self.note(f"{agent.name} not served through every node in time; going on")
         for kind in ("upload", "download"):
             phase = f"(c) SIGKILL agent mid-{kind}"
             self.stats.begin(phase)
@@ -999,30 +1013,24 @@ class Chaos:
             self.load.resume()
             outcome = await self.transfer(kind, endpoint)
             agent.start()
-            serving = await self.wait_serving(endpoint, self.args.streak, self.args.start_timeout)
+            serving = await self.serving_again(agent)
             await self.load.pause()
             began = time.monotonic()
             after = await self.resources()
-            while time.monotonic() - began < self.args.hang_timeout and (
-                after["process_open_fds"] > before["process_open_fds"]
-                or after["piko_proxy_requests_in_flight"] > before["piko_proxy_requests_in_flight"]
-            ):
+            while time.monotonic() - began < self.args.hang_timeout and grew(before, after):
                 await sleep(self.reactor, 0.2)
                 after = await self.resources()
             freed = time.monotonic() - began
             self.load.resume()
-            fds = after["process_open_fds"] - before["process_open_fds"]
-            flight = (
-                after["piko_proxy_requests_in_flight"] - before["piko_proxy_requests_in_flight"]
-            )
-            back = fds <= 0 and flight <= 0
+            fds = after[OPEN_FDS] - before[OPEN_FDS]
+            flight = after[IN_FLIGHT] - before[IN_FLIGHT]
+            back = not grew(before, after)
             self.transfers.append(
                 [
                     f"mid-{kind}",
                     outcome,
-                    f"{before['process_open_fds']:.0f} -> {after['process_open_fds']:.0f}",
-                    f"{before['piko_proxy_requests_in_flight']:.0f} -> "
-                    f"{after['piko_proxy_requests_in_flight']:.0f}",
+                    f"{before[OPEN_FDS]:.0f} -> {after[OPEN_FDS]:.0f}",
+                    f"{before[IN_FLIGHT]:.0f} -> {after[IN_FLIGHT]:.0f}",
                     f"{freed:.1f} s" if back else f"NOT within {self.args.hang_timeout:g} s",
                     "-" if serving is None else f"{serving:.2f} s",
                 ]
@@ -1077,6 +1085,7 @@ class Chaos:
             return f"never midway ({'HTTP ' if isinstance(got, int) else ''}{got} {said})"
         received = conn.body if kind == "download" else 0
         self.all_kills.append(time.monotonic())
+        agent.stopped = True
         agent.proc.kill()
         killed = time.monotonic()
         heard: list[str] = []
