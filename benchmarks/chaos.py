@@ -32,7 +32,11 @@ client retries a request once on a fresh connection when a *reused* keep-alive
 connection closes before any byte of the answer (the server closed it while
 idle); those are counted as ``retried``, not failed.
 
-Phases, in order (``--scenarios`` picks among ``a,b,c``):
+Each scenario runs on a fresh cluster (nodes and agents started anew, same
+ids and ports; the load paused and not counted meanwhile), so that one
+scenario's damage does not spill into the next; ``--no-fresh`` runs them back
+to back on one cluster instead.  Phases, in order (``--scenarios`` picks among
+``a,b,c``):
 
 ``steady``
     ``--steady`` seconds with nothing happening: the control.
@@ -56,12 +60,17 @@ Phases, in order (``--scenarios`` picks among ``a,b,c``):
     and ``piko_proxy_requests_in_flight`` (admin ``/metrics``) must come back to
     the baseline.
 
+Scenario (b)'s and (c)'s time to serve again, and the start of the agents, are
+timed through the proxy balancer: ``--streak`` fresh connections in a row, so
+through every live node, must get a 200.  The figures include the process start
+(Python imports: seconds on a loaded machine).
+
 Run from the repo root::
 
     python benchmarks/chaos.py [--scenarios a,b,c] [--clients 8] [--rate 100]
         [--impl "/work/shared/tools/go-piko/piko"]
 
-It takes about two minutes.  Every wait is bounded; a watchdog kills every
+It takes three to five minutes (``--scenarios``, ``--steady``, ``--settle`` shorten it).  Every wait is bounded; a watchdog kills every
 child and exits after ``--max-seconds``; children also die with this process
 (``PR_SET_PDEATHSIG``).  The nodes' and agents' logs go to a temporary
 directory, printed at the start.
