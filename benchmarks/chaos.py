@@ -70,10 +70,11 @@ Run from the repo root::
     python benchmarks/chaos.py [--scenarios a,b,c] [--clients 8] [--rate 100]
         [--impl "/work/shared/tools/go-piko/piko"]
 
-It takes three to five minutes (``--scenarios``, ``--steady``, ``--settle`` shorten it).  Every wait is bounded; a watchdog kills every
-child and exits after ``--max-seconds``; children also die with this process
+It takes three to five minutes (``--scenarios``, ``--steady`` and ``--settle``
+shorten it).  Every wait is bounded; a watchdog kills every child and exits
+after ``--max-seconds``; children also die with this process
 (``PR_SET_PDEATHSIG``).  The nodes' and agents' logs go to a temporary
-directory, printed at the start.
+directory, printed at the start (``--log-level info`` for more).
 """
 
 from __future__ import annotations
