@@ -85,6 +85,7 @@ import contextlib
 import ctypes
 import os
 import re
+import resource
 import shlex
 import signal
 import subprocess
@@ -103,7 +104,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
-from benchmarks._bench import ROOT, Child, MiB, child_env, emit, percentile, table
+from benchmarks._bench import ROOT, Child, MiB, child_env, cpu_seconds, emit, percentile, table
 
 ENDPOINT = "chaos"
 IN_FLIGHT = "piko_proxy_requests_in_flight"
@@ -1215,9 +1216,12 @@ def orchestrate(args: argparse.Namespace) -> None:
     service.stop()
     chaos.report()
     impl = args.impl or f"{sys.executable} -m piko (this checkout)"
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     print(
         f"\n(impl: {impl}; {args.clients} clients, {args.rate:g} req/s; "
-        f"cores: {os.cpu_count()}; {time.monotonic() - began:.0f} s)"
+        f"cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; "
+        f"{time.monotonic() - began:.0f} s; CPU s: this script (balancers, load) "
+        f"{cpu_seconds():.0f}, nodes + agents + service {children.ru_utime + children.ru_stime:.0f})"
     )
     if outcome and hasattr(outcome[0], "getTraceback"):
         print(outcome[0].getTraceback(), file=sys.stderr)
