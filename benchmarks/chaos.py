@@ -1216,12 +1216,12 @@ def orchestrate(args: argparse.Namespace) -> None:
     service.stop()
     chaos.report()
     impl = args.impl or f"{sys.executable} -m piko (this checkout)"
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     print(
         f"\n(impl: {impl}; {args.clients} clients, {args.rate:g} req/s; "
         f"cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; "
         f"{time.monotonic() - began:.0f} s; CPU s: this script (balancers, load) "
-        f"{cpu_seconds():.0f}, nodes + agents + service {children.ru_utime + children.ru_stime:.0f})"
+        f"{cpu_seconds():.0f}, nodes + agents + service {ru.ru_utime + ru.ru_stime:.0f})"
     )
     if outcome and hasattr(outcome[0], "getTraceback"):
         print(outcome[0].getTraceback(), file=sys.stderr)
