@@ -70,7 +70,7 @@ Run from the repo root::
     python benchmarks/chaos.py [--scenarios a,b,c] [--clients 8] [--rate 100]
         [--impl "/work/shared/tools/go-piko/piko"]
 
-It takes three to five minutes (``--scenarios``, ``--steady`` and ``--settle``
+It takes three to six minutes (``--scenarios``, ``--steady`` and ``--settle``
 shorten it).  Every wait is bounded; a watchdog kills every child and exits
 after ``--max-seconds``; children also die with this process
 (``PR_SET_PDEATHSIG``).  The nodes' and agents' logs go to a temporary
@@ -1248,7 +1248,7 @@ def main() -> None:
     ap.add_argument("--hang-timeout", type=float, default=10, help="(c) bound (s)")
     ap.add_argument("--request-timeout", type=float, default=10, help="load request bound (s)")
     ap.add_argument("--download-mib", type=int, default=256, help="(c) transfer size")
-    ap.add_argument("--max-seconds", type=float, default=600, help="watchdog")
+    ap.add_argument("--max-seconds", type=float, default=900, help="watchdog")
     ap.add_argument("--log-level", default="warn", help="the nodes' and agents' --log.level")
     ap.add_argument(
         "--no-fresh",
