@@ -82,10 +82,20 @@ class ListenerSession(Session):
         if code == GoAwayCode.NORMAL and self.on_go_away is not None and not self.closed:
             self.on_go_away(self)
 
+    _announced = False
+
     def announce_go_away(self) -> None:
         """Send GoAway(0) but keep accepting streams (one may already be on its way)."""
-        if not self.closed:
+        if not self.closed and not self._announced and not self.local_go_away:
+            self._announced = True
             self._send_go_away(GoAwayCode.NORMAL)
+
+    def go_away(self, code: int = GoAwayCode.NORMAL) -> None:
+        """Refuse the peer's new streams from now on; GoAway is sent unless announced."""
+        if self._announced and not self.closed:
+            self.local_go_away = True
+            return
+        super().go_away(code)
 
 
 class _SessionFactory(Factory):
@@ -236,6 +246,7 @@ class PikoListeningPort:
         self._stopped: Deferred[None] | None = None
         self._handoff_calls: dict[Session, IDelayedCall] = {}
         self.connections = 0
+        self._stop_accepting_call: IDelayedCall | None = None
         #: Failed attempts since the last successful connection (each logged once).
         self.attempts_failed = 0
 
@@ -400,17 +411,32 @@ class PikoListeningPort:
         if not sessions:
             self._finish_stop()
             return _chain(self._stopped)
+        # GoAway(0) first while still accepting: a stream the server opened before it heard
+        # the GoAway is on its way, and refusing it would cost that request a 502.  After
+        # ``handoff_overlap`` new streams are refused and the sessions close once idle.
+        for session in sessions:
+            if isinstance(session, ListenerSession):
+                session.announce_go_away()
+            else:
+                session.go_away()
+        self._stop_accepting_call = self.upstream.reactor.callLater(
+            self.upstream.handoff_overlap, self._stop_accepting, sessions
+        )
+        return _chain(self._stopped)
+
+    def _stop_accepting(self, sessions: list[Session]) -> None:
+        self._stop_accepting_call = None
         idle = []
         for session in sessions:
             session.listen(None)
             session.go_away()
             idle.append(session.when_idle().addCallback(_close, session))
         DeferredList(idle).addCallback(lambda _: self._finish_stop())
-        return _chain(self._stopped)
 
     def shutdown(self) -> Deferred[None]:
         """Close the connections now, in-flight streams included."""
         d = self.stopListening()
+        self._cancel_pending()
         for session in self._sessions():
             session.close()
         self._finish_stop()
@@ -421,6 +447,9 @@ class PikoListeningPort:
         return current + list(self.departing)
 
     def _cancel_pending(self) -> None:
+        if self._stop_accepting_call is not None and self._stop_accepting_call.active():
+            self._stop_accepting_call.cancel()
+        self._stop_accepting_call = None
         for call in self._handoff_calls.values():
             if call.active():
                 call.cancel()

@@ -140,6 +140,7 @@ class AgentServiceTests(SynchronousTestCase):
         reactor, service = build(config(HTTP), dial)
         service.startService()
         d = service.stopService()
+        reactor.advance(1.0)  # the hand-off overlap
         self.assertTrue(d.called)
         frames = frames_of(dial.transports[0].value())
         self.assertEqual(frames[-1].type, FrameType.GO_AWAY)

@@ -189,10 +189,39 @@ class UpstreamListenTests(SynchronousTestCase):
         self.assertIn(encode_frame(FrameType.GO_AWAY, 0, 0, 0), transport.value())
         self.assertNoResult(stopped)
         factory.built[0].transport.abortConnection()
+        self.assertNoResult(stopped)
+        clock.advance(1.0)
         self.successResultOf(stopped)
         self.assertTrue(session.closed)
         clock.advance(60)
         self.assertEqual(len(dial.calls), 1)
+
+    def test_stream_on_its_way_at_stop_is_served(self) -> None:
+        """
+        A stream the server opened before it heard our GoAway is accepted during the hand-off
+        overlap, not refused (that request would get a 502); after it, new streams get RST.
+        """
+        upstream, dial, clock = make_upstream()
+        factory = RecorderFactory()
+        d = upstream.listen("ep", factory)
+        dial.succeed()
+        port = self.successResultOf(d)
+        session = port.session
+        assert session is not None
+        transport = session.transport
+        stopped = port.stopListening()
+        transport.clear()
+        session.dataReceived(encode_frame(FrameType.DATA, Flag.SYN, 2, 3, b"GET"))
+        self.assertEqual(len(factory.built), 1)
+        self.assertNotIn(encode_frame(FrameType.WINDOW_UPDATE, Flag.RST, 2, 0), transport.value())
+        self.assertEqual(transport.value().count(encode_frame(FrameType.GO_AWAY, 0, 0, 0)), 0)
+        clock.advance(1.0)
+        session.dataReceived(encode_frame(FrameType.DATA, Flag.SYN, 4, 3, b"GET"))
+        self.assertEqual(len(factory.built), 1)
+        self.assertIn(encode_frame(FrameType.WINDOW_UPDATE, Flag.RST, 4, 0), transport.value())
+        self.assertNoResult(stopped)
+        factory.built[0].transport.abortConnection()
+        self.successResultOf(stopped)
 
     def test_shutdown_closes_at_once(self) -> None:
         """shutdown closes the session even with streams in flight."""
@@ -294,6 +323,7 @@ class ServerGoAwayTests(SynchronousTestCase):
         clock.advance(0.1)
         new, _ = dial.succeed()
         stopped = port.stopListening()
+        clock.advance(1.0)  # the hand-off overlap: streams on their way are still accepted
         self.assertTrue(new.closed)
         self.assertNoResult(stopped)
         factory.built[0].transport.abortConnection()
