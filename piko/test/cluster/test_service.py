@@ -21,7 +21,7 @@ from piko.cluster.codec import (
 )
 from piko.cluster.nodes import ClusterState, Node, NodeStatus
 from piko.cluster.service import GossipService, GossipSettings, JoinError
-from piko.cluster.state import NullWatcher
+from piko.cluster.state import INCARNATION_KEY, NullWatcher
 from piko.cluster.syncer import Syncer
 
 
@@ -333,12 +333,14 @@ class SyncerTests(SynchronousTestCase):
         self.syncer.local_endpoint_changed("e", 2)
         self.syncer.local_endpoint_changed("e", 0)
         entries = state.local_node().entries
+        # The incarnation (a random token) comes first, at version 1.
+        self.assertEqual(entries[0].key, INCARNATION_KEY)
         self.assertEqual(
-            [(e.key, e.value, e.version, e.deleted) for e in entries],
+            [(e.key, e.value, e.version, e.deleted) for e in entries[1:]],
             [
-                ("proxy_addr", "p:1", 1, False),
-                ("admin_addr", "a:2", 2, False),
-                ("endpoint:e", "", 4, True),
+                ("proxy_addr", "p:1", 2, False),
+                ("admin_addr", "a:2", 3, False),
+                ("endpoint:e", "", 5, True),
             ],
         )
 
