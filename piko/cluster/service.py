@@ -27,6 +27,7 @@ turn, so watchers may call back into anything.
 from __future__ import annotations
 
 import random
+import secrets
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -315,7 +316,8 @@ class GossipService(Service):
             self.failure_detector,
             self._watcher,
             initial_version=wall_clock_version(self.clock),
-            incarnation=f"{self.rng.getrandbits(64):016x}",
+            # Never from ``rng`` (seeded in tests): two starts must not share one.
+            incarnation=secrets.token_hex(8),
         )
         self.state.on_local_change = self._local_changed
         # Name the address actually bound (``0.0.0.0:8003`` is exposed on every
