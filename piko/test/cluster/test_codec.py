@@ -38,11 +38,11 @@ from piko.cluster.codec import (
     decode_packet,
     encode_delta,
     encode_digest,
-    entries_fit,
     encode_join_request,
     encode_join_response,
     encode_leave_request,
     encode_leave_response,
+    entries_fit,
 )
 from piko.test.interop import read_bytes, read_json, read_jsonl
 

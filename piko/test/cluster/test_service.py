@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import Logger, LogLevel, formatEvent
+from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -292,11 +292,11 @@ class RestartTests(SynchronousTestCase):
         Deferred.fromCoroutine(b.join(["127.0.0.1:7001"]))
         b.state.upsert_local("endpoint:old", "1")
         self.net.run(0.5)
-        self.assertEqual(a.state.node("b").get("endpoint:old").value, "1")  # type: ignore[union-attr]
+        self.assertEqual(a.state.node("b").get("endpoint:old").value, "1")
         Deferred.fromCoroutine(b.leave())
         self.net.run(0.01)
         b.stopService()
-        self.assertTrue(a.state.node("b").metadata.left)  # type: ignore[union-attr]
+        self.assertTrue(a.state.node("b").metadata.left)
 
         self.net.run(1.0)
         b2 = node(self.net, "b", 7002)
@@ -310,7 +310,7 @@ class RestartTests(SynchronousTestCase):
         assert state is not None
         self.assertFalse(state.metadata.left)
         self.assertIsNone(state.get("endpoint:old"))
-        self.assertEqual(state.get("endpoint:new").value, "1")  # type: ignore[union-attr]
+        self.assertEqual(state.get("endpoint:new").value, "1")
         self.assertEqual([n.id for n in a.state.live_nodes()], ["b"])
         self.assertIn(("upsert", "b", "endpoint:new", "1"), recorder.events)
         # And it stays so: gossip goes on between them.
@@ -330,11 +330,11 @@ class RestartTests(SynchronousTestCase):
         b.state.upsert_local("admin_addr", "ab")
         b.state.upsert_local("endpoint:old", "1")
         self.net.run(0.5)
-        self.assertEqual(cluster.node("b").endpoints, {"old": 1})  # type: ignore[union-attr]
+        self.assertEqual(cluster.node("b").endpoints, {"old": 1})
         Deferred.fromCoroutine(b.leave())
         self.net.run(0.01)
         b.stopService()
-        self.assertIs(cluster.node("b").status, NodeStatus.LEFT)  # type: ignore[union-attr]
+        self.assertIs(cluster.node("b").status, NodeStatus.LEFT)
 
         self.net.run(1.0)
         b2 = node(self.net, "b", 7002)
@@ -387,11 +387,11 @@ class LargeStateTests(SynchronousTestCase):
         self.net.run(0.5)
         seen = a.state.node("b")
         assert seen is not None
-        self.assertEqual(seen.get(big).value, "1")  # type: ignore[union-attr]
-        self.assertEqual(seen.get("endpoint:small").value, "1")  # type: ignore[union-attr]
+        self.assertEqual(seen.get(big).value, "1")
+        self.assertEqual(seen.get("endpoint:small").value, "1")
         b.state.delete_local("endpoint:small")
         self.net.run(0.5)
-        self.assertTrue(a.state.node("b").get("endpoint:small").deleted)  # type: ignore[union-attr]
+        self.assertTrue(a.state.node("b").get("endpoint:small").deleted)
         # Once the peer has it, UDP alone carries on: no TCP exchange per round.
         dialled = len(self.net.dialled)
         self.net.run(3.0)
@@ -443,7 +443,7 @@ class WarningTests(SynchronousTestCase):
         service = GossipService(
             FakeNet(), GossipSettings("a", ":7001"), NullWatcher(), rng=random.Random(0)
         )
-        service.log = Logger(namespace="gossip", observer=events.append)
+        service.log = Logger(namespace="gossip", observer=cast(ILogObserver, events.append))
         service.listen()
         [warning] = [e for e in events if e["log_level"] is LogLevel.warn]
         text = formatEvent(warning)

@@ -561,7 +561,7 @@ class RestartTests(SynchronousTestCase):
         exchange(peer, old)
         old.leave_local()
         peer.apply_delta(old.local_delta(), sender="x")
-        self.assertTrue(peer.node("x").metadata.left)  # type: ignore[union-attr]
+        self.assertTrue(peer.node("x").metadata.left)
         watcher.take()
 
         clock.advance(3)
@@ -598,7 +598,7 @@ class RestartTests(SynchronousTestCase):
         peer.failure_detector.report("x")
         clock.advance(30)
         peer.update_liveness()
-        self.assertTrue(peer.node("x").metadata.unreachable)  # type: ignore[union-attr]
+        self.assertTrue(peer.node("x").metadata.unreachable)
         watcher.take()
 
         new = incarnation(clock, "two")
@@ -609,7 +609,7 @@ class RestartTests(SynchronousTestCase):
         self.assertFalse(node.metadata.unreachable)
         self.assertEqual(watcher.take()[:2], [("expired", "x"), ("join", "x")])
         peer.update_liveness()  # a fresh window: not unreachable at once
-        self.assertFalse(peer.node("x").metadata.unreachable)  # type: ignore[union-attr]
+        self.assertFalse(peer.node("x").metadata.unreachable)
 
     def test_relayed_restart(self) -> None:
         """A third node that heard of the new incarnation passes it on by UDP."""
@@ -628,7 +628,7 @@ class RestartTests(SynchronousTestCase):
         node = peer.node("x")
         assert node is not None
         self.assertFalse(node.metadata.left)
-        self.assertEqual(node.get(INCARNATION_KEY).value, "two")  # type: ignore[union-attr]
+        self.assertEqual(node.get(INCARNATION_KEY).value, "two")
 
     def test_clock_behind_bumps_past_the_old_versions(self) -> None:
         """
@@ -696,7 +696,7 @@ class RestartTests(SynchronousTestCase):
             watcher.take(),
             [("upsert", "x", "proxy_addr", "one:8000"), ("upsert", "x", "admin_addr", "one:8002")],
         )
-        self.assertEqual(peer.node("x").entries, node.local_node().entries)  # type: ignore[union-attr]
+        self.assertEqual(peer.node("x").entries, node.local_node().entries)
 
     def test_first_incarnation_after_unversioned_state_is_a_restart(self) -> None:
         """
@@ -708,7 +708,7 @@ class RestartTests(SynchronousTestCase):
         watcher.take()
         state.apply_delta(remote("x", Entry(INCARNATION_KEY, "two", 5, True)))
         self.assertEqual(watcher.take(), [("expired", "x"), ("join", "x")])
-        self.assertIsNone(state.node("x").get("endpoint:e"))  # type: ignore[union-attr]
+        self.assertIsNone(state.node("x").get("endpoint:e"))
 
     def test_first_incarnation_of_a_new_node_is_not_a_restart(self) -> None:
         """A node learnt from a digest (no state yet) publishing its incarnation just joins."""
