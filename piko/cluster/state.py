@@ -513,7 +513,9 @@ class GossipState:
                 node = _Node(node_delta.id, node_delta.addr)
                 self._nodes[node.id] = node
                 self.watcher.on_join(node.id)
-            self._apply_entries(node, sorted(node_delta.entries, key=_version_key))
+            self._apply_entries(
+                node, sorted(node_delta.entries, key=_version_key), node_delta.addr
+            )
 
     def _may_return(self, node_id: str, version: int, sender: str | None) -> bool:
         departed = self._departed.get(node_id)
@@ -555,12 +557,14 @@ class GossipState:
             return previous.value != entry.value
         return node.left or bool(node.entries)
 
-    def _restart(self, node: _Node) -> None:
+    def _restart(self, node: _Node, addr: str) -> None:
         """
         Forget what we hold of ``node``'s previous incarnation, as if it had
         expired and joined again: its entries, its left or unreachable
-        status and its failure-detector history.
+        status, its failure-detector history and its address (``addr``, the
+        one the new state came with: a restarted pod often has a new IP).
         """
+        node.addr = addr
         node.entries.clear()
         node.left = False
         node.unreachable = False
@@ -569,12 +573,12 @@ class GossipState:
         self.watcher.on_expired(node.id)
         self.watcher.on_join(node.id)
 
-    def _apply_entries(self, node: _Node, entries: list[Entry]) -> None:
+    def _apply_entries(self, node: _Node, entries: list[Entry], addr: str) -> None:
         for entry in entries:
             if entry.version <= node.version:
                 continue
             if entry.internal and entry.key == INCARNATION_KEY and self._is_restart(node, entry):
-                self._restart(node)
+                self._restart(node, addr)
             node.entries[entry.key] = entry
             node.version = entry.version
             if not entry.internal:

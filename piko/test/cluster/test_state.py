@@ -583,6 +583,31 @@ class RestartTests(SynchronousTestCase):
             ],
         )
 
+    def test_restart_at_a_new_address(self) -> None:
+        """
+        A restarted node may come back at a new address (a pod's new IP): the
+        peer takes it with the new state and gossips there, not to the old one.
+        """
+        clock = Clock()
+        clock.advance(1000)
+        peer, _, _ = make_state("peer", clock)
+        old = incarnation(clock, "one")
+        join(peer, old)
+        old.leave_local()
+        peer.apply_delta(old.local_delta(), sender="x")
+        clock.advance(1)
+        new = GossipState(
+            "x",
+            "x2:7000",
+            clock,
+            AccrualFailureDetector(clock, 0.2),
+            initial_version=wall_clock_version(clock),
+            incarnation="two",
+        )
+        join(peer, new)
+        self.assertEqual([(n.id, n.addr) for n in peer.live_nodes()], [("x", "x2:7000")])
+        self.assertIn(DigestEntry("x", "x2:7000", new.local_metadata().version), peer.digest())
+
     def test_restart_after_crash_drops_stale_state(self) -> None:
         """
         After a crash (no leave), the peer holds the old incarnation, maybe

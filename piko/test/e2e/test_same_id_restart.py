@@ -15,12 +15,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import DeferredList, inlineCallbacks
+from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.web import server
 
 from piko.client import Upstream
 from piko.cluster.nodes import ClusterState, NodeStatus
+from piko.server.service import PikoServerService
 from piko.test.e2e.harness import E2ETestCase, reactor
+from piko.test.e2e.test_cluster_failover import LoadBalancer
 from piko.test.e2e.test_gossip_cluster import status_of, wait_cluster
 from piko.test.e2e.test_http import Echo, get
 
@@ -29,6 +32,15 @@ REJOIN_BOUND = 3.0
 
 #: Figures of the last run, for the report.
 MEASURED: dict[str, float] = {}
+
+
+def knows_endpoint(endpoint_id: str) -> Any:
+    def check(cluster: ClusterState) -> bool:
+        return bool(cluster.local.endpoints.get(endpoint_id)) or (
+            cluster.lookup_endpoint(endpoint_id) is not None
+        )
+
+    return check
 
 
 def routes_to(node_id: str, endpoint_id: str) -> Any:
@@ -40,7 +52,7 @@ def routes_to(node_id: str, endpoint_id: str) -> Any:
 
 
 class SameIdRestartTests(E2ETestCase):
-    timeout = 30
+    timeout = 60
 
     @inlineCallbacks
     def upstream_on(self, node: Any) -> Any:
@@ -81,3 +93,88 @@ class SameIdRestartTests(E2ETestCase):
             start_ms=(joined - started) * 1000, routable_after_start_ms=(rejoined - joined) * 1000
         )
         print(f"\nsame-id restart: {MEASURED}")
+
+    @inlineCallbacks
+    def test_rolling_restart_with_fixed_ids_under_load(self) -> Any:
+        """
+        The tester's scenario: three nodes with fixed ids behind loopback load
+        balancers, restarted one after another under steady load, each under
+        its own id again.  No request fails, and each restarted node is
+        active on its peers within :data:`REJOIN_BOUND` of starting.
+        """
+        ids = ["f1", "f2", "f3"]
+        first = yield self.start_cluster_node("f1")
+        seed = first.gossip.addr
+        serving: list[PikoServerService] = [first]
+        for node_id in ids[1:]:
+            node = yield self.start_cluster_node(node_id, (seed,))
+            serving.append(node)
+        for node in serving:
+            for other in set(ids) - {node.cluster.local.id}:
+                yield wait_cluster(node.cluster, status_of(other, NodeStatus.ACTIVE))
+
+        def backends(name: str) -> list[int]:
+            return [self.port_of(name, n) for n in serving if name in n.ports]
+
+        ports = []
+        for name in ("upstream", "proxy"):
+            balancer = LoadBalancer(lambda name=name: backends(name))  # type: ignore[misc]
+            port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(balancer)
+            self.addCleanup(port.stopListening)
+            ports.append(port.getHost().port)
+        upstream_port, proxy_port = ports
+        agent = yield Upstream(reactor, f"http://127.0.0.1:{upstream_port}").listen(
+            "ep", server.Site(Echo())
+        )
+        self.addCleanup(agent.shutdown)
+        for node in serving:
+            yield wait_cluster(node.cluster, knows_endpoint("ep"))
+
+        sent = 0
+        failures: list[str] = []
+        restarting = True
+
+        @inlineCallbacks
+        def client(index: int) -> Any:
+            nonlocal sent
+            while restarting:
+                sent += 1
+                path = f"/c{index}/{sent}".encode()
+                try:
+                    d = self.request(get(path, b"ep"), proxy_port)
+                    d.addTimeout(5.0, reactor)
+                    response = yield d
+                except Exception as error:
+                    failures.append(f"{path.decode()}: {error!r}")
+                    continue
+                if response.status != 200:
+                    failures.append(f"{path.decode()}: {response.status} {response.body!r}")
+
+        clients = DeferredList([client(i) for i in range(2)], fireOnOneErrback=True)
+        rejoins = []
+        try:
+            for node_id in ids:
+                old = next(n for n in serving if n.cluster.local.id == node_id)
+                serving.remove(old)
+                yield old.stopService()
+                for node in serving:
+                    yield wait_cluster(node.cluster, status_of(node_id, NodeStatus.LEFT))
+                began = time.monotonic()
+                new = yield self.start_cluster_node(node_id, (serving[0].gossip.addr,))
+                for node in serving:
+                    active = wait_cluster(node.cluster, status_of(node_id, NodeStatus.ACTIVE))
+                    active.addTimeout(REJOIN_BOUND, reactor)
+                    yield active
+                    yield wait_cluster(
+                        new.cluster, status_of(node.cluster.local.id, NodeStatus.ACTIVE)
+                    )
+                rejoins.append(time.monotonic() - began)
+                yield wait_cluster(new.cluster, knows_endpoint("ep"))
+                serving.append(new)
+        finally:
+            restarting = False
+            yield clients
+        yield agent.shutdown()
+        self.assertEqual(failures, [], f"{len(failures)} of {sent} requests failed")
+        MEASURED.update(rolling_requests=sent, slowest_rejoin_ms=max(rejoins) * 1000)
+        print(f"\nrolling restart with fixed ids: {MEASURED}")
