@@ -34,7 +34,8 @@ random id on every start); we solve it on Go's wire with two rules:
   holds (or arriving for a node it already has other state for) knows the
   node restarted: it forgets the old incarnation's state (``on_expired``,
   then ``on_join``) and takes the new one, left and unreachable flags
-  cleared.  Go peers store this internal key and ignore it (they treat a
+  cleared, at the address the new state came with (a restarted pod often
+  has a new IP).  Go peers store this internal key and ignore it (they treat a
   restarted node as Go always does: as ``left`` until the old state expires,
   then as new).
 
@@ -513,9 +514,7 @@ class GossipState:
                 node = _Node(node_delta.id, node_delta.addr)
                 self._nodes[node.id] = node
                 self.watcher.on_join(node.id)
-            self._apply_entries(
-                node, sorted(node_delta.entries, key=_version_key), node_delta.addr
-            )
+            self._apply_entries(node, sorted(node_delta.entries, key=_version_key), node_delta.addr)
 
     def _may_return(self, node_id: str, version: int, sender: str | None) -> bool:
         departed = self._departed.get(node_id)
