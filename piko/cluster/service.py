@@ -515,11 +515,9 @@ class GossipService(Service):
         way with that peer or started less than :data:`STREAM_SPACING` ago.
         """
         now = self.clock.seconds()
-        if (
-            self.tcp_port is None
-            or addr in self._streaming
-            or now - self._last_stream.get(addr, float("-inf")) < STREAM_SPACING
-        ):
+        # Only the recent starts matter: forget the others (addresses come from packets).
+        self._last_stream = {a: t for a, t in self._last_stream.items() if now - t < STREAM_SPACING}
+        if self.tcp_port is None or addr in self._streaming or addr in self._last_stream:
             return
         try:
             host, port = split_host_port(addr)
@@ -541,7 +539,7 @@ class GossipService(Service):
                 )
 
         def done(_: object) -> None:
-            del self._streaming[addr]
+            self._streaming.pop(addr, None)
 
         exchange = Deferred.fromCoroutine(self.exchange_state(host, port_number, delta))
         self._streaming[addr] = exchange
