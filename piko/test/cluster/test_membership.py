@@ -3,7 +3,8 @@ A Hypothesis state machine of gossip membership: nodes of a fixed set of ids
 start, write, leave gracefully, crash and start again under the same id, in
 any order, while exchanging UDP rounds through the codec; after a few rounds
 among the running nodes every running node holds every other's current state,
-live, at its current address, whatever came before (issue 11, fault 4).
+live, at its current address, whatever came before, left nodes forgotten or
+not (issue 11, fault 4).
 
 Everything is sans-IO (:class:`~piko.cluster.state.GossipState` on a
 ``task.Clock``), so an example runs in milliseconds.
@@ -109,6 +110,16 @@ class Membership(RuleBasedStateMachine):
     @rule(seconds=st.sampled_from((0.1, 1.0, 10.0)))
     def time_passes(self, seconds: float) -> None:
         self.clock.advance(seconds)
+
+    @rule()
+    def expire(self) -> None:
+        """
+        Over a minute passes: the running nodes forget left nodes (and keep
+        a departed record of them against stale gossip).
+        """
+        self.clock.advance(61)
+        for state in self.running.values():
+            state.remove_expired()
 
     @rule()
     def settle(self) -> None:
