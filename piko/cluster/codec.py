@@ -68,6 +68,7 @@ __all__ = [
     "encode_join_response",
     "encode_leave_request",
     "encode_leave_response",
+    "entries_fit",
 ]
 
 #: The only protocol version Go Piko v0.9.0 speaks; anything else is dropped.
@@ -473,6 +474,32 @@ def encode_delta(
             parts.append(encoded)
             size += len(encoded)
     return b"".join(parts)
+
+
+def entries_fit(
+    header: DeltaHeader,
+    delta: Iterable[DeltaEntry],
+    max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+) -> bool:
+    """
+    Whether every entry of ``delta`` fits in *some* UDP delta of this size:
+    after the packet's header and its node's header, with nothing else.
+
+    :func:`encode_delta` cuts a delta short where the packet is full and the
+    receiver asks again for the rest, so a large delta crosses in several
+    rounds; but an entry that does not fit even alone can never be sent by
+    UDP, and since a node's entries must be applied in version order, none
+    of that node's later entries would ever be applied either.  Such a delta
+    has to go over the TCP stream instead.
+    """
+    start = len(_prefix(MessageType.DELTA)) + len(_encode_delta_header(header))
+    for node in delta:
+        room = max_packet_size - start
+        room -= len(_encode_delta_header(DeltaHeader(node.id, node.addr, len(node.entries))))
+        for entry in node.entries:
+            if len(_encode_entry(entry)) > room:
+                return False
+    return True
 
 
 def encode_join_request(request: JoinRequest) -> bytes:

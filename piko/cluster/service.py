@@ -16,13 +16,18 @@ of the cluster CA.
 Every ``interval`` (plus up to 10% jitter) the service sends a digest
 (``request=True``) to one random live node and one random unreachable node
 and updates liveness; every ten intervals it compacts the local state and
-forgets expired nodes.  Watcher events from the state are queued and
-delivered on the next reactor turn, so watchers may call back into anything.
+forgets expired nodes.  A delta holding an entry too large for any UDP
+packet (which would otherwise block every later entry of its node) is also
+sent over TCP, as a join exchange: Go's stream listener applies the delta
+and digest of a join and answers with what we lack, whoever sends it.
+Watcher events from the state are queued and delivered on the next reactor
+turn, so watchers may call back into anything.
 """
 
 from __future__ import annotations
 
 import random
+import secrets
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +48,7 @@ from zope.interface import implementer
 from piko.cluster.codec import (
     DEFAULT_MAX_PACKET_SIZE,
     CodecError,
+    DeltaEntry,
     DeltaHeader,
     DeltaPacket,
     DigestHeader,
@@ -61,9 +67,10 @@ from piko.cluster.codec import (
     encode_join_response,
     encode_leave_request,
     encode_leave_response,
+    entries_fit,
 )
 from piko.cluster.failure_detector import AccrualFailureDetector
-from piko.cluster.state import GossipState, IGossipWatcher
+from piko.cluster.state import GossipState, IGossipWatcher, wall_clock_version
 from piko.cluster.transport import (
     IO_TIMEOUT,
     Connect,
@@ -103,6 +110,10 @@ PUSH_FANOUT = 4
 
 #: At most one such push per this many seconds; changes in between go out together.
 PUSH_SPACING = 0.01
+
+#: A delta with an entry too large for any UDP packet goes over a TCP exchange
+#: instead, to each peer at most once per this many seconds.
+STREAM_SPACING = 1.0
 
 
 class JoinError(Exception):
@@ -274,6 +285,10 @@ class GossipService(Service):
         self._ticks = 0
         self._push_call: IDelayedCall | None = None
         self._last_push = float("-inf")
+        #: Peers (by address) a TCP exchange of a large delta is under way
+        #: with, and when the last one to each started.
+        self._streaming: dict[str, Deferred[Any]] = {}
+        self._last_stream: dict[str, float] = {}
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -292,16 +307,33 @@ class GossipService(Service):
             addr = self._advertise(self.tcp_port)
         else:
             addr = join_host_port(host or "127.0.0.1", str(bound))
+        # A restart under the same id must win over what peers hold of the
+        # previous run: versions from the wall clock, a fresh incarnation.
         self.state = GossipState(
-            self.settings.node_id, addr, self.clock, self.failure_detector, self._watcher
+            self.settings.node_id,
+            addr,
+            self.clock,
+            self.failure_detector,
+            self._watcher,
+            initial_version=wall_clock_version(self.clock),
+            # Never from ``rng`` (seeded in tests): two starts must not share one.
+            incarnation=secrets.token_hex(8),
         )
         self.state.on_local_change = self._local_changed
+        # Name the address actually bound (``0.0.0.0:8003`` is exposed on every
+        # interface, whatever the advertise address says).
+        bound_addr = join_host_port(
+            getattr(self.tcp_port.getHost(), "host", host) or "0.0.0.0", str(bound)
+        )
         if self.transport.authenticated:
-            self.log.info("gossip: mutual TLS on {addr}", addr=addr)
+            self.log.info(
+                "gossip: mutual TLS on {bound} (advertised as {addr})", bound=bound_addr, addr=addr
+            )
         else:
             self.log.warn(
-                "gossip: no cluster TLS configured: gossip on {addr} is unauthenticated and "
-                "unencrypted; expose it only on a trusted network",
+                "gossip: no cluster TLS configured: gossip on {bound} (advertised as {addr}) "
+                "is unauthenticated and unencrypted; expose it only on a trusted network",
+                bound=bound_addr,
                 addr=addr,
             )
         return self.state
@@ -322,6 +354,8 @@ class GossipService(Service):
         if self._push_call is not None and self._push_call.active():
             self._push_call.cancel()
         self._push_call = None
+        for streaming in list(self._streaming.values()):
+            streaming.cancel()
         self._watcher.flush()
         self.tcp_port = None
         return self.transport.stop()
@@ -450,22 +484,92 @@ class GossipService(Service):
             header = packet.header
             self.count("digest_entries_inbound", len(packet.entries))
             state.apply_digest(packet.entries, sender=header.node_id)
-            delta = state.delta(packet.entries)
-            self.count("delta_entries_outbound", sum(len(d.entries) for d in delta))
-            self._send(
-                header.addr,
-                encode_delta(
-                    DeltaHeader(state.local_id, state.local_addr, 0),
-                    delta,
-                    self.settings.max_packet_size,
-                ),
-            )
+            self._send_delta(header.addr, state.delta(packet.entries))
             if header.request:
                 self._send_digest(header.addr, request=False)
         elif isinstance(packet, DeltaPacket):
             self.count("delta_entries_inbound", sum(len(d.entries) for d in packet.entries))
             self.failure_detector.report(packet.header.node_id)
             state.apply_delta(packet.entries, sender=packet.header.node_id)
+
+    def _send_delta(self, addr: str, delta: list[DeltaEntry]) -> None:
+        """
+        Send ``delta`` to ``addr`` by UDP (cut short where the packet is full:
+        the peer asks again for the rest), and also over TCP when an entry
+        fits in no packet, which UDP could never deliver (see
+        :func:`~piko.cluster.codec.entries_fit`).
+        """
+        state = self.state
+        assert state is not None
+        header = DeltaHeader(state.local_id, state.local_addr, 0)
+        size = self.settings.max_packet_size
+        self.count("delta_entries_outbound", sum(len(d.entries) for d in delta))
+        # The UDP delta goes anyway: it is the peer's heartbeat from us.
+        self._send(addr, encode_delta(header, delta, size))
+        if not entries_fit(header, delta, size):
+            self._stream_delta(addr, delta)
+
+    def _stream_delta(self, addr: str, delta: list[DeltaEntry]) -> None:
+        """
+        Send ``delta`` to ``addr`` as a TCP join exchange, unless one is under
+        way with that peer or started less than :data:`STREAM_SPACING` ago.
+        """
+        now = self.clock.seconds()
+        # Only the recent starts matter: forget the others (addresses come from packets).
+        self._last_stream = {a: t for a, t in self._last_stream.items() if now - t < STREAM_SPACING}
+        if self.tcp_port is None or addr in self._streaming or addr in self._last_stream:
+            return
+        try:
+            host, port = split_host_port(addr)
+            port_number = int(port)
+        except ValueError:
+            self.log.warn("gossip: bad address {addr}", addr=addr)
+            return
+        self._last_stream[addr] = now
+        self.log.debug(
+            "gossip: delta too large for a packet: sending it to {addr} over TCP", addr=addr
+        )
+
+        def failed(failure: Any) -> None:
+            if self.tcp_port is not None:
+                self.log.warn(
+                    "gossip: sending a large delta to {addr}: {error}",
+                    addr=addr,
+                    error=str(failure.value),
+                )
+
+        def done(_: object) -> None:
+            self._streaming.pop(addr, None)
+
+        exchange = Deferred.fromCoroutine(self.exchange_state(host, port_number, delta))
+        self._streaming[addr] = exchange
+        exchange.addErrback(failed).addBoth(done)
+
+    async def exchange_state(
+        self, host: str, port: int, delta: Sequence[DeltaEntry] | None = None
+    ) -> str:
+        """
+        One join exchange with ``host:port``: send ``delta`` (default: our
+        whole local state) and our full digest, apply what the peer answers
+        (every entry it holds that our digest lacks).
+
+        :return: the id of the node that answered.
+        """
+        state = self.state
+        assert state is not None
+        if delta is None:
+            delta = state.local_delta()
+        request = encode_join_request(
+            JoinRequest(
+                JoinHeader(state.local_id, state.local_addr),
+                tuple(delta),
+                tuple(state.digest()),
+            )
+        )
+        response = await self._exchange(host, port, request, MessageType.JOIN)
+        assert isinstance(response, JoinResponse)
+        state.apply_delta(response.delta, sender=response.header.node_id)
+        return response.header.node_id
 
     # -- joins and leaves --------------------------------------------------
 
@@ -474,12 +578,24 @@ class GossipService(Service):
         state = self.state
         assert state is not None
         header = request.header
+        known = state.node(header.node_id)
         state.apply_delta(request.delta, sender=header.node_id)
         if isinstance(request, JoinRequest):
             state.apply_digest(request.digest, sender=header.node_id)
-            self.log.info(
-                "gossip: node joined: {node_id} {addr}", node_id=header.node_id, addr=header.addr
-            )
+            # A node we know and that has not left is exchanging a delta too
+            # large for a packet (:meth:`_stream_delta`), not joining.
+            if known is None or known.metadata.left:
+                self.log.info(
+                    "gossip: node joined: {node_id} {addr}",
+                    node_id=header.node_id,
+                    addr=header.addr,
+                )
+            else:
+                self.log.debug(
+                    "gossip: state exchange with {node_id} {addr}",
+                    node_id=header.node_id,
+                    addr=header.addr,
+                )
             delta = state.delta(request.digest, full=True)
             return encode_join_response(
                 JoinResponse(JoinHeader(state.local_id, state.local_addr), tuple(delta))
@@ -494,19 +610,7 @@ class GossipService(Service):
 
     async def join_addr(self, host: str, port: int) -> str:
         """Join through one address; return the id of the node that answered."""
-        state = self.state
-        assert state is not None
-        request = encode_join_request(
-            JoinRequest(
-                JoinHeader(state.local_id, state.local_addr),
-                tuple(state.local_delta()),
-                tuple(state.digest()),
-            )
-        )
-        response = await self._exchange(host, port, request, MessageType.JOIN)
-        assert isinstance(response, JoinResponse)
-        state.apply_delta(response.delta, sender=response.header.node_id)
-        return response.header.node_id
+        return await self.exchange_state(host, port)
 
     async def join(self, addresses: Sequence[str]) -> list[str]:
         """

@@ -16,6 +16,29 @@ surviving entries and publishes ``_internal:compact`` = V so that everyone
 else drops whatever they hold at or below V.  A node leaving publishes
 ``_internal:left``; left and unreachable nodes are forgotten a minute later.
 
+A node restarted under the same id (a fixed ``cluster.node_id``, as a
+Kubernetes StatefulSet gives) is a new *incarnation*: its new state must win
+over whatever its peers still hold of the old one (a ``left`` tombstone,
+or the old endpoints after a crash), or they ignore it until the old state
+expires, a minute or more.  Go never meets the problem (it picks a new
+random id on every start); we solve it on Go's wire with two rules:
+
+* the local node starts its versions at a wall-clock number (microseconds
+  since the epoch, :func:`wall_clock_version`) rather than 0, so a new
+  incarnation's entries are newer than anything the previous one wrote
+  (it would have had to write more than a million entries a second), and
+  if a peer still reports a higher version for our id (a clock stepped
+  back), we re-version our entries above it (:meth:`GossipState._bump_local`);
+* it publishes ``_internal:incarnation`` = a random token as its first
+  entry.  A peer applying an incarnation that differs from the one it
+  holds (or arriving for a node it already has other state for) knows the
+  node restarted: it forgets the old incarnation's state (``on_expired``,
+  then ``on_join``) and takes the new one, left and unreachable flags
+  cleared, at the address the new state came with (a restarted pod often
+  has a new IP).  Go peers store this internal key and ignore it (they treat a
+  restarted node as Go always does: as ``left`` until the old state expires,
+  then as new).
+
 One departure from Go (its issue #314, "ghost nodes"): once a node has been
 forgotten, a peer that still mentions it at a version we had already seen
 (a stale digest or delta) does not bring it back.  We keep a bounded record
@@ -33,7 +56,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
-from attrs import define, field, frozen
+from attrs import define, evolve, field, frozen
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import Interface, implementer
 
@@ -45,13 +68,16 @@ __all__ = [
     "DEFAULT_COMPACTION_THRESHOLD",
     "DEFAULT_DEPARTED_RETENTION",
     "DEFAULT_MAX_DEPARTED",
+    "INCARNATION_KEY",
     "LEFT_KEY",
+    "MAX_OBSERVED_VERSION",
     "NODE_EXPIRY",
     "GossipState",
     "IGossipWatcher",
     "NodeMetadata",
     "NodeState",
     "NullWatcher",
+    "wall_clock_version",
 ]
 
 #: The internal key a node publishes when it leaves the cluster.
@@ -60,6 +86,16 @@ LEFT_KEY = "_internal:left"
 #: The internal key whose value is the version at and below which entries
 #: may be discarded after a compaction.
 COMPACT_KEY = "_internal:compact"
+
+#: The internal key whose value names the local node's incarnation (a fresh
+#: random token each start): a peer seeing it change knows the node restarted.
+INCARNATION_KEY = "_internal:incarnation"
+
+#: A peer reporting a version of our own node above this is ignored rather
+#: than bumped past: versions travel as uint64, and a corrupt or hostile
+#: report must not push ours to where the next write would not encode.
+#: (A wall-clock version, in microseconds, is about 2**51 today.)
+MAX_OBSERVED_VERSION = 2**62
 
 #: How long a left or unreachable node is kept before it is forgotten (Go: 1 min).
 NODE_EXPIRY = 60.0
@@ -203,6 +239,20 @@ def _version_key(entry: Entry) -> int:
     return entry.version
 
 
+def wall_clock_version(clock: IReactorTime) -> int:
+    """
+    The version a new incarnation of the local node starts at: ``clock``'s
+    time in microseconds.
+
+    Versions only grow by one per local write, so an incarnation started
+    later starts above every version an earlier one reached unless that
+    one wrote more than a million entries a second on average; peers then
+    take the new incarnation's entries at once (see the module docstring).
+    A test clock at 0 gives Go's start at 0.
+    """
+    return max(0, int(clock.seconds() * 1_000_000))
+
+
 @define
 class GossipState:
     """
@@ -219,6 +269,11 @@ class GossipState:
     :ivar departed_retention: how long forgotten nodes are remembered as
         departed, against stale gossip.
     :ivar max_departed: the most departed nodes remembered.
+    :ivar initial_version: the local node's version before its first write
+        (Go: 0; the gossip service passes :func:`wall_clock_version`).
+    :ivar incarnation: when given, published first as
+        ``_internal:incarnation`` so that peers recognise a restart under
+        the same id; ``None`` publishes nothing (Go's behaviour).
     """
 
     local_id: str
@@ -229,11 +284,19 @@ class GossipState:
     node_expiry: float = NODE_EXPIRY
     departed_retention: float = DEFAULT_DEPARTED_RETENTION
     max_departed: int = DEFAULT_MAX_DEPARTED
+    initial_version: int = 0
+    incarnation: str | None = None
     _nodes: dict[str, _Node] = field(init=False, factory=dict)
     _departed: OrderedDict[str, _Departed] = field(init=False, factory=OrderedDict)
 
     def __attrs_post_init__(self) -> None:
-        self._nodes[self.local_id] = _Node(self.local_id, self.local_addr)
+        node = _Node(self.local_id, self.local_addr, self.initial_version)
+        self._nodes[self.local_id] = node
+        if self.incarnation is not None:
+            node.version += 1
+            node.entries[INCARNATION_KEY] = Entry(
+                INCARNATION_KEY, self.incarnation, node.version, internal=True
+            )
 
     # -- reading -----------------------------------------------------------
 
@@ -403,6 +466,9 @@ class GossipState:
         Learn the nodes a digest mentions that we do not know, at version 0,
         so that our next digest asks for their whole state.
 
+        A version of our own node above ours is a previous incarnation's:
+        we re-version our entries above it (:meth:`_bump_local`).
+
         Nodes marked left are not learnt (they would be rediscovered forever),
         nor are recently departed nodes at a version we had already seen,
         unless the entry is about ``sender`` itself: a node's own digest
@@ -411,6 +477,9 @@ class GossipState:
         :param sender: the node that sent the digest (its header's ``node_id``).
         """
         for entry in digest:
+            if entry.id == self.local_id:
+                self._bump_local(entry.version)
+                continue
             if entry.id in self._nodes or entry.left:
                 continue
             if not self._may_return(entry.id, entry.version, sender):
@@ -422,7 +491,9 @@ class GossipState:
         """
         Apply remote nodes' entries newer than the versions we hold.
 
-        Entries about the local node are ignored.  An unknown node is
+        Entries about the local node are ignored, but one above our version
+        makes us re-version ours above it (a previous incarnation's state,
+        see :meth:`_bump_local`).  An unknown node is
         created (``on_join``) unless it recently departed and the delta has
         nothing newer than what we last saw of it (a ghost), and it is not
         ``sender`` itself.  Entries are applied in ascending version order
@@ -433,6 +504,7 @@ class GossipState:
         """
         for node_delta in delta:
             if node_delta.id == self.local_id:
+                self._bump_local(max((e.version for e in node_delta.entries), default=0))
                 continue
             node = self._nodes.get(node_delta.id)
             if node is None:
@@ -442,7 +514,7 @@ class GossipState:
                 node = _Node(node_delta.id, node_delta.addr)
                 self._nodes[node.id] = node
                 self.watcher.on_join(node.id)
-            self._apply_entries(node, sorted(node_delta.entries, key=_version_key))
+            self._apply_entries(node, sorted(node_delta.entries, key=_version_key), node_delta.addr)
 
     def _may_return(self, node_id: str, version: int, sender: str | None) -> bool:
         departed = self._departed.get(node_id)
@@ -453,10 +525,59 @@ class GossipState:
         del self._departed[node_id]
         return True
 
-    def _apply_entries(self, node: _Node, entries: list[Entry]) -> None:
+    def _bump_local(self, version: int) -> None:
+        """
+        A peer holds our node at ``version``, above ours: it is a previous
+        incarnation's (started before ours with a clock ahead of ours now).
+        Re-version every local entry, in order, above it, so that peers take
+        our state (and, seeing our incarnation, drop the old one).
+        """
+        node = self._nodes[self.local_id]
+        if version <= node.version or version > MAX_OBSERVED_VERSION:
+            return
+        entries = node.sorted_entries()
+        node.version = version
+        for entry in entries:
+            node.version += 1
+            node.entries[entry.key] = evolve(entry, version=node.version)
+        self._local_changed()
+
+    @staticmethod
+    def _is_restart(node: _Node, entry: Entry) -> bool:
+        """
+        Whether ``entry`` (an incarnation) is a new incarnation of ``node``:
+        one that differs from the incarnation we hold, or that arrives for a
+        node we already hold other state of (a node publishes its
+        incarnation first, so we would have it unless the node restarted
+        from a version that did not publish one).
+        """
+        previous = node.entries.get(INCARNATION_KEY)
+        if previous is not None:
+            return previous.value != entry.value
+        return node.left or bool(node.entries)
+
+    def _restart(self, node: _Node, addr: str) -> None:
+        """
+        Forget what we hold of ``node``'s previous incarnation, as if it had
+        expired and joined again: its entries, its left or unreachable
+        status, its failure-detector history and its address (``addr``, the
+        one the new state came with: a restarted pod often has a new IP).
+        """
+        node.addr = addr
+        node.entries.clear()
+        node.left = False
+        node.unreachable = False
+        node.expiry = None
+        self.failure_detector.remove(node.id)
+        self.watcher.on_expired(node.id)
+        self.watcher.on_join(node.id)
+
+    def _apply_entries(self, node: _Node, entries: list[Entry], addr: str) -> None:
         for entry in entries:
             if entry.version <= node.version:
                 continue
+            if entry.internal and entry.key == INCARNATION_KEY and self._is_restart(node, entry):
+                self._restart(node, addr)
             node.entries[entry.key] = entry
             node.version = entry.version
             if not entry.internal:

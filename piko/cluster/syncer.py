@@ -19,10 +19,22 @@ from zope.interface import implementer
 from piko.cluster.nodes import ClusterState, Node, NodeStatus
 from piko.cluster.state import GossipState, IGossipWatcher
 
-__all__ = ["ENDPOINT_PREFIX", "Syncer"]
+__all__ = ["ENDPOINT_PREFIX", "MAX_ENDPOINT_ID_BYTES", "Syncer"]
 
 #: The key prefix of an endpoint's upstream count.
 ENDPOINT_PREFIX = "endpoint:"
+
+#: The longest endpoint id (in UTF-8 bytes) an upstream may register; the
+#: upstream route answers 400 to a longer one.  Go has no bound, and with its
+#: default 1400-byte gossip packets an id of about 1,250 bytes or more makes
+#: an ``endpoint:<id>`` entry that fits in no packet, so that node's later changes never reach
+#: its peers.  We carry such deltas over TCP instead, but a bound keeps the
+#: common path on UDP with room to spare: with 256 bytes an entry is about 320
+#: bytes, so even with 64-byte node ids and IPv6 addresses in both headers
+#: (about 290 bytes) three fit in one default packet.  256 is also four times
+#: the longest DNS label (63), the most an id routed by the ``Host`` subdomain
+#: can be; longer ids only come through the ``x-piko-endpoint`` header.
+MAX_ENDPOINT_ID_BYTES = 256
 
 
 def _count(value: str) -> int | None:

@@ -7,7 +7,9 @@ An upstream is registered under its endpoint from the moment its session is
 connected until it ends; removal is idempotent.  Every other request gets
 the answer Go Piko gives (``interop/errors``): 404 ``404 page not found``
 for other paths and methods, gorilla's 400 for a non-WebSocket request on
-the route, 403 for a foreign ``Origin``.
+the route, 403 for a foreign ``Origin``.  An endpoint id longer than
+:data:`~piko.cluster.syncer.MAX_ENDPOINT_ID_BYTES` gets a 400 with a JSON
+``error`` (Go has no bound; its gossip then stalls).
 
 With auth on, every request is authenticated first, before routing (Go's
 ``router.Use``), then the endpoint is checked against the token's
@@ -32,6 +34,7 @@ the server closes it, so no stream it opens races the upstream's close.
 
 from __future__ import annotations
 
+from functools import partial
 from urllib.parse import unquote, urlsplit
 
 from twisted.internet.defer import Deferred
@@ -42,6 +45,7 @@ from zope.interface import implementer
 
 from piko.auth.http import RequestAuthenticator, endpoint_not_permitted
 from piko.auth.token import Token
+from piko.cluster.syncer import MAX_ENDPOINT_ID_BYTES
 from piko.http import errors
 from piko.http.server import IRequestHandler, IServerExchange
 from piko.mux.frames import GoAwayCode
@@ -256,6 +260,13 @@ class UpstreamPortHandler:
         endpoint_id = endpoint_from_path(path, UPSTREAM_ROUTE)
         if endpoint_id is None or head.method != b"GET":
             exchange.respond(errors.not_found)
+            return
+        size = len(endpoint_id.encode("utf-8", "surrogatepass"))
+        if size > MAX_ENDPOINT_ID_BYTES:
+            # Bounded so that its gossip entry fits a UDP packet (see MAX_ENDPOINT_ID_BYTES).
+            message = f"endpoint id too long: {size} bytes, at most {MAX_ENDPOINT_ID_BYTES}"
+            self.log.warn("upstream refused: {message}", message=message)
+            exchange.respond(partial(errors.gin_json_error, 400, message))
             return
         if not token.endpoint_permitted(endpoint_id):
             self.log.warn(

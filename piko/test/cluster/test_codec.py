@@ -42,6 +42,7 @@ from piko.cluster.codec import (
     encode_join_response,
     encode_leave_request,
     encode_leave_response,
+    entries_fit,
 )
 from piko.test.interop import read_bytes, read_json, read_jsonl
 
@@ -131,6 +132,23 @@ class GoldenTests(SynchronousTestCase):
         packet = encode_delta(header, delta, 2 + 39 + 38 + 40)
         self.assertEqual(len(packet), 2 + 39 + 38)
         self.assertEqual(decode_delta(packet).entries, (DeltaEntry("node-2", "2.2.2.2"),))
+
+    def test_entries_fit(self) -> None:
+        """
+        An entry fits if it fits alone after the packet's header and its
+        node's header (2 + 39 + 38 + 45 bytes for the golden maps); one byte
+        more and no UDP delta of that size can ever carry it.
+        """
+        header = DeltaHeader("my-node", "1.2.3.4")
+        small = DeltaEntry("node-2", "2.2.2.2", (Entry("k1", "v1", 4),))
+        self.assertTrue(entries_fit(header, [small], 2 + 39 + 38 + 45))
+        self.assertFalse(entries_fit(header, [small], 2 + 39 + 38 + 44))
+        # Many small entries that together overflow still fit one by one.
+        many = DeltaEntry("node-2", "2.2.2.2", tuple(Entry("k1", "v1", i) for i in range(100)))
+        self.assertTrue(entries_fit(header, [many], 200))
+        big = DeltaEntry("node-3", "3.3.3.3", (Entry("endpoint:" + "x" * 1400, "1", 9),))
+        self.assertFalse(entries_fit(header, [small, big]))
+        self.assertTrue(entries_fit(header, []))
 
     def test_header_too_large(self) -> None:
         """A limit smaller than the header is an error, not an empty packet."""

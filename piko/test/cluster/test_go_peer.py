@@ -59,7 +59,7 @@ from piko.cluster.codec import (
     encode_digest,
 )
 from piko.cluster.service import GossipService, GossipSettings
-from piko.cluster.state import NullWatcher
+from piko.cluster.state import INCARNATION_KEY, NullWatcher
 from piko.test.interop import read_bytes, read_jsonl
 
 OUR_ADDR = "127.0.0.1:7001"
@@ -161,6 +161,15 @@ class GoPeerTests(SynchronousTestCase):
         self.state.upsert_local("admin_addr", "127.0.0.1:7002")
         self.addCleanup(self.service.stopService)
 
+    def incarnation(self) -> str:
+        """
+        Our incarnation token: published first (an internal key, which Go
+        stores and ignores), so our own entries start at version 2.
+        """
+        entry = self.state.local_node().get(INCARNATION_KEY)
+        assert entry is not None
+        return entry.value
+
     def connect(self, host: str, port: int, protocol: Any) -> Deferred[Any]:
         transport = StringTransport()
         protocol.makeConnection(transport)
@@ -214,7 +223,7 @@ class GoPeerTests(SynchronousTestCase):
         self.assertEqual(header, {"node_id": "py-1", "addr": OUR_ADDR})
         self.assertEqual([list(d) for d in delta], [list(d) for d in go_delta])
         self.assertEqual(
-            [list(e) for e in delta[0]["entries"]], [list(e) for e in go_delta[0]["entries"]]
+            [list(e) for e in delta[0]["entries"]], [list(go_delta[0]["entries"][0])] * 3
         )
         self.assertEqual(
             delta,
@@ -224,16 +233,23 @@ class GoPeerTests(SynchronousTestCase):
                     "addr": OUR_ADDR,
                     "entries": [
                         {
+                            "key": INCARNATION_KEY,
+                            "value": self.incarnation(),
+                            "version": 1,
+                            "internal": True,
+                            "deleted": False,
+                        },
+                        {
                             "key": "proxy_addr",
                             "value": "127.0.0.1:7000",
-                            "version": 1,
+                            "version": 2,
                             "internal": False,
                             "deleted": False,
                         },
                         {
                             "key": "admin_addr",
                             "value": "127.0.0.1:7002",
-                            "version": 2,
+                            "version": 3,
                             "internal": False,
                             "deleted": False,
                         },
@@ -277,9 +293,11 @@ class GoPeerTests(SynchronousTestCase):
         self.assertEqual(list(header), list(go_header))
         self.assertEqual(header, {"node_id": "py-1", "addr": OUR_ADDR})
         self.assertEqual([list(d) for d in delta], [list(d) for d in go_delta])
-        self.assertEqual([e["key"] for e in delta[0]["entries"]], ["proxy_addr", "admin_addr"])
+        self.assertEqual(
+            [e["key"] for e in delta[0]["entries"]], [INCARNATION_KEY, "proxy_addr", "admin_addr"]
+        )
         self.assertEqual([list(e) for e in digest], [list(e) for e in go_digest])
-        self.assertEqual(digest, [{"id": "py-1", "addr": OUR_ADDR, "version": 2, "left": False}])
+        self.assertEqual(digest, [{"id": "py-1", "addr": OUR_ADDR, "version": 3, "left": False}])
         self.assertEqual(decode_join_request(self.request).header, JoinHeader("py-1", OUR_ADDR))
 
     def test_go_join_response_teaches_us_node_1(self) -> None:
@@ -339,7 +357,7 @@ class GoPeerTests(SynchronousTestCase):
         self.assertEqual(
             set(decoded.entries),
             {
-                DigestEntry("py-1", OUR_ADDR, 2, False),
+                DigestEntry("py-1", OUR_ADDR, 3, False),
                 DigestEntry("node-1", "127.0.0.1:31503", 2, False),
                 DigestEntry("node-2", "127.0.0.1:31513", 0, False),
             },
@@ -365,14 +383,18 @@ class GoPeerTests(SynchronousTestCase):
         self.assertEqual(list(outer), DELTA_HEADER_KEYS)
         self.assertEqual(outer, {"node_id": "py-1", "addr": OUR_ADDR, "entries": 0})
         self.assertEqual(list(node_header), DELTA_HEADER_KEYS)
-        self.assertEqual(node_header, {"node_id": "py-1", "addr": OUR_ADDR, "entries": 2})
-        self.assertEqual([list(e) for e in entries], [ENTRY_KEYS, ENTRY_KEYS])
+        self.assertEqual(node_header, {"node_id": "py-1", "addr": OUR_ADDR, "entries": 3})
+        self.assertEqual([list(e) for e in entries], [ENTRY_KEYS] * 3)
         self.assertEqual(
             [(e["key"], e["value"], e["version"]) for e in entries],
-            [("proxy_addr", "127.0.0.1:7000", 1), ("admin_addr", "127.0.0.1:7002", 2)],
+            [
+                (INCARNATION_KEY, self.incarnation(), 1),
+                ("proxy_addr", "127.0.0.1:7000", 2),
+                ("admin_addr", "127.0.0.1:7002", 3),
+            ],
         )
         packet = decode_delta(delta)
-        self.assertEqual([(d.id, len(d.entries)) for d in packet.entries], [("py-1", 2)])
+        self.assertEqual([(d.id, len(d.entries)) for d in packet.entries], [("py-1", 3)])
 
     def test_go_digest_without_request_answered_by_delta_only(self) -> None:
         """

@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
 from piko.cluster.codec import (
+    DeltaEntry,
     DeltaHeader,
     DigestEntry,
     DigestHeader,
+    Entry,
     decode_delta,
     decode_digest,
     encode_digest,
 )
 from piko.cluster.nodes import ClusterState, Node, NodeStatus
 from piko.cluster.service import GossipService, GossipSettings, JoinError
-from piko.cluster.state import NullWatcher
+from piko.cluster.state import INCARNATION_KEY, NullWatcher
 from piko.cluster.syncer import Syncer
 
 
@@ -103,6 +106,9 @@ class Recorder(NullWatcher):
 
     def on_upsert_key(self, node_id: str, key: str, value: str) -> None:
         self.events.append(("upsert", node_id, key, value))
+
+    def on_expired(self, node_id: str) -> None:
+        self.events.append(("expired", node_id))
 
 
 def node(
@@ -266,6 +272,185 @@ class GossipServiceTests(SynchronousTestCase):
         self.assertTrue(result[0].check(JoinError))
 
 
+class RestartTests(SynchronousTestCase):
+    """A node restarted under the same id rejoins at once (issue 11, fault 4)."""
+
+    def setUp(self) -> None:
+        self.net = FakeNet()
+        self.net.advance(1_790_000_000)  # a wall clock, as the reactor's
+
+    def test_graceful_restart_under_same_id_rejoins_at_once(self) -> None:
+        """
+        b leaves and stops; a new b under the same id and address joins and a
+        holds it live at once, with only the new state, instead of as left
+        for the minute its tombstone lives.
+        """
+        recorder = Recorder()
+        a = node(self.net, "a", 7001, recorder)
+        b = node(self.net, "b", 7002)
+        assert a.state is not None and b.state is not None
+        Deferred.fromCoroutine(b.join(["127.0.0.1:7001"]))
+        b.state.upsert_local("endpoint:old", "1")
+        self.net.run(0.5)
+        self.assertEqual(a.state.node("b").get("endpoint:old").value, "1")
+        Deferred.fromCoroutine(b.leave())
+        self.net.run(0.01)
+        b.stopService()
+        self.assertTrue(a.state.node("b").metadata.left)
+
+        self.net.run(1.0)
+        b2 = node(self.net, "b", 7002)
+        assert b2.state is not None
+        b2.state.upsert_local("endpoint:new", "1")
+        joined: list[str] = []
+        Deferred.fromCoroutine(b2.join(["127.0.0.1:7001"])).addCallback(joined.extend)
+        self.net.run(0.01)
+        self.assertEqual(joined, ["a"])
+        state = a.state.node("b")
+        assert state is not None
+        self.assertFalse(state.metadata.left)
+        self.assertIsNone(state.get("endpoint:old"))
+        self.assertEqual(state.get("endpoint:new").value, "1")
+        self.assertEqual([n.id for n in a.state.live_nodes()], ["b"])
+        self.assertIn(("upsert", "b", "endpoint:new", "1"), recorder.events)
+        # And it stays so: gossip goes on between them.
+        self.net.run(5.0)
+        self.assertEqual([n.id for n in a.state.live_nodes()], ["b"])
+
+    def test_restart_seen_through_the_syncer(self) -> None:
+        """The cluster table holds the restarted node active, with its new endpoints only."""
+        cluster = ClusterState(Node("a"))
+        syncer = Syncer(cluster)
+        a = node(self.net, "a", 7001, syncer)
+        b = node(self.net, "b", 7002)
+        assert a.state is not None and b.state is not None
+        syncer.sync(a.state, "pa", "aa")
+        Deferred.fromCoroutine(b.join(["127.0.0.1:7001"]))
+        b.state.upsert_local("proxy_addr", "pb")
+        b.state.upsert_local("admin_addr", "ab")
+        b.state.upsert_local("endpoint:old", "1")
+        self.net.run(0.5)
+        self.assertEqual(cluster.node("b").endpoints, {"old": 1})
+        Deferred.fromCoroutine(b.leave())
+        self.net.run(0.01)
+        b.stopService()
+        self.assertIs(cluster.node("b").status, NodeStatus.LEFT)
+
+        self.net.run(1.0)
+        b2 = node(self.net, "b", 7002)
+        assert b2.state is not None
+        b2.state.upsert_local("proxy_addr", "pb2")
+        b2.state.upsert_local("admin_addr", "ab2")
+        b2.state.upsert_local("endpoint:new", "2")
+        Deferred.fromCoroutine(b2.join(["127.0.0.1:7001"]))
+        self.net.run(0.01)
+        restarted = cluster.node("b")
+        assert restarted is not None
+        self.assertEqual(
+            (restarted.status, restarted.proxy_addr, restarted.endpoints),
+            (NodeStatus.ACTIVE, "pb2", {"new": 2}),
+        )
+        self.assertIs(cluster.lookup_endpoint("new"), restarted)
+
+
+class LargeStateTests(SynchronousTestCase):
+    """State too large for a packet still spreads, and does not block the rest (fault 7)."""
+
+    def setUp(self) -> None:
+        self.net = FakeNet()
+
+    def small_node(self, node_id: str, port: int) -> GossipService:
+        service = GossipService(
+            self.net,
+            GossipSettings(node_id, f"127.0.0.1:{port}", max_packet_size=300),
+            NullWatcher(),
+            connect=self.net.connect,
+            rng=random.Random(port),
+        )
+        service.startService()
+        self.net.services[("127.0.0.1", port)] = service
+        return service
+
+    def test_entry_larger_than_a_packet_goes_over_tcp(self) -> None:
+        """
+        An entry that fits in no 300-byte packet reaches the peer (over a TCP
+        exchange), and so do the changes made after it.
+        """
+        a = self.small_node("a", 7001)
+        b = self.small_node("b", 7002)
+        assert a.state is not None and b.state is not None
+        Deferred.fromCoroutine(b.join(["127.0.0.1:7001"]))
+        self.net.run(0.5)
+        big = "endpoint:" + "x" * 400
+        b.state.upsert_local(big, "1")
+        b.state.upsert_local("endpoint:small", "1")
+        self.net.run(0.5)
+        seen = a.state.node("b")
+        assert seen is not None
+        self.assertEqual(seen.get(big).value, "1")
+        self.assertEqual(seen.get("endpoint:small").value, "1")
+        b.state.delete_local("endpoint:small")
+        self.net.run(0.5)
+        self.assertTrue(a.state.node("b").get("endpoint:small").deleted)
+        # Once the peer has it, UDP alone carries on: no TCP exchange per round.
+        dialled = len(self.net.dialled)
+        self.net.run(3.0)
+        self.assertEqual(len(self.net.dialled), dialled)
+        self.assertEqual([n.id for n in a.state.live_nodes()], ["b"])
+
+    def test_large_entry_relayed_by_a_third_node(self) -> None:
+        """
+        A node passing on another node's large entry (here b, holding what
+        it learnt of a, which c asks about by UDP) sends it over TCP too.
+        """
+        b = self.small_node("b", 7002)
+        c = self.small_node("c", 7003)
+        assert b.state is not None and c.state is not None
+        big = Entry("endpoint:" + "y" * 400, "1", 7)
+        b.state.apply_delta([DeltaEntry("a", "127.0.0.1:7001", (big,))], sender="a")
+        c.state.apply_digest(
+            [DigestEntry("b", "127.0.0.1:7002"), DigestEntry("a", "127.0.0.1:7001")]
+        )
+        self.net.run(0.5)
+        seen = c.state.node("a")
+        assert seen is not None
+        self.assertEqual(seen.entries, (big,))
+
+    def test_one_exchange_at_a_time_and_spaced(self) -> None:
+        """Digests arriving faster than STREAM_SPACING start one TCP exchange, not one each."""
+        from piko.cluster.service import STREAM_SPACING
+
+        a = self.small_node("a", 7001)
+        assert a.state is not None
+        a.state.upsert_local("endpoint:" + "z" * 400, "1")
+        digest = encode_digest(
+            DigestHeader("q", "127.0.0.1:7999", False), [DigestEntry("a", "127.0.0.1:7001")], 300
+        )
+        for _ in range(5):
+            a.packet_received(digest)
+            self.net.advance(0.1)
+        self.assertEqual(self.net.dialled, [("127.0.0.1", 7999)])
+        self.net.advance(STREAM_SPACING)
+        a.packet_received(digest)
+        self.assertEqual(self.net.dialled, [("127.0.0.1", 7999)] * 2)
+        a.stopService()
+
+
+class WarningTests(SynchronousTestCase):
+    def test_warning_names_the_bound_address(self) -> None:
+        """Bound on every interface, the unauthenticated-gossip warning says so (issue 11, 9)."""
+        events: list[dict[str, Any]] = []
+        service = GossipService(
+            FakeNet(), GossipSettings("a", ":7001"), NullWatcher(), rng=random.Random(0)
+        )
+        service.log = Logger(namespace="gossip", observer=cast(ILogObserver, events.append))
+        service.listen()
+        [warning] = [e for e in events if e["log_level"] is LogLevel.warn]
+        text = formatEvent(warning)
+        self.assertIn("gossip on 0.0.0.0:7001", text)
+        self.assertIn("advertised as 127.0.0.1:7001", text)
+
+
 class FakeResolver:
     def __init__(self, names: dict[str, list[str]]) -> None:
         self.names = names
@@ -333,12 +518,14 @@ class SyncerTests(SynchronousTestCase):
         self.syncer.local_endpoint_changed("e", 2)
         self.syncer.local_endpoint_changed("e", 0)
         entries = state.local_node().entries
+        # The incarnation (a random token) comes first, at version 1.
+        self.assertEqual(entries[0].key, INCARNATION_KEY)
         self.assertEqual(
-            [(e.key, e.value, e.version, e.deleted) for e in entries],
+            [(e.key, e.value, e.version, e.deleted) for e in entries[1:]],
             [
-                ("proxy_addr", "p:1", 1, False),
-                ("admin_addr", "a:2", 2, False),
-                ("endpoint:e", "", 4, True),
+                ("proxy_addr", "p:1", 2, False),
+                ("admin_addr", "a:2", 3, False),
+                ("endpoint:e", "", 5, True),
             ],
         )
 

@@ -23,11 +23,14 @@ from piko.cluster.codec import (
 from piko.cluster.failure_detector import AccrualFailureDetector
 from piko.cluster.state import (
     COMPACT_KEY,
+    INCARNATION_KEY,
     LEFT_KEY,
+    MAX_OBSERVED_VERSION,
     GossipState,
     IGossipWatcher,
     NodeMetadata,
     NullWatcher,
+    wall_clock_version,
 )
 
 
@@ -497,3 +500,244 @@ class GhostNodeTests(SynchronousTestCase):
         self.assertEqual(
             [state.is_departed(f"n{i}") for i in range(5)], [False, False, True, True, True]
         )
+
+
+def incarnation(clock: Clock, token: str, node_id: str = "x") -> GossipState:
+    """A node started now (at the clock's wall-clock version) as incarnation ``token``."""
+    state, _, _ = make_state(
+        node_id, clock, initial_version=wall_clock_version(clock), incarnation=token
+    )
+    state.upsert_local("proxy_addr", f"{token}:8000")
+    state.upsert_local("admin_addr", f"{token}:8002")
+    return state
+
+
+def join(peer: GossipState, joiner: GossipState) -> None:
+    """A TCP join of ``joiner`` to ``peer``, through the codec's objects."""
+    peer.apply_delta(joiner.local_delta(), sender=joiner.local_id)
+    peer.apply_digest(joiner.digest(), sender=joiner.local_id)
+    joiner.apply_delta(peer.delta(joiner.digest(), full=True), sender=peer.local_id)
+
+
+class RestartTests(SynchronousTestCase):
+    """
+    A node restarted under the same id (a fixed ``cluster.node_id``) is taken
+    at once by peers that still hold its previous incarnation.
+    """
+
+    def test_wall_clock_version(self) -> None:
+        """A new incarnation's versions start at the clock in microseconds."""
+        clock = Clock()
+        clock.advance(1_790_000_000.25)
+        self.assertEqual(wall_clock_version(clock), 1_790_000_000_250_000)
+        state = incarnation(clock, "one")
+        self.assertEqual(
+            [(e.key, e.value, e.version, e.internal) for e in state.local_node().entries],
+            [
+                (INCARNATION_KEY, "one", 1_790_000_000_250_001, True),
+                ("proxy_addr", "one:8000", 1_790_000_000_250_002, False),
+                ("admin_addr", "one:8002", 1_790_000_000_250_003, False),
+            ],
+        )
+
+    def test_no_incarnation_by_default(self) -> None:
+        """Without an incarnation the state is Go's: nothing published, versions from 0."""
+        state, _, _ = make_state()
+        self.assertEqual(state.local_node().entries, ())
+        self.assertEqual(state.local_metadata().version, 0)
+
+    def test_restart_after_leave_taken_at_once(self) -> None:
+        """
+        A peer holding the node as left (its tombstone the newest version it
+        saw) takes the new incarnation on its join: the old state is expired,
+        the node joins again, not left, with only the new state.
+        """
+        clock = Clock()
+        clock.advance(1000)
+        peer, watcher, _ = make_state("peer", clock)
+        old = incarnation(clock, "one")
+        join(peer, old)
+        old.upsert_local("endpoint:gone", "1")
+        exchange(peer, old)
+        old.leave_local()
+        peer.apply_delta(old.local_delta(), sender="x")
+        self.assertTrue(peer.node("x").metadata.left)
+        watcher.take()
+
+        clock.advance(3)
+        new = incarnation(clock, "two")
+        join(peer, new)
+        node = peer.node("x")
+        assert node is not None
+        self.assertFalse(node.metadata.left)
+        self.assertIsNone(node.metadata.expiry)
+        self.assertEqual(node.entries, new.local_node().entries)
+        self.assertEqual([n.id for n in peer.live_nodes()], ["x"])
+        self.assertEqual(
+            watcher.take(),
+            [
+                ("expired", "x"),
+                ("join", "x"),
+                ("upsert", "x", "proxy_addr", "two:8000"),
+                ("upsert", "x", "admin_addr", "two:8002"),
+            ],
+        )
+
+    def test_restart_at_a_new_address(self) -> None:
+        """
+        A restarted node may come back at a new address (a pod's new IP): the
+        peer takes it with the new state and gossips there, not to the old one.
+        """
+        clock = Clock()
+        clock.advance(1000)
+        peer, _, _ = make_state("peer", clock)
+        old = incarnation(clock, "one")
+        join(peer, old)
+        old.leave_local()
+        peer.apply_delta(old.local_delta(), sender="x")
+        clock.advance(1)
+        new = GossipState(
+            "x",
+            "x2:7000",
+            clock,
+            AccrualFailureDetector(clock, 0.2),
+            initial_version=wall_clock_version(clock),
+            incarnation="two",
+        )
+        join(peer, new)
+        self.assertEqual([(n.id, n.addr) for n in peer.live_nodes()], [("x", "x2:7000")])
+        self.assertIn(DigestEntry("x", "x2:7000", new.local_metadata().version), peer.digest())
+
+    def test_restart_after_crash_drops_stale_state(self) -> None:
+        """
+        After a crash (no leave), the peer holds the old incarnation, maybe
+        unreachable: the new one replaces it, old endpoints and all, and the
+        failure detector starts afresh.
+        """
+        clock = Clock()
+        clock.advance(1000)
+        peer, watcher, _ = make_state("peer", clock)
+        old = incarnation(clock, "one")
+        old.upsert_local("endpoint:e", "3")
+        join(peer, old)
+        peer.failure_detector.report("x")
+        clock.advance(30)
+        peer.update_liveness()
+        self.assertTrue(peer.node("x").metadata.unreachable)
+        watcher.take()
+
+        new = incarnation(clock, "two")
+        exchange(new, peer)
+        node = peer.node("x")
+        assert node is not None
+        self.assertIsNone(node.get("endpoint:e"))
+        self.assertFalse(node.metadata.unreachable)
+        self.assertEqual(watcher.take()[:2], [("expired", "x"), ("join", "x")])
+        peer.update_liveness()  # a fresh window: not unreachable at once
+        self.assertFalse(peer.node("x").metadata.unreachable)
+
+    def test_relayed_restart(self) -> None:
+        """A third node that heard of the new incarnation passes it on by UDP."""
+        clock = Clock()
+        clock.advance(1000)
+        peer, _, _ = make_state("peer", clock)
+        relay, _, _ = make_state("relay", clock)
+        old = incarnation(clock, "one")
+        join(peer, old)
+        old.leave_local()
+        peer.apply_delta(old.local_delta(), sender="x")
+        clock.advance(1)
+        new = incarnation(clock, "two")
+        join(relay, new)
+        exchange(peer, relay)
+        node = peer.node("x")
+        assert node is not None
+        self.assertFalse(node.metadata.left)
+        self.assertEqual(node.get(INCARNATION_KEY).value, "two")
+
+    def test_clock_behind_bumps_past_the_old_versions(self) -> None:
+        """
+        A new incarnation whose clock is behind the old one's versions is
+        told of them (the join answer, a digest) and re-versions its state
+        above them; the peer then takes it.
+        """
+        clock = Clock()
+        clock.advance(2000)
+        peer, _, _ = make_state("peer", clock)
+        old = incarnation(clock, "one")
+        join(peer, old)
+        old.leave_local()
+        peer.apply_delta(old.local_delta(), sender="x")
+        old_version = old.local_metadata().version
+
+        behind = Clock()
+        behind.advance(1000)
+        new = incarnation(behind, "two")
+        changes: list[int] = []
+        new.on_local_change = lambda: changes.append(new.local_metadata().version)
+        join(peer, new)
+        self.assertTrue(changes)
+        self.assertGreater(new.local_metadata().version, old_version)
+        self.assertEqual(
+            [e.key for e in new.local_node().entries],
+            [INCARNATION_KEY, "proxy_addr", "admin_addr"],
+        )
+        exchange(new, peer)
+        node = peer.node("x")
+        assert node is not None
+        self.assertFalse(node.metadata.left)
+        self.assertEqual(node.entries, new.local_node().entries)
+
+    def test_digest_naming_us_higher_bumps(self) -> None:
+        """A digest naming our id above our version makes us re-version above it."""
+        state, _, _ = make_state("x", incarnation="two")
+        state.upsert_local("k", "v")
+        state.apply_digest([DigestEntry("x", "x:7000", 50, True)], sender="peer")
+        self.assertEqual([e.version for e in state.local_node().entries], [51, 52])
+        state.apply_digest([DigestEntry("x", "x:7000", 10)], sender="peer")
+        self.assertEqual(state.local_metadata().version, 52)
+
+    def test_absurd_version_not_bumped_to(self) -> None:
+        """A report of our version past MAX_OBSERVED_VERSION is ignored: ours must encode."""
+        state, _, _ = make_state("x", incarnation="two")
+        state.apply_digest([DigestEntry("x", "x:7000", MAX_OBSERVED_VERSION + 1)], sender="p")
+        state.apply_delta(remote("x", Entry("k", "v", 2**64 - 1)), sender="p")
+        self.assertEqual(state.local_metadata().version, 1)
+
+    def test_compaction_is_not_a_restart(self) -> None:
+        """The incarnation survives a compaction, re-versioned with the same value: no restart."""
+        clock = Clock()
+        peer, watcher, _ = make_state("peer", clock)
+        node = incarnation(clock, "one")
+        for i in range(4):
+            node.upsert_local(f"endpoint:{i}", "1")
+            node.delete_local(f"endpoint:{i}")
+        exchange(peer, node)
+        self.assertTrue(node.compact_local(threshold=4))
+        watcher.take()
+        exchange(peer, node)
+        # The survivors are upserted again under their new versions (as in Go); nothing more.
+        self.assertEqual(
+            watcher.take(),
+            [("upsert", "x", "proxy_addr", "one:8000"), ("upsert", "x", "admin_addr", "one:8002")],
+        )
+        self.assertEqual(peer.node("x").entries, node.local_node().entries)
+
+    def test_first_incarnation_after_unversioned_state_is_a_restart(self) -> None:
+        """
+        A node we hold state of without an incarnation (a version that
+        published none) publishing one has restarted: its old state goes.
+        """
+        state, watcher, _ = make_state()
+        state.apply_delta(remote("x", Entry("endpoint:e", "1", 1)))
+        watcher.take()
+        state.apply_delta(remote("x", Entry(INCARNATION_KEY, "two", 5, True)))
+        self.assertEqual(watcher.take(), [("expired", "x"), ("join", "x")])
+        self.assertIsNone(state.node("x").get("endpoint:e"))
+
+    def test_first_incarnation_of_a_new_node_is_not_a_restart(self) -> None:
+        """A node learnt from a digest (no state yet) publishing its incarnation just joins."""
+        state, watcher, _ = make_state()
+        state.apply_digest([DigestEntry("x", "x:7000", 3)], sender="peer")
+        state.apply_delta(remote("x", Entry(INCARNATION_KEY, "one", 1, True)), sender="x")
+        self.assertEqual(watcher.take(), [("join", "x")])
