@@ -51,6 +51,13 @@ LOG_LEVELS = ("debug", "info", "warn", "error")
 NODE_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz1234567890"
 
 
+#: A node id rides in every gossip packet (each digest entry names its node).  253 bytes, the
+#: longest DNS name, admits any Kubernetes pod or host name, and is far below the ~1,300 bytes
+#: at which a default 1400-byte packet cannot hold one digest entry (Go has no bound, and such
+#: a node stops gossiping as soon as it has a peer).
+MAX_NODE_ID_BYTES = 253
+
+
 def generate_node_id(prefix: str = "", rng: secrets.SystemRandom | None = None) -> str:
     """
     Generate a node id: ``prefix`` + 7 random ``[a-z0-9]`` characters, as Go.
@@ -162,6 +169,11 @@ def _server(c: ServerConfig) -> None:
     cluster = c.cluster
     if not cluster.node_id:
         _fail("cluster: missing node id")
+    if len(cluster.node_id.encode()) > MAX_NODE_ID_BYTES:
+        _fail(
+            f"cluster: node id too long: {len(cluster.node_id.encode())} bytes, "
+            f"at most {MAX_NODE_ID_BYTES}"
+        )
     if cluster.join_timeout == 0:
         _fail("cluster: missing join timeout")
     gossip = cluster.gossip

@@ -262,7 +262,7 @@ class KubernetesTests(SynchronousTestCase):
 
     def test_node_id_from_pod_name(self) -> None:
         """The node id is generated from the pod's name, through --config.expand-env."""
-        self.assertTrue(self.config.cluster.node_id.startswith("piko-0-"))
+        self.assertEqual(self.config.cluster.node_id, "piko-0")
         self.assertEqual(self.config.admin.advertise_addr, "10.0.0.7:8002")
 
     def test_probes_on_admin_routes_that_exist(self) -> None:

@@ -202,6 +202,10 @@ class ServerValidationTests(SynchronousTestCase):
         c = base
         self.assertInvalid(ev(c, cluster=ev(c.cluster, node_id="")), "cluster: missing node id")
         self.assertInvalid(
+            ev(c, cluster=ev(c.cluster, node_id="n" * 254)),
+            "cluster: node id too long: 254 bytes, at most 253",
+        )
+        self.assertInvalid(
             ev(c, cluster=ev(c.cluster, join_timeout=0.0)), "cluster: missing join timeout"
         )
         self.assertInvalid(
