@@ -207,14 +207,10 @@ class RemoteJWKS:
         if response.code != 200:
             raise JWKSError(f"unexpected status {response.code}")
         self.current = parse_jwks(body)
-        self.log.info(
-            "jwks: loaded {count} keys from {url}", count=len(self.current.keys), url=self.url
-        )
+        self.log.info("jwks: loaded keys", count=len(self.current.keys), url=self.url)
 
     def _failed(self, failure: Failure) -> None:
-        self.log.warn(
-            "jwks: failed to fetch {url}: {error}", url=self.url, error=failure.getErrorMessage()
-        )
+        self.log.warn("jwks: failed to fetch", url=self.url, error=failure.getErrorMessage())
 
     def _done(self, _: object) -> None:
         self._in_flight = None

@@ -35,7 +35,7 @@ __all__ = ["ForwardFactory", "ForwardService", "listen_description", "make_forwa
 class _LocalSplice(DialingSplice):
     """The local end: dials the endpoint when accepted, reading paused meanwhile."""
 
-    dial_failed_message = "failed to dial endpoint: {error}"
+    dial_failed_message = "failed to dial endpoint"
     dial_failed_level = LogLevel.error
 
     def __init__(self, factory: ForwardFactory) -> None:
@@ -59,6 +59,9 @@ class ForwardFactory(Factory):
         ``dial(endpoint_id, factory) -> Deferred``).
     :param endpoint_id: the endpoint this port forwards to.
     """
+
+    #: Its port announces itself; the factory need not.
+    noisy = False
 
     def __init__(self, dialer: Dialer, endpoint_id: str) -> None:
         self.dialer = dialer
