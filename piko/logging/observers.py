@@ -30,8 +30,10 @@ the duration in seconds), so the JSON record stays exactly Go's.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable, Mapping
+from string import Formatter
 from typing import IO, Any
 
 from twisted.logger import (
@@ -194,18 +196,32 @@ def _access_summary(event: LogEvent, fields: dict[str, Any]) -> str | None:
     ordered.update(fields)
     fields.clear()
     fields.update(ordered)
-    return f"{request.get('method', '-')} {request.get('path', '-')} {request.get('status')} {duration}"
+    method, path = request.get("method", "-"), request.get("path", "-")
+    return f"{method} {path} {request.get('status')} {duration}"
+
+
+def _format_names(format: object) -> set[str]:
+    """The event keys a (third-party) format string interpolates: ``{reactor}`` -> reactor."""
+    if not isinstance(format, str) or "{" not in format:
+        return set()
+    try:
+        parsed = list(Formatter().parse(format))
+    except ValueError:
+        return set()
+    return {re.split(r"[.\[]", name, maxsplit=1)[0] for _, name, _, _ in parsed if name}
 
 
 def format_console(event: LogEvent) -> str:
     """
     One event as a console line (without the final newline):
     ``ts LEVEL subsystem: message key=value ...``, a failure's traceback on the lines after.
-    Empty fields are left out.
+    Empty fields, and fields a message already interpolates (Twisted's own), are left out.
     """
     level = _level_name(event)
     stamp = timestamp(float(event.get("log_time", time.time())))
     fields = _fields(event)
+    for name in _format_names(event.get("log_format")):
+        fields.pop(GO_KEYS.get(name, name), None)
     message = _access_summary(event, fields) or formatEvent(event)
     failure = event.get("log_failure")
     if failure is not None:

@@ -136,7 +136,7 @@ def _twistd_stream(twistd: MutableMapping[str, Any]) -> IO[str] | None:
             reactor.callFromThread(log_file.rotate)  # type: ignore[attr-defined]
 
         signal.signal(signal.SIGUSR1, rotate)
-    return log_file  # type: ignore[return-value]
+    return log_file
 
 
 def twistd_observer_factory(

@@ -10,15 +10,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import twisted.internet.protocol as protocol_module
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import LogLevel, Logger, LogPublisher
+from twisted.logger import Logger, LogLevel, LogPublisher
 from twisted.logger._legacy import publishToNewObserver
 from twisted.python import log as legacy_log
 from twisted.python.failure import Failure
 from twisted.python.reflect import namedAny
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 import piko
 from piko.config import AccessLogConfig, LogConfig
@@ -33,7 +35,6 @@ from piko.logging import (
     make_observer,
 )
 from piko.logging import setup as log_setup
-from zope.interface import implementer
 
 TS = 1795700000.25
 
@@ -84,7 +85,7 @@ class JSONFormatTests(SynchronousTestCase):
     def test_failure_error_and_stacktrace(self) -> None:
         """A logged failure gives ``error`` (its message) and ``stacktrace``, zap's keys."""
         try:
-            1 / 0
+            raise ZeroDivisionError("division by zero")
         except ZeroDivisionError:
             failure = Failure()
         record = json.loads(format_json(event(log_failure=failure, log_level=LogLevel.critical)))
@@ -115,7 +116,7 @@ class ConsoleFormatTests(SynchronousTestCase):
     def test_failure_traceback_follows(self) -> None:
         """A failure's message is a field and its traceback follows the line."""
         try:
-            1 / 0
+            raise ZeroDivisionError("division by zero")
         except ZeroDivisionError:
             failure = Failure()
         text = format_console(event(log_failure=failure, log_format="failed to run"))
@@ -248,12 +249,8 @@ class SetupTests(SynchronousTestCase):
         for level, shown in (("info", False), ("debug", True)):
             stream = io.StringIO()
             publisher = LogPublisher(make_observer(LogConfig(level=level), stream))
-            factory = Factory.forProtocol(Protocol)
-            factory._log = Logger(observer=publisher)  # type: ignore[attr-defined]
-            self.patch(Factory, "noisy", True)
-            import twisted.internet.protocol as protocol_module
-
-            self.patch(protocol_module, "_loggerFor", lambda obj: Logger(observer=publisher))
+            factory = Factory.forProtocol(Protocol)  # noisy, as Twisted's default
+            self.patch(protocol_module, "_loggerFor", lambda obj, p=publisher: Logger(observer=p))
             factory.doStart()
             factory.doStop()
             text = stream.getvalue()
@@ -333,16 +330,16 @@ class PooledConnectionNoiseTests(SynchronousTestCase):
     def test_no_starting_factory_for_pooled_connections(self) -> None:
         """Connecting through the agent's pool logs no ``Starting factory`` event at all."""
         from twisted.internet.endpoints import TCP4ClientEndpoint
-
-        from piko.agent.pool import ConnectionPool
         from twisted.logger import globalLogPublisher
 
+        from piko.agent.pool import ConnectionPool
+
         events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        globalLogPublisher.addObserver(events.append)  # type: ignore[arg-type]
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)  # type: ignore[arg-type]
         reactor = MemoryReactorClock()
         pool = ConnectionPool(reactor, TCP4ClientEndpoint(reactor, "127.0.0.1", 1))
-        pool.connect(Protocol())  # type: ignore[arg-type]
+        pool.connect(Protocol())
         _, _, factory, _, _ = reactor.tcpClients[0]
         factory.buildProtocol(None).makeConnection(StringTransport())
         factory.doStart()
@@ -414,7 +411,7 @@ class CallSiteTests(SynchronousTestCase):
         """Fields passed by keyword are written under Go's names (``endpoint-id``, ...)."""
         from piko.logging.observers import GO_KEYS
 
-        names = set()
+        names: set[str] = set()
         for _, tree in self.sources():
             for call in _log_calls(tree):
                 names.update(k.arg for k in call.keywords if k.arg is not None)
@@ -445,3 +442,22 @@ class SubsystemPredicateTests(SynchronousTestCase):
         self.assertEqual(predicate(other), PredicateResult.no)
         prefix = SubsystemLevelPredicate(LogLevel.warn, ["server"])
         self.assertEqual(prefix(debug), PredicateResult.no)
+
+
+class ThirdPartyConsoleTests(SynchronousTestCase):
+    def test_interpolated_fields_not_repeated(self) -> None:
+        """Fields a Twisted message already interpolates are not repeated after it."""
+        line = format_console(
+            {
+                "log_level": LogLevel.info,
+                "log_time": TS,
+                "log_namespace": "twisted.scripts._twistd_unix.UnixAppLogger",
+                "log_format": "reactor class: {reactor}.",
+                "reactor": "twisted.internet.epollreactor.EPollReactor",
+                "extra": "kept",
+            }
+        )
+        self.assertTrue(
+            line.endswith("reactor class: twisted.internet.epollreactor.EPollReactor. extra=kept"),
+            line,
+        )
