@@ -58,14 +58,21 @@ class ForwardFactory(Factory):
     :param dialer: connects to the Piko proxy port (anything with Go's ``Dial`` shape,
         ``dial(endpoint_id, factory) -> Deferred``).
     :param endpoint_id: the endpoint this port forwards to.
+    :param addr: what the port listens on, for the line logged when it starts.
     """
 
-    #: Its port announces itself; the factory need not.
+    #: Twisted's "Starting factory" line is replaced by a structured ``forwarding`` line.
     noisy = False
+    log = Logger()
 
-    def __init__(self, dialer: Dialer, endpoint_id: str) -> None:
+    def __init__(self, dialer: Dialer, endpoint_id: str, addr: str = "") -> None:
         self.dialer = dialer
         self.endpoint_id = endpoint_id
+        self.addr = addr
+
+    def startFactory(self) -> None:
+        """Say what this port forwards, once it listens."""
+        self.log.info("forwarding", addr=self.addr, endpoint_id=self.endpoint_id)
 
     def buildProtocol(self, addr: Any) -> Protocol:
         return _LocalSplice(self)
@@ -123,8 +130,10 @@ def make_forward_service(
         )
     service = ForwardService()
     for port in config.ports:
-        endpoint = endpoint_factory(reactor, listen_description(port))
-        child = StreamServerEndpointService(endpoint, ForwardFactory(dialer, port.endpoint_id))
+        description = listen_description(port)
+        endpoint = endpoint_factory(reactor, description)
+        factory = ForwardFactory(dialer, port.endpoint_id, description)
+        child = StreamServerEndpointService(endpoint, factory)
         child._raiseSynchronously = True
         child.setServiceParent(service)
     return service

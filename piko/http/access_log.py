@@ -192,16 +192,20 @@ class AccessLog:
             "status": outcome.status,
             "duration": go_duration(outcome.duration),
         }
-        summary = {
-            "seconds": outcome.duration,
-            "endpoint-id": self.fields.get("endpoint-id")
-            or endpoint_id_from_request(head.headers)
-            or "",
-            "client-ip": _client_ip(
-                outcome.transport,
-                (head.get(b"x-forwarded-for") or b"") if self.behind_server else None,
-            ),
-        }
+
+        def summary() -> dict[str, Any]:
+            # Only the console line calls this: the JSON record is Go's alone.
+            return {
+                "seconds": outcome.duration,
+                "endpoint-id": self.fields.get("endpoint-id")
+                or endpoint_id_from_request(head.headers)
+                or "",
+                "client-ip": _client_ip(
+                    outcome.transport,
+                    (head.get(b"x-forwarded-for") or b"") if self.behind_server else None,
+                ),
+            }
+
         # Go's order: the logger's fields (the agent's ``endpoint-id``), then ``request``.
         fields = {**self.fields, "request": request, ACCESS_SUMMARY: summary}
         self.log.emit(level, "request", **fields)

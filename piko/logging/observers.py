@@ -63,7 +63,8 @@ __all__ = [
 ]
 
 #: The event key of an access record's console-only summary: a mapping with
-#: ``seconds`` (float), and optionally ``endpoint-id`` and ``client-ip``.
+#: ``seconds`` (float), and optionally ``endpoint-id`` and ``client-ip``; or a
+#: function returning one, so that only the console pays for it.
 ACCESS_SUMMARY = "log_access"
 
 _LEVEL_NAMES = {"debug": "debug", "info": "info", "warn": "warn", "error": "error"}
@@ -183,7 +184,11 @@ def _access_summary(event: LogEvent, fields: dict[str, Any]) -> str | None:
     request = fields.get("request")
     if not isinstance(request, dict) or "status" not in request:
         return None
-    summary: Mapping[str, Any] = event.get(ACCESS_SUMMARY) or {}
+    summary = event.get(ACCESS_SUMMARY) or {}
+    if callable(summary):
+        summary = summary()
+    if not isinstance(summary, Mapping):
+        summary = {}
     seconds = summary.get("seconds")
     duration = format_duration_ms(seconds) if seconds is not None else request.get("duration")
     del fields["request"]

@@ -98,3 +98,17 @@ class ForwardTests(SynchronousTestCase):
         self.assertIsInstance(children[0], StreamServerEndpointService)
         self.assertEqual(seen, ["tcp:3000:interface=127.0.0.1", "tcp:4000:interface=127.0.0.1"])
         self.assertEqual(children[1].factory.endpoint_id, "b")
+
+    def test_port_start_logged(self):
+        """A forward port says what it forwards when it starts, as one structured line."""
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        factory = ForwardFactory(FakeDialer(), "db", "tcp:15432:interface=127.0.0.1")
+        factory.doStart()
+        self.addCleanup(factory.doStop)
+        [line] = [e for e in events if e.get("log_namespace", "").startswith("piko.forward")]
+        self.assertEqual(line["log_format"], "forwarding")
+        self.assertEqual(line["addr"], "tcp:15432:interface=127.0.0.1")
+        self.assertEqual(line["endpoint_id"], "db")
+        self.assertFalse([e for e in events if "Starting factory" in e.get("log_format", "")])
