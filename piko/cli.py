@@ -85,28 +85,14 @@ def _load_factory(program: str) -> Callable[[Any, Any], IService]:
 
 def _start_logging(config: LogConfig, stream: IO[str]) -> None:
     """
-    Send twisted.logger events to ``stream``: readable text on a terminal,
-    JSON lines otherwise; filtered by ``log.level``, with the subsystems named
-    in ``log.subsystems`` (exact names, as Go) at every level.
+    Send twisted.logger events to ``stream`` through the setup the twistd
+    plugins share (:func:`piko.logging.start_logging`): console lines on a
+    terminal, Go's JSON lines otherwise (``log.format`` chooses), filtered by
+    ``log.level`` and ``log.subsystems``.
     """
-    from twisted.logger import FilteringLogObserver, LogLevel, globalLogBeginner
+    from piko.logging import start_logging
 
-    from piko.logging import SubsystemLevelPredicate, go_json_observer, readable_observer
-
-    levels = {
-        "debug": LogLevel.debug,
-        "info": LogLevel.info,
-        "warn": LogLevel.warn,
-        "error": LogLevel.error,
-    }
-    predicate = SubsystemLevelPredicate(levels.get(config.level, LogLevel.info), config.subsystems)
-    isatty = getattr(stream, "isatty", None)
-    observer = (
-        readable_observer(stream) if isatty is not None and isatty() else go_json_observer(stream)
-    )
-    globalLogBeginner.beginLoggingTo(
-        [FilteringLogObserver(observer, [predicate])], redirectStandardIO=False
-    )
+    start_logging(config, stream)
 
 
 #: Seconds after start-up before the heap is frozen (imports and start-up work are done).
@@ -167,11 +153,11 @@ def _run_service(
     status = [0]
 
     def start() -> None:
-        log.info("starting piko {program}", program=program, version=piko.__version__)
+        log.info("starting piko", program=program, version=piko.__version__)
         try:
             service.startService()
         except Exception:
-            log.failure("failed to run {program}", program=program)
+            log.failure("failed to run", program=program)
             status[0] = 1
             reactor.stop()
             return

@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the demo under the global reactor."""
     from twisted.internet import reactor
 
-    from piko.logging import readable_observer
+    from piko.logging import console_observer
 
     parser = argparse.ArgumentParser(prog="python -m piko.demo", description=__doc__)
     parser.add_argument("--base-port", type=int, default=8000)
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
     globalLogBeginner.beginLoggingTo(
-        [FilteringLogObserver(readable_observer(sys.stderr), [predicate])],
+        [FilteringLogObserver(console_observer(sys.stderr), [predicate])],
         redirectStandardIO=False,
     )
     status = [0]

@@ -176,8 +176,8 @@ class DialingSplice(SpliceProtocol):
 
     log = Logger()
 
-    #: The log message for a failed dial (``{error}`` is the failure's text).
-    dial_failed_message = "failed to dial: {error}"
+    #: The log message for a failed dial (the failure's text is its ``error`` field).
+    dial_failed_message = "failed to dial"
     #: Its level (Go's forward says error, its agent warn).
     dial_failed_level = LogLevel.warn
 

@@ -469,8 +469,7 @@ def _warn_if_out_of_date(
     problem = certificate_validity_error(certificate, time.time() if now is None else now)
     if problem is not None:
         log.warn(
-            "config: {port}: tls: cert {path}: {problem}; clients that verify it will "
-            "refuse to connect",
+            "certificate of a port is not valid now: clients that verify it will refuse it",
             port=port,
             path=path,
             problem=problem,

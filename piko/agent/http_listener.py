@@ -161,6 +161,9 @@ class HTTPListenerFactory(Factory):
     :param metrics: counts every answered request under ``endpoint_id``, if given.
     """
 
+    #: Started for every connection of the listener: no "Starting factory" line.
+    noisy = False
+
     log = Logger()
     exchange_class: Callable[..., Any] = AgentProxyExchange
 

@@ -213,9 +213,7 @@ class AgentMetricsServer(Service):
 
     def _failed(self, reason: Failure) -> Failure | None:
         self.log.error(
-            "metrics server: failed to listen on {addr}: {error}",
-            addr=self.bind_addr,
-            error=str(reason.value),
+            "metrics server: failed to listen", addr=self.bind_addr, error=str(reason.value)
         )
         if self.on_failure is not None:
             self.on_failure(reason.value)

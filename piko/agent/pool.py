@@ -240,6 +240,9 @@ class _PooledConnection(Protocol):
 
 
 class _ConnectionFactory(Factory):
+    #: One factory per connection made: no "Starting factory" line for each.
+    noisy = False
+
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
 

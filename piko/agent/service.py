@@ -108,6 +108,7 @@ def build_listener_factory(
         "proxy.http.access",
         fields={"endpoint-id": config.endpoint_id},
         min_level=min_log_level,
+        behind_server=True,
     )
     factory = HTTPListenerFactory(
         reactor,
@@ -182,9 +183,7 @@ class AgentService(MultiService):
             return
         error = reason.value
         self.log.error(
-            "connect: {error}",
-            endpoint_id=listener.config.endpoint_id,
-            error=str(error),
+            "failed to connect", endpoint_id=listener.config.endpoint_id, error=str(error)
         )
         self.fail(error)
 

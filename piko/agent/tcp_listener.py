@@ -29,7 +29,7 @@ __all__ = ["TCPListenerFactory"]
 class _StreamSplice(DialingSplice):
     """The stream end of the splice; it dials the local service when the stream opens."""
 
-    dial_failed_message = "failed to dial upstream: {error}"
+    dial_failed_message = "failed to dial upstream"
 
     def __init__(self, factory: TCPListenerFactory) -> None:
         super().__init__()
@@ -65,6 +65,9 @@ class TCPListenerFactory(Factory):
         ``proxy.tcp.access`` at info, or at debug when the access log is disabled (as Go does).
     :param observer: where access records go (default: the global log publisher).
     """
+
+    #: Started for every connection of the listener: no "Starting factory" line.
+    noisy = False
 
     def __init__(
         self,

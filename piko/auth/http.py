@@ -94,19 +94,19 @@ class RequestAuthenticator:
         try:
             token = extract_token(head)
         except AuthorizationHeaderError as e:
-            self.log.warn("auth: {error}", error=str(e))
+            self.log.warn("auth failed", error=str(e))
             return unauthorized(str(e), head_only=head_only)
         tenant = (head.get(b"x-piko-tenant-id") or b"").decode("latin-1")
         try:
             return self.verifier.verify(token, tenant)
         except InvalidToken as e:
-            self.log.warn("auth invalid token: {error}", error=str(e))
+            self.log.warn("auth invalid token", error=str(e))
             return unauthorized("invalid token", head_only=head_only)
         except ExpiredToken as e:
-            self.log.warn("auth expired token: {error}", error=str(e))
+            self.log.warn("auth expired token", error=str(e))
             return unauthorized("expired token", head_only=head_only)
         except UnknownTenant:
-            self.log.warn("auth unknown tenant: {tenant_id}", tenant_id=tenant)
+            self.log.warn("auth unknown tenant", tenant_id=tenant)
             return unauthorized("unknown tenant", head_only=head_only)
         except Exception:
             self.log.failure("unknown verification error")

@@ -229,17 +229,11 @@ class RemoteJWKS:
             raise JWKSError(f"unexpected status {response.code}")
         self.current = parse_jwks(body)
         for kid, reason in self.current.skipped.items():
-            self.log.warn(
-                "jwks: {url}: skipping key {kid}: {reason}", url=self.url, kid=kid, reason=reason
-            )
-        self.log.info(
-            "jwks: loaded {count} keys from {url}", count=len(self.current.keys), url=self.url
-        )
+            self.log.warn("jwks: skipping key", url=self.url, kid=kid, reason=reason)
+        self.log.info("jwks: loaded keys", count=len(self.current.keys), url=self.url)
 
     def _failed(self, failure: Failure) -> None:
-        self.log.warn(
-            "jwks: failed to fetch {url}: {error}", url=self.url, error=failure.getErrorMessage()
-        )
+        self.log.warn("jwks: failed to fetch", url=self.url, error=failure.getErrorMessage())
 
     def _done(self, _: object) -> None:
         self._in_flight = None

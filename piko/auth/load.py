@@ -75,13 +75,7 @@ def _load_jwks(
         except JWKSError as e:
             raise AuthConfigError(f"{where}: jwks: {path}: {e}") from e
         for kid, reason in source.skipped.items():
-            log.warn(
-                "{where}: jwks: {path}: skipping key {kid}: {reason}",
-                where=where,
-                path=path,
-                kid=kid,
-                reason=reason,
-            )
+            log.warn("jwks: skipping key", where=where, path=path, kid=kid, reason=reason)
         if not source.keys:
             skipped = "".join(f"; key {kid}: {why}" for kid, why in source.skipped.items())
             raise AuthConfigError(f"{where}: jwks: {path}: no usable signing keys{skipped}")

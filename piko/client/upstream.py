@@ -101,6 +101,9 @@ class ListenerSession(Session):
 class _SessionFactory(Factory):
     """Builds the yamux client session that runs over the WebSocket."""
 
+    #: Started for every (re)connection: no "Starting factory" line for each.
+    noisy = False
+
     def __init__(self, clock: IReactorTime, config: SessionConfig | None) -> None:
         self._clock = clock
         self._config = config
@@ -296,7 +299,7 @@ class PikoListeningPort:
             session.on_go_away = self._server_going_away
         session.when_closed().addCallback(self._session_ended, session)
         self.log.info(
-            "connected",
+            "upstream connected",
             **{"endpoint-id": self.endpoint_id, "url": self.upstream.route(self.endpoint_id)},
         )
         self._schedule_handoffs()
@@ -343,9 +346,7 @@ class PikoListeningPort:
         self.departing.add(session)
         delay = self._backoff.next_delay()
         self.log.info(
-            "upstream server going away on endpoint {endpoint_id}; reconnecting in {delay:.2f}s",
-            endpoint_id=self.endpoint_id,
-            delay=delay,
+            "server going away; reconnecting", endpoint_id=self.endpoint_id, backoff=f"{delay:.2f}s"
         )
         self._reconnect_call = self.upstream.reactor.callLater(delay, self._connect)
 
@@ -386,11 +387,10 @@ class PikoListeningPort:
             return
         delay = self._backoff.next_delay()
         self.log.warn(
-            "upstream disconnected from endpoint {endpoint_id}: {reason}; "
-            "reconnecting in {delay:.2f}s",
+            "disconnected; reconnecting",
             endpoint_id=self.endpoint_id,
-            reason=str(reason) or type(reason).__name__,
-            delay=delay,
+            backoff=f"{delay:.2f}s",
+            error=str(reason) or type(reason).__name__,
         )
         self._reconnect_call = self.upstream.reactor.callLater(delay, self._connect)
 

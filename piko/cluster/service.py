@@ -326,13 +326,11 @@ class GossipService(Service):
             getattr(self.tcp_port.getHost(), "host", host) or "0.0.0.0", str(bound)
         )
         if self.transport.authenticated:
-            self.log.info(
-                "gossip: mutual TLS on {bound} (advertised as {addr})", bound=bound_addr, addr=addr
-            )
+            self.log.info("gossip with mutual TLS", bound=bound_addr, addr=addr)
         else:
             self.log.warn(
-                "gossip: no cluster TLS configured: gossip on {bound} (advertised as {addr}) "
-                "is unauthenticated and unencrypted; expose it only on a trusted network",
+                "no cluster TLS configured: gossip is unauthenticated and unencrypted; "
+                "expose it only on a trusted network",
                 bound=bound_addr,
                 addr=addr,
             )
@@ -458,7 +456,7 @@ class GossipService(Service):
             host, port = split_host_port(addr)
             port_number = int(port)
         except ValueError:
-            self.log.warn("gossip: bad address {addr}", addr=addr)
+            self.log.warn("bad address", addr=addr)
             return
         self.count("packet_bytes_outbound", len(packet))
         if ip_version(host) is not None:
@@ -466,7 +464,7 @@ class GossipService(Service):
             return
         resolve_host(self.reactor, host).addCallback(
             lambda hosts: self.transport.send(hosts[0], port_number, packet) if hosts else None
-        ).addErrback(lambda f: self.log.warn("gossip: resolve {h}: {e}", h=host, e=f.value))
+        ).addErrback(lambda f: self.log.warn("failed to resolve", host=host, error=str(f.value)))
 
     def packet_received(self, data: bytes) -> None:
         """Handle one digest or delta (truncated to ``max_packet_size`` as Go's buffer is)."""
@@ -478,7 +476,7 @@ class GossipService(Service):
         try:
             packet = decode_packet(data)
         except CodecError as error:
-            self.log.debug("gossip: packet: {error}", error=str(error))
+            self.log.debug("bad packet", error=str(error))
             return
         if isinstance(packet, DigestPacket):
             header = packet.header
@@ -523,17 +521,15 @@ class GossipService(Service):
             host, port = split_host_port(addr)
             port_number = int(port)
         except ValueError:
-            self.log.warn("gossip: bad address {addr}", addr=addr)
+            self.log.warn("gossip: bad address", addr=addr)
             return
         self._last_stream[addr] = now
-        self.log.debug(
-            "gossip: delta too large for a packet: sending it to {addr} over TCP", addr=addr
-        )
+        self.log.debug("gossip: delta too large for a packet: sending it over TCP", addr=addr)
 
         def failed(failure: Any) -> None:
             if self.tcp_port is not None:
                 self.log.warn(
-                    "gossip: sending a large delta to {addr}: {error}",
+                    "gossip: sending a large delta failed",
                     addr=addr,
                     error=str(failure.value),
                 )
@@ -585,22 +581,14 @@ class GossipService(Service):
             # A node we know and that has not left is exchanging a delta too
             # large for a packet (:meth:`_stream_delta`), not joining.
             if known is None or known.metadata.left:
-                self.log.info(
-                    "gossip: node joined: {node_id} {addr}",
-                    node_id=header.node_id,
-                    addr=header.addr,
-                )
+                self.log.info("node joined", node_id=header.node_id, addr=header.addr)
             else:
-                self.log.debug(
-                    "gossip: state exchange with {node_id} {addr}",
-                    node_id=header.node_id,
-                    addr=header.addr,
-                )
+                self.log.debug("state exchange", node_id=header.node_id, addr=header.addr)
             delta = state.delta(request.digest, full=True)
             return encode_join_response(
                 JoinResponse(JoinHeader(state.local_id, state.local_addr), tuple(delta))
             )
-        self.log.info("gossip: node left: {node_id}", node_id=header.node_id)
+        self.log.info("node left", node_id=header.node_id)
         return encode_leave_response(LeaveResponse(LeaveHeader(state.local_id, state.local_addr)))
 
     def _exchange(
@@ -641,15 +629,13 @@ class GossipService(Service):
                 except Exception as error:
                     errors.append(f"{join_host_port(ip, port)}: {error}")
                     self.log.warn(
-                        "gossip: failed to join {addr}: {error}",
-                        addr=join_host_port(ip, port),
-                        error=str(error),
+                        "failed to join node", addr=join_host_port(ip, port), error=str(error)
                     )
                     continue
                 joined.append(node_id)
         if not joined:
             raise JoinError("failed to join any node: " + "; ".join(errors))
-        self.log.info("gossip: joined cluster: {nodes}", nodes=joined)
+        self.log.info("joined cluster", node_ids=list(joined))
         return joined
 
     async def leave(self) -> int:
@@ -675,11 +661,11 @@ class GossipService(Service):
                 host, port = split_host_port(node.addr)
                 await self._exchange(host, int(port), request, MessageType.LEAVE)
             except Exception as error:
-                self.log.warn("gossip: leave {node_id}: {error}", node_id=node.id, error=str(error))
+                self.log.warn("failed to leave node", node_id=node.id, error=str(error))
                 continue
             acked += 1
         if live and not acked:
-            self.log.warn("gossip: no node acknowledged our leave")
+            self.log.warn("no node acknowledged our leave")
         return acked
 
     # -- metrics -----------------------------------------------------------

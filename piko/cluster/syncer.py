@@ -114,7 +114,7 @@ class Syncer:
                 node.endpoints[key[len(ENDPOINT_PREFIX) :]] = count
         if node.proxy_addr and node.admin_addr:
             del self._pending[node_id]
-            self.log.info("cluster: node added: {node_id}", node_id=node_id)
+            self.log.info("node joined", node_id=node_id)
             self.cluster.add_node(node)
 
     def on_delete_key(self, node_id: str, key: str) -> None:

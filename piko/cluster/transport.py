@@ -329,7 +329,7 @@ class _Inbound(Protocol):
         try:
             request = self.decoder.feed(data)
         except CodecError as error:
-            self.owner.log.warn("gossip: stream: {error}", error=str(error))
+            self.owner.log.warn("bad stream", error=str(error))
             self.answered = True
             _abort(self)
             return
@@ -396,7 +396,7 @@ class GoTransport:
         try:
             self.udp_port.write(packet, (host, port))
         except Exception as error:  # an unroutable address must not stop gossip
-            self.log.debug("gossip: send to {h}:{p}: {e}", h=host, p=port, e=str(error))
+            self.log.debug("failed to send", host=host, port=port, error=str(error))
 
     def _default_connect(self, host: str, port: int, protocol: Protocol) -> Deferred[Protocol]:
         endpoint = dial_endpoint(self.reactor, host, port)
@@ -502,7 +502,7 @@ class _TLSInbound(Protocol):
                 assert self.transport is not None
                 self.transport.write(encode_frame(answer))
         except CodecError as error:
-            self.owner.log.warn("gossip: tls: {peer}: {error}", peer=self.peer, error=str(error))
+            self.owner.log.warn("tls: bad stream", peer=self.peer, error=str(error))
             _abort(self)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
@@ -512,7 +512,7 @@ class _TLSInbound(Protocol):
         self.timer = None
         if not self.verified:
             self.owner.log.warn(
-                "gossip: tls: refused peer {peer}: no valid cluster certificate ({error})",
+                "tls: refused peer: no valid cluster certificate",
                 peer=self.peer,
                 error=str(reason.value) if reason is not None else "closed",
             )
@@ -617,7 +617,7 @@ class _PeerConnection(Protocol):
         self.owner.peer_gone(self)
         if not self.verified and reason is not None and reason.check(SSL.Error):
             self.owner.log.warn(
-                "gossip: tls: handshake with {host}:{port} failed: {error}",
+                "tls: handshake failed",
                 host=self.key[0],
                 port=self.key[1],
                 error=str(reason.value),
@@ -678,9 +678,9 @@ class TLSTransport:
     def _default_connect(self, host: str, port: int, protocol: Protocol) -> Deferred[Protocol]:
         # TLS buffers small writes on a clock: ours, not the global reactor.
         endpoint = dial_endpoint(self.reactor, host, port)
-        factory = TLSMemoryBIOFactory(
-            self.options, True, Factory.forProtocol(lambda: protocol), clock=self.clock
-        )
+        inner = Factory.forProtocol(lambda: protocol)
+        inner.noisy = False  # one factory per connection: no "Starting factory" line for each
+        factory = TLSMemoryBIOFactory(self.options, True, inner, clock=self.clock)
         return endpoint.connect(factory).addCallback(lambda _: protocol)
 
     def send(self, host: str, port: int, packet: bytes) -> None:
@@ -693,7 +693,7 @@ class TLSTransport:
 
             def failed(failure: Failure) -> None:
                 self.log.debug(
-                    "gossip: tls: connect {h}:{p}: {e}", h=host, p=port, e=str(failure.value)
+                    "tls: failed to connect", host=host, port=port, error=str(failure.value)
                 )
                 self.peer_gone(peer)
 

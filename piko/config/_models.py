@@ -83,11 +83,14 @@ def is_duration(a: attrs.Attribute[Any]) -> bool:
 class LogConfig:
     """
     Logging: ``log.level`` (debug|info|warn|error) and ``log.subsystems``,
-    the logger namespaces that get every level.
+    the logger namespaces that get every level; and ``log.format`` (not in Go
+    Piko): ``auto`` (a console line on a terminal, else Go's JSON lines),
+    ``console`` or ``json``.
     """
 
     level: str = "info"
     subsystems: tuple[str, ...] = ()
+    format: str = "auto"
 
 
 @frozen

@@ -87,6 +87,11 @@ def _log(prefix: str = "") -> tuple[Option, ...]:
             f"{prefix}log.subsystems",
             "Subsystems (logger namespaces) that log at every level, comma-separated.",
         ),
+        Option(
+            f"{prefix}log.format",
+            "auto (console lines on a terminal, else JSON lines as Go), console or json "
+            "(not in Go Piko).",
+        ),
     )
 
 

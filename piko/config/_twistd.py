@@ -8,7 +8,8 @@ pflag does.  The generated classes therefore keep ``usage.Options`` for its
 interface (``options["proxy.bind-addr"]``, ``optParameters``/``optFlags``
 for introspection, ``UsageError``) and override :meth:`parseOptions` to call
 the shared :func:`~piko.config._options.resolve_command`; the assembled,
-validated model is then on ``options.config`` for ``makeService``.
+validated model is then on ``options.config`` for ``makeService``, and twistd
+is told to log through :func:`piko.logging.setup.use_for_twistd`.
 """
 
 from __future__ import annotations
@@ -99,6 +100,10 @@ def make_options_class(
                 self.config = build(self.invocation)
             except ConfigError as e:
                 raise SystemExit(f"{root.name}: {e}") from None
+            # Log as ``piko`` does (console or Go's JSON, ``log.*`` honoured), not twistd's way.
+            from piko.logging.setup import use_for_twistd
+
+            use_for_twistd(self)
 
         def getUsage(self, width: int | None = None) -> str:
             chain = self.invocation.chain if self.invocation is not None else (root,)

@@ -100,8 +100,14 @@ def _level(level: str) -> None:
         _fail(f"unsupported level: {level}")
 
 
+#: ``log.format`` values (an extension of Go Piko's ``log`` section).
+LOG_FORMATS = ("auto", "console", "json")
+
+
 def _log(c: LogConfig) -> None:
     _level(c.level)
+    if c.format not in LOG_FORMATS:
+        _fail(f"unsupported format: {c.format}")
 
 
 def _headers(c: AccessLogHeaderConfig) -> None:

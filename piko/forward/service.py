@@ -36,7 +36,7 @@ __all__ = ["ForwardFactory", "ForwardService", "listen_description", "make_forwa
 class _LocalSplice(DialingSplice):
     """The local end: dials the endpoint when accepted, reading paused meanwhile."""
 
-    dial_failed_message = "failed to dial endpoint: {error}"
+    dial_failed_message = "failed to dial endpoint"
     dial_failed_level = LogLevel.error
 
     def __init__(self, factory: ForwardFactory) -> None:
@@ -60,6 +60,11 @@ class ForwardFactory(Factory):
         ``dial(endpoint_id, factory) -> Deferred``).
     :param endpoint_id: the endpoint this port forwards to.
     """
+
+    #: Twisted's "Starting factory" line is replaced by :class:`_ForwardPortService`'s
+    #: ``forwarding`` line, which names the address actually bound.
+    noisy = False
+    log = Logger()
 
     def __init__(self, dialer: Dialer, endpoint_id: str) -> None:
         self.dialer = dialer

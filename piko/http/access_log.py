@@ -6,6 +6,12 @@ The record carries ``request: {proto, method, host, path, request_headers, respo
 status, duration}`` with headers as Go's ``http.Header`` (``{"Canonical-Name": ["v"]}``),
 filtered by an allow list or else a block list, and ``duration`` as a Go duration string
 (``1.234ms``).  It is emitted at the configured level, raised to at least ``warn`` for a 5xx.
+As in Go, ``request_headers`` never has ``Host`` (Go's ``http.Request`` keeps it apart, in
+``host``), and header names come sorted, as Go's JSON writes a map.
+
+The event also carries, under :data:`~piko.logging.ACCESS_SUMMARY`, what only the console
+line shows: the duration in seconds, the endpoint (the agent's own, or the one the request
+names on the server) and the client's address; the JSON record stays Go's.
 
 Unlike Go, credentials never reach a log line whatever the lists say: the values of
 ``Authorization``, ``Proxy-Authorization``, ``X-Piko-Authorization``, ``Cookie`` and
@@ -25,9 +31,10 @@ from twisted.logger import ILogObserver, Logger, LogLevel
 from zope.interface import implementer
 
 from piko.config import AccessLogConfig, AccessLogHeaderConfig, format_duration
-from piko.http.head import canonical_key
+from piko.http.head import canonical_key, endpoint_id_from_request
 from piko.http.observe import ExchangeOutcome, ObservedExchange
 from piko.http.server import IRequestHandler, IServerExchange
+from piko.logging.observers import ACCESS_SUMMARY
 
 __all__ = [
     "REDACTED",
@@ -87,11 +94,19 @@ class HeaderFilter:
             frozenset(_canonical(n) for n in config.block_list),
         )
 
-    def apply(self, headers: Iterable[tuple[bytes, bytes]]) -> dict[str, list[str]]:
-        """Go's ``http.Header`` of ``headers``, filtered and with secrets redacted."""
+    def apply(
+        self, headers: Iterable[tuple[bytes, bytes]], *, request: bool = False
+    ) -> dict[str, list[str]]:
+        """
+        Go's ``http.Header`` of ``headers``, filtered, with secrets redacted, names sorted.
+
+        :param request: these are request headers, which never include ``Host`` in Go.
+        """
         out: dict[str, list[str]] = {}
         for raw_name, raw_value in headers:
             name = _canonical(raw_name)
+            if request and name == "Host":
+                continue
             if self.allow:
                 if name not in self.allow:
                     continue
@@ -99,7 +114,19 @@ class HeaderFilter:
                 continue
             value = REDACTED if name in SECRET_HEADERS else raw_value.decode("latin-1")
             out.setdefault(name, []).append(value)
-        return out
+        return dict(sorted(out.items()))
+
+
+def _client_ip(transport: object, forwarded: bytes | None) -> str:
+    """
+    The client's address: the last ``X-Forwarded-For`` hop when ``forwarded`` is given (the
+    one the Piko server in front appended), else the transport's peer.
+    """
+    if forwarded is not None:
+        return forwarded.decode("latin-1").rsplit(",", 1)[-1].strip()
+    peer = getattr(transport, "getPeer", None)
+    host = getattr(peer(), "host", None) if peer is not None else None
+    return host if isinstance(host, str) else ""
 
 
 class AccessLog:
@@ -115,6 +142,8 @@ class AccessLog:
     :param min_level: the lowest level the program's logging keeps for this
         namespace (``log.level``, unless ``log.subsystems`` names it); records
         below it are not even built, which matters on the hot path.
+    :param behind_server: requests come through a Piko server (the agent), so the client is
+        the last ``X-Forwarded-For`` hop, not the peer (the console line's ``client-ip``).
     """
 
     def __init__(
@@ -126,7 +155,9 @@ class AccessLog:
         skip_prefix: str | None = None,
         observer: ILogObserver | None = None,
         min_level: LogLevel | None = None,
+        behind_server: bool = False,
     ) -> None:
+        self.behind_server = behind_server
         self.disabled = config.disable
         self.min_level = min_level
         self.level = log_level(config.level)
@@ -156,12 +187,28 @@ class AccessLog:
             "method": head.method.decode("latin-1"),
             "host": host.decode("latin-1") if host is not None else "",
             "path": path,
-            "request_headers": self.request_headers.apply(head.headers),
+            "request_headers": self.request_headers.apply(head.headers, request=True),
             "response_headers": self.response_headers.apply(outcome.headers),
             "status": outcome.status,
             "duration": go_duration(outcome.duration),
         }
-        self.log.emit(level, "request", request=request, **self.fields)
+
+        def summary() -> dict[str, Any]:
+            # Only the console line calls this: the JSON record is Go's alone.
+            return {
+                "seconds": outcome.duration,
+                "endpoint-id": self.fields.get("endpoint-id")
+                or endpoint_id_from_request(head.headers)
+                or "",
+                "client-ip": _client_ip(
+                    outcome.transport,
+                    (head.get(b"x-forwarded-for") or b"") if self.behind_server else None,
+                ),
+            }
+
+        # Go's order: the logger's fields (the agent's ``endpoint-id``), then ``request``.
+        fields = {**self.fields, "request": request, ACCESS_SUMMARY: summary}
+        self.log.emit(level, "request", **fields)
 
 
 @implementer(IRequestHandler)

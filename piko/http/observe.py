@@ -34,6 +34,7 @@ class ExchangeOutcome:
     :ivar sent: response body bytes written.
     :ivar started: the clock's time when the request head arrived.
     :ivar ended: the clock's time when the response completed.
+    :ivar transport: the client's transport, for its address (the access log's console line).
     """
 
     head: RequestHead
@@ -43,6 +44,7 @@ class ExchangeOutcome:
     sent: int
     started: float
     ended: float
+    transport: object = None
 
     @property
     def duration(self) -> float:
@@ -173,5 +175,6 @@ class ObservedExchange:
                 sent=self._sent,
                 started=self._started,
                 ended=self._clock.seconds(),
+                transport=getattr(exchange, "transport", None),
             )
         )

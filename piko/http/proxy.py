@@ -194,7 +194,8 @@ class ProxyExchange(Protocol):
         self._timer = None
 
     def _connect_failed(self, reason: Failure) -> None:
-        self.log.info("upstream unreachable: {reason}", reason=reason.getErrorMessage())
+        # Warn, as Go does: the service behind the route is down or refusing.
+        self.log.warn("upstream unreachable", error=reason.getErrorMessage())
         self._fail_before_head()
 
     def _fail_before_head(self) -> None:
@@ -259,7 +260,7 @@ class ProxyExchange(Protocol):
             try:
                 ev = self.reader.next_event()
             except ParseError:
-                self.log.info("bad response from upstream")
+                self.log.warn("bad response from upstream")
                 self._broken()
                 return
             if ev is NEED_DATA or ev is PAUSED:

@@ -368,7 +368,7 @@ class HTTPServerProtocol(Protocol):
 
     def _timed_out(self) -> None:
         self._timer = None
-        self.log.debug("HTTP connection timed out ({kind})", kind=self._timer_kind)
+        self.log.debug("HTTP connection timed out", timeout=self._timer_kind)
         # Go closes without answering when reading a head times out.
         self._closed = True
         self._tx.loseConnection()

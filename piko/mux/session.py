@@ -278,7 +278,7 @@ class Session(Protocol):
                 if self.closed:
                     return
         except ProtocolError as error:
-            self.log.warn("yamux protocol error: {error}", error=str(error))
+            self.log.warn("yamux protocol error", error=str(error))
             self._send_go_away(GoAwayCode.PROTOCOL_ERROR)
             self._terminate(Failure(error))
 
@@ -580,9 +580,7 @@ class Session(Protocol):
         if stream is None:
             if length and not flags & _SYN:
                 self.log.debug(
-                    "discarding {length} data bytes for unknown stream {id}",
-                    length=length,
-                    id=stream_id,
+                    "discarding data for unknown stream", length=length, stream_id=stream_id
                 )
         elif length > stream._recv_window:
             raise ProtocolError(
@@ -630,7 +628,7 @@ class Session(Protocol):
         factory = self._factory
         if factory is None:
             if len(self._backlog) >= self.config.accept_backlog:
-                self.log.warn("backlog exceeded, forcing stream {id} reset", id=stream_id)
+                self.log.warn("backlog exceeded, forcing stream reset", stream_id=stream_id)
                 self._reply(_WINDOW_UPDATE, _RST, stream_id, 0)
                 return None
             self._streams[stream_id] = stream
@@ -772,7 +770,7 @@ class Session(Protocol):
 
     def _open_timed_out(self, stream: Stream) -> None:
         stream._open_timer = None
-        self.log.warn("yamux stream {id} was not acknowledged in time", id=stream.stream_id)
+        self.log.warn("yamux stream not acknowledged in time", stream_id=stream.stream_id)
         self._terminate(Failure(StreamOpenTimeout("stream open timeout")))
 
     def _check_write_timeout(self) -> None:

@@ -258,16 +258,14 @@ class RemoteForwarder:
         node = self.cluster.lookup_endpoint(endpoint_id)
         if node is None or node.id == failed_id:
             return None
-        self.log.info(
-            "retrying {endpoint_id} on node {node_id}", endpoint_id=endpoint_id, node_id=node.id
-        )
+        self.log.info("retrying on another node", endpoint_id=endpoint_id, node_id=node.id)
         if self.on_forward is not None:
             self.on_forward(node.id)
         return self._pool_for(node)
 
     def _drop(self, node_id: str, endpoint_id: str) -> None:
         self.log.warn(
-            "node {node_id} unreachable; dropping its route for {endpoint_id}",
+            "node unreachable; dropping its route",
             node_id=node_id,
             endpoint_id=endpoint_id,
         )

@@ -121,8 +121,8 @@ class HTTPPortFactory(Factory):
         if not self._refusing:
             self._refusing = True
             self.log.warn(
-                "{count} connections have not sent a request head; dropping new ones",
-                count=len(self.pending),
+                "too many connections without a request head; dropping new ones",
+                pending=len(self.pending),
             )
 
     def buildProtocol(self, addr: Any) -> TrackedHTTPServerProtocol:  # type: ignore[override]

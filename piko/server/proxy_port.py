@@ -104,9 +104,9 @@ class ProxyPortHandler:
     ) -> UpstreamSession | None:
         if not token.endpoint_permitted(endpoint_id):
             self.log.warn(
-                "endpoint not permitted: {endpoint_id} not in {endpoints}",
+                "endpoint not permitted",
+                token_endpoints=list(token.endpoints or ()),
                 endpoint_id=endpoint_id,
-                endpoints=token.endpoints,
             )
             exchange.respond(endpoint_not_permitted(exchange.head))
             return None
@@ -119,6 +119,7 @@ class ProxyPortHandler:
         if upstream is None and (
             self.forwarder is None or not self.forwarder.forward(exchange, endpoint_id)
         ):
+            self.log.warn("no available upstreams", endpoint_id=endpoint_id)
             exchange.respond(errors.no_available_upstreams)
         return upstream
 
@@ -127,6 +128,7 @@ class ProxyPortHandler:
     def _http(self, exchange: IServerExchange, token: Token) -> None:
         endpoint_id = endpoint_id_from_request(exchange.head.headers)
         if endpoint_id is None:
+            self.log.warn("request missing endpoint id")
             exchange.respond(errors.missing_endpoint_id)
             return
         upstream = self._select(exchange, endpoint_id, token)
@@ -169,7 +171,9 @@ class ProxyPortHandler:
         except MuxError as error:
             if isinstance(error, RemoteGoAway):
                 self.registry.remove(endpoint_id, upstream)
-            self.log.info("tcp route: upstream unreachable: {error}", error=str(error))
+            self.log.warn(
+                "tcp route: upstream unreachable", endpoint_id=endpoint_id, error=str(error)
+            )
             exchange.respond(errors.upstream_unreachable)
             return
 

@@ -103,9 +103,5 @@ class Rebalancer:
         local = self.cluster.local.upstream_count
         count = sessions_to_shed(local, self.cluster.nodes(), self.config)
         if count > 0:
-            self.log.info(
-                "rebalancing: shedding {count} of {local} upstream connections",
-                count=count,
-                local=local,
-            )
+            self.log.info("rebalance; shedding connections", shedding=count, local_conns=local)
             self._shed(count)

@@ -303,9 +303,7 @@ class PikoServerService(MultiService):
                     self.gossip.listen()
                 except Exception as error:
                     self.log.error(
-                        "gossip: failed to listen on {addr}: {error}",
-                        addr=bind_addr,
-                        error=str(error),
+                        "failed to listen", port="gossip", addr=bind_addr, error=str(error)
                     )
                     raise
                 self.gossip.startService()
@@ -316,12 +314,7 @@ class PikoServerService(MultiService):
                     self.reactor, bind_addr, self.factories[name], self.tls[name]
                 )
             except Exception as error:
-                self.log.error(
-                    "{name}: failed to listen on {addr}: {error}",
-                    name=name,
-                    addr=bind_addr,
-                    error=str(error),
-                )
+                self.log.error("failed to listen", port=name, addr=bind_addr, error=str(error))
                 raise
             if name in self.shared_sockets:
                 fd, family = self.shared_sockets[name]
@@ -344,7 +337,7 @@ class PikoServerService(MultiService):
         self.ready = True
         self.rebalancer.start()
         self.log.info(
-            "piko server ready: node {node_id}, proxy {proxy}, upstream {upstream}, admin {admin}",
+            "piko server ready",
             node_id=config.cluster.node_id,
             proxy=_addr(self.ports["proxy"]),
             upstream=_addr(self.ports["upstream"]),
@@ -361,7 +354,7 @@ class PikoServerService(MultiService):
         try:
             yield Deferred.fromCoroutine(self.gossip.join(self.config.cluster.join))
         except Exception as error:
-            self.log.warn("cluster: failed to join on boot: {error}", error=str(error))
+            self.log.warn("failed to join cluster", error=str(error))
             return False
         return True
 
@@ -384,24 +377,23 @@ class PikoServerService(MultiService):
             wait = min(backoff, deadline - self.reactor.seconds())
             if wait <= 0:
                 break
-            self.log.warn(
-                "cluster: failed to join: {error}; retrying in {wait}s", error=str(error), wait=wait
-            )
+            self.log.warn("failed to join cluster; retrying", error=str(error), backoff=wait)
             await deferLater(self.reactor, wait, lambda: None)
             backoff = min(backoff * 2, JOIN_BACKOFF_MAX)
         if not self.running:
             return
         if cluster.abort_if_join_fails:
-            self.log.error("cluster: failed to join cluster: {error}", error=str(error))
+            self.log.error("failed to join cluster", error=str(error))
             self.failed.callback(error or Exception("join failed"))
             if self.stop_reactor_on_failure:
                 self.reactor.stop()
         else:
-            self.log.warn("cluster: failed to join cluster: {error}", error=str(error))
+            self.log.warn("failed to join cluster", error=str(error))
 
     def stopService(self) -> Deferred[None]:
         """Drain, then close; bounded by ``grace_period``."""
         super().stopService()
+        self.log.info("starting shutdown")
         for auth in self.auth.values():
             if auth is not None:
                 auth.stop()
@@ -431,11 +423,12 @@ class PikoServerService(MultiService):
             try:
                 yield Deferred.fromCoroutine(self.gossip.leave())
             except Exception as error:
-                self.log.warn("gossip: leave: {error}", error=str(error))
+                self.log.warn("failed to leave cluster", error=str(error))
         if self.gossip.running or self.gossip.state is not None:
             yield self.gossip.stopService()
         yield self._stop_listening("admin")
         yield DeferredList([succeed(None)])
+        self.log.info("shutdown complete")
 
     @inlineCallbacks
     def _stop_listening(self, name: str) -> Any:

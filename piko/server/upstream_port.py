@@ -113,7 +113,7 @@ class UpstreamSession(Session):
         self.client_ip = getattr(peer, "host", "")
         self.registry.add(self.endpoint_id, self)
         self.log.info(
-            "upstream connected: endpoint {endpoint_id} from {client_ip}",
+            "upstream connected",
             endpoint_id=self.endpoint_id,
             client_ip=self.client_ip,
             tenant_id=self.tenant_id,
@@ -125,7 +125,7 @@ class UpstreamSession(Session):
     def _token_expired(self) -> None:
         self._expiry_timer = None
         self.log.info(
-            "upstream token expired: endpoint {endpoint_id} from {client_ip}",
+            "upstream token expired",
             endpoint_id=self.endpoint_id,
             client_ip=self.client_ip,
         )
@@ -155,7 +155,7 @@ class UpstreamSession(Session):
         self.shedding = True
         self.registry.remove(self.endpoint_id, self)
         self.log.info(
-            "upstream told to go: endpoint {endpoint_id} from {client_ip}",
+            "upstream told to go",
             endpoint_id=self.endpoint_id,
             client_ip=self.client_ip,
         )
@@ -182,7 +182,7 @@ class UpstreamSession(Session):
         if code == GoAwayCode.NORMAL and not self.closed:
             if self.registry.remove(self.endpoint_id, self):
                 self.log.info(
-                    "upstream going away: endpoint {endpoint_id} from {client_ip}",
+                    "upstream going away",
                     endpoint_id=self.endpoint_id,
                     client_ip=self.client_ip,
                 )
@@ -208,9 +208,10 @@ class UpstreamSession(Session):
         self._expiry_timer = self._shed_timer = None
         if self.registry.remove(self.endpoint_id, self):
             self.log.info(
-                "upstream disconnected: endpoint {endpoint_id} from {client_ip}: {reason}",
+                "upstream disconnected",
                 endpoint_id=self.endpoint_id,
                 client_ip=self.client_ip,
+                tenant_id=self.tenant_id,
                 reason=reason.getErrorMessage(),
             )
         self._gone()
@@ -265,14 +266,14 @@ class UpstreamPortHandler:
         if size > MAX_ENDPOINT_ID_BYTES:
             # Bounded so that its gossip entry fits a UDP packet (see MAX_ENDPOINT_ID_BYTES).
             message = f"endpoint id too long: {size} bytes, at most {MAX_ENDPOINT_ID_BYTES}"
-            self.log.warn("upstream refused: {message}", message=message)
+            self.log.warn("upstream refused", error=message)
             exchange.respond(partial(errors.gin_json_error, 400, message))
             return
         if not token.endpoint_permitted(endpoint_id):
             self.log.warn(
-                "endpoint not permitted: {endpoint_id} not in {endpoints}",
+                "endpoint not permitted",
+                token_endpoints=list(token.endpoints or ()),
                 endpoint_id=endpoint_id,
-                endpoints=token.endpoints,
             )
             exchange.respond(endpoint_not_permitted(head))
             return

@@ -200,16 +200,17 @@ class ServerCertificateTests(SynchronousTestCase):
         self.addCleanup(globalLogPublisher.removeObserver, observer)
         for cert, key in (expired, early, good):
             self.assertIsNotNone(server_tls("upstream", ServerTLSConfig(cert=cert, key=key)))
-        warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        warnings = [e for e in events if e["log_level"] == LogLevel.warn]
         self.assertEqual(len(warnings), 2, warnings)
+        self.assertEqual((warnings[0]["port"], warnings[0]["path"]), ("upstream", expired[0]))
         self.assertRegex(
-            warnings[0],
-            rf"^config: upstream: tls: cert {re.escape(expired[0])}: x509: certificate has "
-            r"expired or is not yet valid: current time \S+Z is after \S+Z; clients that "
-            r"verify it will refuse to connect$",
+            warnings[0]["problem"],
+            r"^x509: certificate has expired or is not yet valid: current time \S+Z is after "
+            r"\S+Z$",
         )
-        self.assertIn(f"cert {early[0]}: x509: ", warnings[1])
-        self.assertIn(" is before ", warnings[1])
+        self.assertIn("clients that verify it will refuse it", formatEvent(warnings[0]))
+        self.assertEqual(warnings[1]["path"], early[0])
+        self.assertIn(" is before ", warnings[1]["problem"])
 
 
 YEAR = datetime.timedelta(days=365)

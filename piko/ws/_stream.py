@@ -666,9 +666,7 @@ class ByteStreamWebSocketMixin(WebSocketProtocol):
         """
         if self._error is None:
             self._error = Failure(WebSocketProtocolError(reason))
-        self._piko_log.warn(
-            "failing WebSocket connection ({code}): {reason}", code=code, reason=reason
-        )
+        self._piko_log.warn("failing WebSocket connection", code=code, reason=reason)
         self.failedByMe = True
         self.wasClean = False
         self.wasNotCleanReason = reason

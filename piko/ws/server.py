@@ -204,7 +204,7 @@ class _ServerProtocol(ByteStreamWebSocketMixin, WebSocketServerProtocol):  # typ
         else:
             status = code if code in (403, 405, 500) else 400
             response = handshake_error_response(status, self._reactor.seconds())
-        self._piko_log.info("refused WebSocket handshake: {reason}", reason=reason)
+        self._piko_log.info("refused WebSocket handshake", reason=reason)
         self.sendData(response)
         self._drop_after_flush()
 

@@ -84,8 +84,9 @@ class AgentServiceTests(SynchronousTestCase):
         self.assertEqual(str(failures[0]), "401: invalid token")
         self.assertTrue(dial.transports[0].disconnecting)
         self.assertTrue(reactor.hasStopped)
-        logged = [e for e in events if e.get("log_format") == "connect: {error}"]
+        logged = [e for e in events if e.get("log_format") == "failed to connect"]
         self.assertEqual(logged[0]["error"], "401: invalid token")
+        self.assertEqual(logged[0]["endpoint_id"], "ep2")
 
     def test_server_down_at_start_is_retried_not_fatal(self):
         """

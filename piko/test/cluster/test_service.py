@@ -8,7 +8,7 @@ from typing import Any, cast
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
+from twisted.logger import ILogObserver, Logger, LogLevel
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -446,9 +446,8 @@ class WarningTests(SynchronousTestCase):
         service.log = Logger(namespace="gossip", observer=cast(ILogObserver, events.append))
         service.listen()
         [warning] = [e for e in events if e["log_level"] is LogLevel.warn]
-        text = formatEvent(warning)
-        self.assertIn("gossip on 0.0.0.0:7001", text)
-        self.assertIn("advertised as 127.0.0.1:7001", text)
+        self.assertEqual(warning["bound"], "0.0.0.0:7001")
+        self.assertEqual(warning["addr"], "127.0.0.1:7001")
 
 
 class FakeResolver:

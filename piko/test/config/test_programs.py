@@ -87,8 +87,9 @@ class FlagParsingTests(SynchronousTestCase):
             "workers",
         ):
             self.assertIn(name, flags)
-        # Go's 87 and ``--workers`` (ours: worker processes sharing the ports).
-        self.assertEqual(len(flags), 88)
+        # Go's 87, ``--workers`` (ours: worker processes sharing the ports) and
+        # ``--log.format`` (ours: console or JSON lines).
+        self.assertEqual(len(flags), 89)
 
     def test_bool_forms(self):
         """Booleans accept a bare flag and ``=true|false``, and do not eat the next word."""

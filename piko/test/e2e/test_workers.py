@@ -72,7 +72,7 @@ class WorkersTests(TestCase):
                 "--admin.bind-addr", f"127.0.0.1:{base + 2}",
                 "--cluster.gossip.bind-addr", f"127.0.0.1:{base + 3}",
             ],
-            b"-w1, proxy",
+            b'-w1","proxy"',  # worker 1's ready line (JSON: not a terminal)
         )  # fmt: skip
         yield server.ready
         agent, _ = self.spawn(
@@ -83,7 +83,8 @@ class WorkersTests(TestCase):
             b"upstream connected",
         )  # fmt: skip
         yield agent.ready
-        admins = re.findall(rb"admin (127\.0\.0\.1:\d+)", server.output)
+        # Each worker's ready line (JSON, as the output is not a terminal) names its admin port.
+        admins = re.findall(rb'"admin":"(127\.0\.0\.1:\d+)"', server.output)
         self.assertEqual(len(admins), 2, server.output)
         pool = HTTPConnectionPool(reactor, persistent=False)
         # Both workers know where the endpoint is before the requests.  Bounded in time, not

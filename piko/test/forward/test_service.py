@@ -149,3 +149,4 @@ class ForwardTests(SynchronousTestCase):
             ("127.0.0.1:4321", "db", "http://localhost:8000"),
         )
         self.assertFalse(service.failed.called)
+        self.assertFalse([e for e in events if "Starting factory" in e.get("log_format", "")])

@@ -251,8 +251,9 @@ class PendingCapTests(SynchronousTestCase):
         self.assertEqual((first.closed, second.closed), (False, False))
         self.assertTrue(third.transport.disconnecting and fourth.transport.disconnecting)
         self.assertEqual(node.factory.refused, 2)
-        warnings = [e for e in events if "have not sent a request head" in str(e.get("log_format"))]
+        warnings = [e for e in events if "without a request head" in str(e.get("log_format"))]
         self.assertEqual(len(warnings), 1)
+        self.assertEqual(warnings[0]["pending"], 2)
         first.send(node.get("ep1"))
         self.assertEqual(first.responses(), [(200, b"ep1 GET / ep1.example.com")])
         self.assertTrue(node.good_request_works("ep1"))
