@@ -22,6 +22,7 @@ Events come out of ``next_event()``, h11 style: :class:`HeadEvent`, :class:`Body
 from __future__ import annotations
 
 import enum
+import re
 from typing import Union
 
 import httptools
@@ -37,6 +38,19 @@ from piko.http.head import (
 from piko.http.rewrite import NO_BODY, BodyFraming, body_allowed
 
 DEFAULT_MAX_HEADER_BYTES = 1 << 20
+
+#: Longest chunk-size line (extensions included) or trailer line, with its line ending, that a
+#: chunked body may carry: Go's ``maxLineLength`` in ``net/http/internal/chunked.go``.  llhttp
+#: streams extensions through without a limit, so without this one line could run forever.
+MAX_CHUNK_LINE = 4096
+
+#: Bytes that may start an HTTP method (RFC 9110 ``token``); anything else before the first
+#: space can never become a valid request line.
+_TOKEN_BYTES = frozenset(
+    b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+#: A line feed not preceded by a carriage return: llhttp refuses every one in a head.
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 class ParseError(Exception):
@@ -150,6 +164,8 @@ class _Reader:
         self._parser: httptools.HttpRequestParser | httptools.HttpResponseParser | None = None
         self._cb = _Callbacks()
         self._eof = False
+        #: bytes of the chunk-size or trailer line being read (see :data:`MAX_CHUNK_LINE`)
+        self._line = 0
 
     @property
     def buffered(self) -> int:
@@ -174,6 +190,7 @@ class _Reader:
         if self._state is _State.DONE:
             self._state = _State.HEAD
             self._scanned = 0
+            self._line = 0
 
     def take_buffered(self) -> bytes:
         """Stop reading and return every byte not consumed yet (the upgraded protocol's)."""
@@ -184,6 +201,15 @@ class _Reader:
 
     def _new_parser(self) -> httptools.HttpRequestParser | httptools.HttpResponseParser:
         raise NotImplementedError()
+
+    def _check_partial(self, scanned: int) -> None:
+        """
+        Raise :class:`ParseError` if the incomplete head in the buffer can already never
+        become a valid one (``scanned`` bytes of it were checked before).
+
+        Without this a head that never ends (TLS bytes, junk, bare line feeds) would wait
+        for the header timeout, though its first bytes already show it will be refused.
+        """
 
     def _make_head(
         self,
@@ -228,9 +254,11 @@ class _Reader:
         buf = self._buf
         end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
         if end == -1:
-            self._scanned = len(buf)
             if len(buf) > self.max_header_bytes:
+                self._state = _State.DEAD
                 raise ParseError("header too large", 431)
+            self._check_partial(self._scanned)
+            self._scanned = len(buf)
             return NEED_DATA
         end += 4
         if end > self.max_header_bytes:
@@ -278,15 +306,30 @@ class _Reader:
             pos = 0
             n = len(data)
             view = memoryview(data)
+            body = cb.body
             try:
                 while pos < n and not cb.complete:
                     lf = data.find(b"\n", pos)
                     end = n if lf == -1 else lf + 1
+                    pieces = len(body)
                     parser.feed_data(view[pos:end])
+                    # Pieces end at line feeds, so a piece that yields no data is part of a
+                    # chunk-size or trailer line: bound those as Go does.
+                    if len(body) != pieces:
+                        self._line = 0
+                    else:
+                        self._line += end - pos
+                        if self._line >= MAX_CHUNK_LINE:
+                            raise ParseError("chunk line too long", reason="chunk line too long")
+                        if lf != -1:
+                            self._line = 0
                     pos = end
             except httptools.HttpParserError as e:
                 self._state = _State.DEAD
                 raise ParseError(str(e)) from None
+            except ParseError:
+                self._state = _State.DEAD
+                raise
             finally:
                 view.release()
             del self._buf[:pos]
@@ -368,8 +411,53 @@ class RequestReader(_Reader):
     :param max_header_bytes: a head longer than this raises :class:`ParseError` with status 431.
     """
 
+    #: whether the request line of the head being read has all arrived (and was checked)
+    request_line_complete = False
+
+    def start_next(self) -> None:
+        """After :class:`MessageEnd`, begin reading the next message."""
+        super().start_next()
+        self.request_line_complete = False
+
     def _new_parser(self) -> httptools.HttpRequestParser:
         return httptools.HttpRequestParser(self._cb)
+
+    def _check_partial(self, scanned: int) -> None:
+        """
+        Refuse at once, as Go does once it has the line, what cannot start a request: a
+        method byte that is not a token character (a TLS ClientHello starts with 0x16), a
+        bare line feed (llhttp refuses them; a head of bare-LF lines would never show the
+        ``CRLF CRLF`` that ends it), or a complete request line llhttp rejects.
+        """
+        buf = self._buf
+        start = 0
+        n = len(buf)
+        # Blank lines before a request are skipped, as Go does.
+        while start < n and buf[start] in (13, 10):
+            if buf[start] == 10 and (start == 0 or buf[start - 1] != 13):
+                break
+            start += 1
+        space = buf.find(b" ", start, start + 64)
+        method_end = n if space == -1 else space
+        method = buf[start : min(method_end, start + 64)]
+        if method and (set(method) - _TOKEN_BYTES or (space == -1 and n - start > 64)):
+            self._state = _State.DEAD
+            raise ParseError("malformed request line")
+        if _BARE_LF.search(buf, max(start, scanned - 1)) is not None:
+            self._state = _State.DEAD
+            raise ParseError("bare LF in head")
+        if self.request_line_complete:
+            return
+        line_end = buf.find(b"\r\n", max(start, scanned - 1))
+        if line_end != -1:
+            # The request line is complete: let llhttp judge it now.
+            self.request_line_complete = True
+            probe = httptools.HttpRequestParser(_Callbacks())
+            try:
+                probe.feed_data(bytes(buf[start : line_end + 2]))
+            except httptools.HttpParserError as e:
+                self._state = _State.DEAD
+                raise ParseError(str(e)) from None
 
     def _make_head(
         self,

@@ -51,6 +51,10 @@ from piko.http.rewrite import BodyFraming, body_allowed, go_response_head
 # Go's http.Server reads at most this much of an unread request body to keep a connection alive.
 MAX_DISCARD = 256 * 1024
 
+#: Body bytes a client must send in each ``read_timeout`` window (unless the body ends in it,
+#: or this side paused reading in it) for the request to count as progressing.
+MIN_READ_PROGRESS = 16 * 1024
+
 
 class IRequestReceiver(Interface):
     """Receives one request's body, and hears if the client goes away."""
@@ -242,7 +246,10 @@ class ServerExchange:
 
     def register_producer(self, producer: IPushProducer) -> None:
         self._producer = True
-        self._protocol._tx.registerProducer(producer, True)
+        protocol = self._protocol
+        if protocol.write_timeout is not None:
+            producer = _WatchedProducer(producer, protocol)
+        protocol._tx.registerProducer(producer, True)
 
     def unregister_producer(self) -> None:
         if self._producer:
@@ -262,6 +269,31 @@ class ServerExchange:
             self.receiver.body_data(data)
         else:
             self._pending.append(data)
+
+
+@implementer(IPushProducer)
+class _WatchedProducer:
+    """
+    Passes the client transport's flow control on to a response's producer, telling the
+    protocol when the transport's write buffer is full (paused) and when it drained (resumed):
+    the write timeout runs while it is paused.
+    """
+
+    def __init__(self, producer: IPushProducer, protocol: HTTPServerProtocol) -> None:
+        self._producer = producer
+        self._protocol = protocol
+
+    def pauseProducing(self) -> None:
+        self._protocol._write_stalled(True)
+        self._producer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._protocol._write_stalled(False)
+        self._producer.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self._protocol._write_stalled(False)
+        self._producer.stopProducing()
 
 
 def origin_form(head: RequestHead) -> RequestHead:
@@ -311,6 +343,17 @@ class HTTPServerProtocol(Protocol):
     :param header_timeout: seconds to read a whole head once it started (Go's
         ``ReadHeaderTimeout``; also applies to the first request); None for no limit.
     :param idle_timeout: seconds to wait for the next request on a kept-alive connection.
+    :param read_timeout: Go's ``ReadTimeout`` for request bodies, as a no-progress timeout:
+        the connection is dropped when, for this many seconds, a request body made no progress
+        (fewer than :data:`MIN_READ_PROGRESS` bytes arrived and the body did not end) while
+        this side was waiting for it (time with reading paused by backpressure never counts).
+        Go's deadline is absolute from the start of the request and would cut every healthy
+        upload longer than the timeout.  None for no limit.
+    :param write_timeout: Go's ``WriteTimeout`` as a no-progress timeout: the connection is
+        dropped when a response's producer stays paused this long, that is when the client
+        did not take the bytes already queued for it (the transport's write buffer, about
+        64 KiB, did not drain).  Go's deadline is absolute from the end of the request head.
+        None for no limit.
     """
 
     log = Logger()
@@ -324,6 +367,8 @@ class HTTPServerProtocol(Protocol):
         max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
         header_timeout: float | None = 10.0,
         idle_timeout: float | None = 300.0,
+        read_timeout: float | None = None,
+        write_timeout: float | None = None,
     ) -> None:
         self.handler = handler
         self.clock = clock
@@ -332,6 +377,8 @@ class HTTPServerProtocol(Protocol):
         self.reader = RequestReader(max_header_bytes + 4096)
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
+        self.read_timeout = read_timeout or None
+        self.write_timeout = write_timeout or None
         self.current: ServerExchange | None = None
         self.read_eof = False
         self._timer: IDelayedCall | None = None
@@ -340,6 +387,13 @@ class HTTPServerProtocol(Protocol):
         self._reading_paused = False
         self._closed = False
         self._taken: IProtocol | None = None
+        #: bytes received so far (the read timeout's measure of progress)
+        self._received = 0
+        self._read_timer: IDelayedCall | None = None
+        self._read_mark = 0
+        self._read_paused_in_window = False
+        self._write_timer: IDelayedCall | None = None
+        self._write_paused_since: float | None = None
 
     @property
     def _tx(self) -> Any:
@@ -369,9 +423,80 @@ class HTTPServerProtocol(Protocol):
     def _timed_out(self) -> None:
         self._timer = None
         self.log.debug("HTTP connection timed out ({kind})", kind=self._timer_kind)
-        # Go closes without answering when reading a head times out.
+        reader = self.reader
+        # Go answers a request line that never ended with a 400 at the timeout (it closes
+        # without answering once the line is complete).
+        if (
+            self._timer_kind == "header"
+            and reader.head_in_progress
+            and not reader.request_line_complete
+        ):
+            self._tx.write(errors.bad_request())
         self._closed = True
         self._tx.loseConnection()
+
+    def _arm_read(self) -> None:
+        """Start a read-timeout window for the request body now being read."""
+        self._read_mark = self._received
+        self._read_paused_in_window = self._reading_paused
+        if self._read_timer is None and self.read_timeout is not None:
+            self._read_timer = self.clock.callLater(self.read_timeout, self._read_window_over)
+
+    def _cancel_read(self) -> None:
+        timer, self._read_timer = self._read_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _read_window_over(self) -> None:
+        self._read_timer = None
+        current = self.current
+        if self._closed or current is None or current.body_done:
+            return
+        moved = self._received - self._read_mark
+        # Not the client's stall: we held its bytes back, or nobody asked for the body yet
+        # (an ``Expect: 100-continue`` client rightly waits for that).
+        ours = self._read_paused_in_window or self._reading_paused or current.receiver is None
+        if ours or moved >= MIN_READ_PROGRESS:
+            self._arm_read()
+            return
+        self.log.info(
+            "request body made no progress for {seconds}s ({moved} bytes); dropping connection",
+            seconds=self.read_timeout,
+            moved=moved,
+        )
+        self._abort()
+
+    def _write_stalled(self, stalled: bool) -> None:
+        """The client transport paused (``True``) or resumed a response's producer."""
+        if not stalled:
+            self._write_paused_since = None
+            return
+        if self._write_paused_since is None:
+            self._write_paused_since = self.clock.seconds()
+        if self._write_timer is None and self.write_timeout is not None:
+            self._write_timer = self.clock.callLater(self.write_timeout, self._check_write)
+
+    def _check_write(self) -> None:
+        self._write_timer = None
+        since = self._write_paused_since
+        if self._closed or since is None or self.write_timeout is None:
+            return
+        left = since + self.write_timeout - self.clock.seconds()
+        if left > 0:
+            self._write_timer = self.clock.callLater(left, self._check_write)
+            return
+        self.log.info(
+            "client took no response bytes for {seconds}s; dropping connection",
+            seconds=self.write_timeout,
+        )
+        self._abort()
+
+    def _cancel_progress_timers(self) -> None:
+        self._cancel_read()
+        self._write_paused_since = None
+        timer, self._write_timer = self._write_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
 
     def head_received(self) -> None:
         """
@@ -390,6 +515,7 @@ class HTTPServerProtocol(Protocol):
             return
         if self._closed:
             return
+        self._received += len(data)
         self.reader.feed(data)
         self._process()
 
@@ -415,6 +541,7 @@ class HTTPServerProtocol(Protocol):
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         self._closed = True
         self._cancel_timer()
+        self._cancel_progress_timers()
         if self._taken is not None:
             self._taken.connectionLost(reason)
             return
@@ -428,6 +555,7 @@ class HTTPServerProtocol(Protocol):
     def _pause_reading(self) -> None:
         if not self._reading_paused and not self._closed:
             self._reading_paused = True
+            self._read_paused_in_window = True
             self._tx.pauseProducing()
 
     def _resume_reading(self) -> None:
@@ -488,6 +616,8 @@ class HTTPServerProtocol(Protocol):
                     return
                 self.head_received()
                 exchange = self.current = ServerExchange(self, ev)
+                if not ev.framing.empty:
+                    self._arm_read()
                 self.handler.request_received(exchange)
             elif isinstance(ev, BodyChunk):
                 assert current is not None
@@ -502,6 +632,7 @@ class HTTPServerProtocol(Protocol):
             elif isinstance(ev, MessageEnd):
                 assert current is not None
                 current.body_done = True
+                self._cancel_read()
                 if current.receiver is not None and not current.response_done:
                     current.receiver.body_end()
                 if current.response_done:
@@ -519,21 +650,30 @@ class HTTPServerProtocol(Protocol):
         self._process()
 
     def _next_request(self) -> None:
+        self._cancel_progress_timers()
         self.current = None
         self.reader.start_next()
         self._arm("idle", self.idle_timeout)
 
     def _fail(self, error: ParseError) -> None:
+        current = self.current
+        if current is not None and current.response_started:
+            # A response is under way (a bad chunk arrived late): no answer can follow it.
+            self._abort()
+            return
         if error.status == 431:
             self._tx.write(errors.request_header_too_large())
         else:
             self._tx.write(errors.bad_request(error.reason))
         self._closed = True
         self._cancel_timer()
+        self._cancel_progress_timers()
         self._tx.loseConnection()
 
     def _take_over(self, protocol: IProtocol, head: bytes) -> None:
+        # Go's hijacked connections (gorilla clears the deadlines) have no timeouts.
         self._cancel_timer()
+        self._cancel_progress_timers()
         self._taken = protocol
         self.current = None
         buffered = self.reader.take_buffered()
@@ -547,6 +687,7 @@ class HTTPServerProtocol(Protocol):
     def _abort(self) -> None:
         self._closed = True
         self._cancel_timer()
+        self._cancel_progress_timers()
         abort = getattr(self.transport, "abortConnection", None)
         if abort is not None:
             abort()

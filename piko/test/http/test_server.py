@@ -238,3 +238,170 @@ class ServerTests(SynchronousTestCase):
         proto.dataReceived(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n12")
         proto.connectionLost(Failure(ConnectionDone()))
         self.assertIsNotNone(handler.receivers[0].lost)
+
+
+class _Producer:
+    """A response producer that records flow control."""
+
+    def __init__(self):
+        self.state = "producing"
+
+    def pauseProducing(self):
+        self.state = "paused"
+
+    def resumeProducing(self):
+        self.state = "producing"
+
+    def stopProducing(self):
+        self.state = "stopped"
+
+
+POST_100 = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n"
+
+
+class HeaderTimeoutAnswerTests(SynchronousTestCase):
+    """What the header timeout answers, as Go's server does."""
+
+    def test_unfinished_request_line_gets_400(self):
+        """A request line that never ended gets Go's 400 at the timeout, then a close."""
+        proto, t, clock = connect(Handler(), header_timeout=10)
+        proto.dataReceived(b"GET / HT")
+        clock.advance(10)
+        self.assertEqual(t.value(), errors.bad_request())
+        self.assertTrue(t.disconnecting)
+
+    def test_unfinished_headers_closed_unanswered(self):
+        """Once the request line is complete, the timeout closes without answering (Go)."""
+        proto, t, clock = connect(Handler(), header_timeout=10)
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n")
+        clock.advance(10)
+        self.assertEqual(t.value(), b"")
+        self.assertTrue(t.disconnecting)
+
+    def test_impossible_request_line_refused_at_once(self):
+        """TLS bytes on a plain port get the 400 at once, not at the timeout."""
+        proto, t, clock = connect(Handler(), header_timeout=10)
+        proto.dataReceived(bytes.fromhex("16030100f8010000f40303"))
+        self.assertEqual(t.value(), errors.bad_request())
+        self.assertTrue(t.disconnecting)
+
+
+class ReadTimeoutTests(SynchronousTestCase):
+    """``read_timeout`` drops a request body that stops making progress."""
+
+    def test_dripped_body_dropped(self):
+        """A body dripped a byte every 2 s is dropped at the read timeout; its receiver hears."""
+        handler = Handler(auto=False, read_body=True)
+        proto, t, clock = connect(handler, read_timeout=10)
+        proto.dataReceived(POST_100)
+        for _ in range(4):
+            proto.dataReceived(b"a")
+            clock.advance(2)
+        self.assertFalse(t.disconnecting)
+        clock.advance(2)
+        self.assertTrue(t.disconnecting)
+        proto.connectionLost(Failure(ConnectionDone()))
+        self.assertIsNotNone(handler.receivers[0].lost)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_progressing_body_kept(self):
+        """A long upload sending 16 KiB per window is never dropped (unlike Go's deadline)."""
+        handler = Handler(auto=False, read_body=True)
+        proto, t, clock = connect(handler, read_timeout=10)
+        proto.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10000000\r\n\r\n")
+        for _ in range(60):
+            proto.dataReceived(b"a" * 8192)
+            clock.advance(5)
+        self.assertFalse(t.disconnecting)
+
+    def test_paused_reading_not_counted(self):
+        """While the handler holds the body back, the client is not blamed for silence."""
+        handler = Handler(auto=False, read_body=True)
+        proto, t, clock = connect(handler, read_timeout=10)
+        proto.dataReceived(POST_100)
+        handler.exchanges[0].pause_body()
+        clock.advance(60)
+        self.assertFalse(t.disconnecting)
+        handler.exchanges[0].resume_body()
+        clock.advance(10)
+        self.assertFalse(t.disconnecting)
+        clock.advance(10)
+        self.assertTrue(t.disconnecting)
+
+    def test_unread_body_not_counted(self):
+        """Before the handler asks for the body (``Expect: 100-continue``), no timeout runs."""
+        handler = Handler(auto=False)
+        proto, t, clock = connect(handler, read_timeout=10)
+        proto.dataReceived(POST_100[:-2] + b"Expect: 100-continue\r\n\r\n")
+        clock.advance(60)
+        self.assertFalse(t.disconnecting)
+
+    def test_finished_body_stops_timer(self):
+        """Once the body is complete, a slow response is not a read timeout."""
+        handler = Handler(auto=False, read_body=True)
+        proto, t, clock = connect(handler, read_timeout=10)
+        proto.dataReceived(POST_100 + b"a" * 100)
+        self.assertTrue(handler.receivers[0].ended)
+        clock.advance(60)
+        self.assertFalse(t.disconnecting)
+
+    def test_off_by_default(self):
+        """Without ``read_timeout`` a stalled body waits (the agent's streams rely on it)."""
+        handler = Handler(auto=False, read_body=True)
+        proto, t, clock = connect(handler)
+        proto.dataReceived(POST_100)
+        clock.advance(600)
+        self.assertFalse(t.disconnecting)
+
+
+class WriteTimeoutTests(SynchronousTestCase):
+    """``write_timeout`` drops a client that stops taking the response."""
+
+    def start(self, **kw):
+        handler = Handler(auto=False)
+        proto, t, clock = connect(handler, **kw)
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        exchange = handler.exchanges[0]
+        exchange.start_response(200, ((b"Content-Length", b"1000000"),))
+        producer = _Producer()
+        exchange.register_producer(producer)
+        return proto, t, clock, producer
+
+    def test_stalled_reader_dropped(self):
+        """A client whose write buffer stays full for the write timeout is dropped."""
+        proto, t, clock, producer = self.start(write_timeout=10)
+        t.producer.pauseProducing()
+        self.assertEqual(producer.state, "paused")
+        clock.advance(9.9)
+        self.assertFalse(t.disconnecting)
+        clock.advance(0.1)
+        self.assertTrue(t.disconnecting)
+
+    def test_draining_reader_kept(self):
+        """A client that keeps draining its buffer, however long the response, stays."""
+        proto, t, clock, producer = self.start(write_timeout=10)
+        for _ in range(30):
+            t.producer.pauseProducing()
+            clock.advance(9)
+            t.producer.resumeProducing()
+            clock.advance(1)
+        self.assertFalse(t.disconnecting)
+        self.assertEqual(producer.state, "producing")
+
+    def test_finished_response_stops_timer(self):
+        """After the response ends, the write timer is gone."""
+        proto, t, clock, producer = self.start(write_timeout=10)
+        t.producer.pauseProducing()
+        handler_exchange = proto.current
+        handler_exchange.finish()
+        self.assertEqual(clock.getDelayedCalls()[0].func, proto._timed_out)
+        clock.advance(11)
+        self.assertFalse(t.disconnecting)
+
+    def test_off_by_default(self):
+        """Without ``write_timeout`` the producer is registered as given."""
+        proto, t, clock, producer = self.start()
+        self.assertIs(t.producer, producer)
+        t.producer.pauseProducing()
+        clock.advance(600)
+        self.assertFalse(t.disconnecting)
