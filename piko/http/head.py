@@ -2,25 +2,143 @@
 """
 HTTP/1.1 message heads as immutable values, and the pure helpers around them.
 
-Headers are kept as an ordered list of ``(name, value)`` byte pairs exactly as they arrived
+Headers are kept as an ordered sequence of ``(name, value)`` byte pairs exactly as they arrived
 (casing and order), because Go Piko's wire behaviour depends on both: the server re-sorts and
 re-cases them when it forwards, and the interop transcripts are compared byte for byte.
+
+A few headers are a tuple of tuples.  Many are a :class:`PackedHeaders`: the bytes they arrived
+in plus four offsets per header, because a tuple and two ``bytes`` objects cost about 150 bytes
+per header, so a 1 MiB head of 13-byte headers held that way would take 12 MiB.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+import re
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from email.utils import formatdate
 from http import HTTPStatus
+from typing import overload
 
 from attrs import field, frozen
 
-Headers = tuple[tuple[bytes, bytes], ...]
+Headers = Sequence[tuple[bytes, bytes]]
+
+#: More headers than this are held packed (:class:`PackedHeaders`), fewer as tuples.
+PACK_ABOVE = 32
+
+#: One header line as llhttp accepted it: the name, then the value without the optional
+#: whitespace around it.  Unambiguous (runs of non-blanks separated by blanks), so it matches
+#: in linear time whatever the value holds.
+_HEADER_LINE = re.compile(rb"([^:\r\n]*):[ \t]*((?:[^ \t\r\n]+(?:[ \t]+[^ \t\r\n]+)*)?)[ \t]*\r\n")
+
+
+class PackedHeaders(Sequence[tuple[bytes, bytes]]):
+    """
+    Headers held as the bytes of their lines plus an ``array`` of offsets, four per header
+    (name start and end, value start and end): about 16 bytes per header on top of the bytes
+    received, where tuples cost about 150.  The pairs are made on access.
+
+    :param raw: bytes holding the header lines (usually the whole head as received, shared
+        with whoever keeps it).
+    :param index: the offsets.
+    """
+
+    __slots__ = ("_index", "raw")
+
+    def __init__(self, raw: bytes, index: array[int]) -> None:
+        self.raw = raw
+        self._index = index
+
+    @classmethod
+    def parse(cls, raw: bytes, start: int, end: int) -> PackedHeaders | None:
+        """
+        Index the header lines in ``raw[start:end]`` (each ending CRLF, as llhttp checked).
+
+        :returns: the headers, or None when the lines are not all well formed (the caller
+            then keeps the parser's own pairs).
+        """
+        index = array("I")
+        append = index.append
+        pos = start
+        for m in _HEADER_LINE.finditer(raw, start, end):
+            if m.start() != pos:
+                return None
+            a, b = m.span(1)
+            c, d = m.span(2)
+            append(a)
+            append(b)
+            append(c)
+            append(d)
+            pos = m.end()
+        if pos != end:
+            return None
+        return cls(raw, index)
+
+    @classmethod
+    def from_pairs(cls, pairs: Iterable[tuple[bytes, bytes]]) -> PackedHeaders:
+        """Pack ``pairs`` (values kept exactly, names and values copied into one block)."""
+        index = array("I")
+        parts = []
+        pos = 0
+        for name, value in pairs:
+            name, value = bytes(name), bytes(value)
+            colon = pos + len(name)
+            index.extend((pos, colon, colon + 1, colon + 1 + len(value)))
+            parts.append(name + b":" + value)
+            pos = colon + 1 + len(value)
+        return cls(b"".join(parts), index)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: the raw block and the offsets."""
+        return len(self.raw) + self._index.itemsize * len(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index) >> 2
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[bytes, bytes]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> tuple[tuple[bytes, bytes], ...]: ...
+
+    def __getitem__(self, i: int | slice) -> tuple[bytes, bytes] | tuple[tuple[bytes, bytes], ...]:
+        if isinstance(i, slice):
+            return tuple(self[k] for k in range(*i.indices(len(self))))
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("header index out of range")
+        raw, index, k = self.raw, self._index, i << 2
+        return raw[index[k] : index[k + 1]], raw[index[k + 2] : index[k + 3]]
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
+        raw, index = self.raw, self._index
+        for k in range(0, len(index), 4):
+            yield raw[index[k] : index[k + 1]], raw[index[k + 2] : index[k + 3]]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (PackedHeaders, tuple, list)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"PackedHeaders({len(self)} headers, {self.nbytes} bytes)"
 
 
 def _as_headers(value: Iterable[tuple[bytes, bytes]]) -> Headers:
-    return tuple((bytes(n), bytes(v)) for n, v in value)
+    if isinstance(value, PackedHeaders):
+        return value
+    pairs = tuple((bytes(n), bytes(v)) for n, v in value)
+    if len(pairs) > PACK_ABOVE:
+        return PackedHeaders.from_pairs(pairs)
+    return pairs
 
 
 @frozen
@@ -121,6 +239,7 @@ def header_tokens(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> list[b
 
 
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_TOKEN_CHARS = bytes(sorted(_TOKEN))
 
 
 #: Canonical forms already computed, by wire spelling: header names repeat from request to
@@ -138,10 +257,10 @@ def canonical_key(name: bytes) -> bytes:
     key = _CANONICAL.get(name)
     if key is not None:
         return key
-    if any(c not in _TOKEN for c in name):
-        key = name
+    if name.translate(None, _TOKEN_CHARS):
+        key = bytes(name)
     else:
-        key = b"-".join(part[:1].upper() + part[1:].lower() for part in name.split(b"-"))
+        key = b"-".join([part.capitalize() for part in name.split(b"-")])
     if len(_CANONICAL) >= _CANONICAL_MAX:
         _CANONICAL.clear()
     _CANONICAL[bytes(name)] = key

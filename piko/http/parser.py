@@ -29,7 +29,9 @@ import httptools
 from attrs import frozen
 
 from piko.http.head import (
+    PACK_ABOVE,
     Headers,
+    PackedHeaders,
     RequestHead,
     ResponseHead,
     make_request_head,
@@ -122,8 +124,12 @@ class _State(enum.Enum):
     DEAD = 7
 
 
-class _Callbacks:
-    """httptools protocol object: collects the head and decoded chunk data."""
+class _PackedCallbacks:
+    """
+    httptools protocol object without ``on_header``: llhttp then checks the header lines
+    but makes no Python objects for them (a head with many headers is indexed by
+    :meth:`PackedHeaders.parse` instead).  Collects the rest of the head and chunk data.
+    """
 
     def __init__(self) -> None:
         self.url = b""
@@ -139,9 +145,6 @@ class _Callbacks:
     def on_status(self, status: bytes) -> None:
         self.reason += status
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value.strip(b" \t")))
-
     def on_headers_complete(self) -> None:
         self.head_done = True
 
@@ -150,6 +153,13 @@ class _Callbacks:
 
     def on_message_complete(self) -> None:
         self.complete = True
+
+
+class _Callbacks(_PackedCallbacks):
+    """httptools protocol object that also collects the headers as pairs."""
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value.strip(b" \t")))
 
 
 class _Reader:
@@ -162,7 +172,7 @@ class _Reader:
         self._scanned = 0
         self._remaining = 0
         self._parser: httptools.HttpRequestParser | httptools.HttpResponseParser | None = None
-        self._cb = _Callbacks()
+        self._cb: _PackedCallbacks = _Callbacks()
         self._eof = False
         #: bytes of the chunk-size or trailer line being read (see :data:`MAX_CHUNK_LINE`)
         self._line = 0
@@ -202,6 +212,20 @@ class _Reader:
     def _new_parser(self) -> httptools.HttpRequestParser | httptools.HttpResponseParser:
         raise NotImplementedError()
 
+    def _parse_head(
+        self, raw: bytes, packed: bool
+    ) -> tuple[httptools.HttpRequestParser | httptools.HttpResponseParser, _PackedCallbacks]:
+        cb = self._cb = _PackedCallbacks() if packed else _Callbacks()
+        parser = self._parser = self._new_parser()
+        try:
+            parser.feed_data(raw)
+        except httptools.HttpParserUpgrade:
+            pass
+        except httptools.HttpParserError as e:
+            self._state = _State.DEAD
+            raise ParseError(str(e)) from None
+        return parser, cb
+
     def _check_partial(self, scanned: int) -> None:
         """
         Raise :class:`ParseError` if the incomplete head in the buffer can already never
@@ -214,8 +238,9 @@ class _Reader:
     def _make_head(
         self,
         parser: httptools.HttpRequestParser | httptools.HttpResponseParser,
-        cb: _Callbacks,
+        cb: _PackedCallbacks,
         raw: bytes,
+        headers: Headers,
     ) -> HeadEvent:
         raise NotImplementedError()
 
@@ -265,15 +290,18 @@ class _Reader:
             raise ParseError("header too large", 431)
         raw = bytes(buf[:end])
         del buf[:end]
-        cb = self._cb = _Callbacks()
-        parser = self._parser = self._new_parser()
-        try:
-            parser.feed_data(raw)
-        except httptools.HttpParserUpgrade:
-            pass
-        except httptools.HttpParserError as e:
-            self._state = _State.DEAD
-            raise ParseError(str(e)) from None
+        # Request or status line, headers, blank line: more lines than that means packing.
+        packed = raw.count(b"\n") > PACK_ABOVE + 2
+        parser, cb = self._parse_head(raw, packed)
+        headers: Headers | None = None
+        if packed and cb.head_done:
+            lead = len(raw) - len(raw.lstrip(b"\r\n"))
+            headers = PackedHeaders.parse(raw, raw.index(b"\r\n", lead) + 2, len(raw) - 2)
+            if headers is None:
+                # Lines llhttp took that the index does not: keep llhttp's own pairs.
+                parser, cb = self._parse_head(raw, False)
+        if headers is None:
+            headers = tuple(cb.headers)
         if not cb.head_done:
             if raw.strip(b"\r\n"):
                 self._state = _State.DEAD
@@ -281,7 +309,7 @@ class _Reader:
             # Stray blank lines between messages: skip them, as Go does.
             self._scanned = 0
             return self._next_head()
-        ev = self._make_head(parser, cb, raw)
+        ev = self._make_head(parser, cb, raw, headers)
         framing = ev.framing
         if ev.upgrade and isinstance(ev.head, ResponseHead):
             self._state = _State.DEAD
@@ -452,7 +480,7 @@ class RequestReader(_Reader):
         if line_end != -1:
             # The request line is complete: let llhttp judge it now.
             self.request_line_complete = True
-            probe = httptools.HttpRequestParser(_Callbacks())
+            probe = httptools.HttpRequestParser(_PackedCallbacks())
             try:
                 probe.feed_data(bytes(buf[start : line_end + 2]))
             except httptools.HttpParserError as e:
@@ -462,12 +490,12 @@ class RequestReader(_Reader):
     def _make_head(
         self,
         parser: httptools.HttpRequestParser | httptools.HttpResponseParser,
-        cb: _Callbacks,
+        cb: _PackedCallbacks,
         raw: bytes,
+        headers: Headers,
     ) -> HeadEvent:
         assert isinstance(parser, httptools.HttpRequestParser)
         version = _version(parser)
-        headers = tuple(cb.headers)
         head = make_request_head(parser.get_method(), cb.url, version, headers)
         chunked, length, close, conn_upgrade, has_upgrade = _framing_fields(headers)
         if chunked:
@@ -504,13 +532,13 @@ class ResponseReader(_Reader):
     def _make_head(
         self,
         parser: httptools.HttpRequestParser | httptools.HttpResponseParser,
-        cb: _Callbacks,
+        cb: _PackedCallbacks,
         raw: bytes,
+        headers: Headers,
     ) -> HeadEvent:
         assert isinstance(parser, httptools.HttpResponseParser)
         version = _version(parser)
         status = parser.get_status_code()
-        headers = tuple(cb.headers)
         head = make_response_head(status, cb.reason, version, headers)
         if status == 101:
             return HeadEvent(head, raw, NO_BODY, False, True)

@@ -51,6 +51,86 @@ from piko.http.rewrite import BodyFraming, body_allowed, go_response_head
 # Go's http.Server reads at most this much of an unread request body to keep a connection alive.
 MAX_DISCARD = 256 * 1024
 
+#: Bytes of each request head that never count against a :class:`HeadBudget`, so ordinary
+#: requests are never refused by it.
+FREE_HEAD_BYTES = 16 * 1024
+
+#: The default budget of one process (see :data:`PROCESS_HEAD_BUDGET`).
+DEFAULT_HEAD_BUDGET = 64 << 20
+
+
+class HeadBudget:
+    """
+    The memory a process may hold for large request heads.
+
+    A connection's head is charged while it arrives (the bytes buffered) and, once parsed,
+    until its exchange ends (:func:`head_cost`), less the first :data:`FREE_HEAD_BYTES`.
+    A head that would take the total past ``limit`` is refused with a 503 and the connection
+    closed: otherwise a few dozen clients sending heads just under ``max_header_bytes``
+    could hold gigabytes (every pending connection may hold ``max_header_bytes``).
+
+    :param limit: bytes.
+    """
+
+    log = Logger()
+
+    def __init__(self, limit: int = DEFAULT_HEAD_BUDGET) -> None:
+        self.limit = limit
+        #: bytes charged now
+        self.held = 0
+        #: heads refused so far
+        self.refused = 0
+        self._warned = False
+
+    def change(self, old: int, new: int) -> bool:
+        """
+        Move one connection's charge from ``old`` to ``new`` bytes.
+
+        :returns: False, changing nothing, when growing to ``new`` would exceed the limit.
+        """
+        grow = new - old
+        if grow > 0 and self.held + grow > self.limit:
+            self.refused += 1
+            if not self._warned:
+                self._warned = True
+                self.log.warn(
+                    "large request heads hold {held} bytes (limit {limit}): refusing more",
+                    held=self.held,
+                    limit=self.limit,
+                )
+            return False
+        self.held += grow
+        if self._warned and self.held < self.limit // 2:
+            self._warned = False
+        return True
+
+
+#: The budget of every :class:`HTTPServerProtocol` not given its own: one per process, so the
+#: proxy port and, in the agent, every yamux stream share it.
+PROCESS_HEAD_BUDGET = HeadBudget()
+
+
+def head_cost(event: HeadEvent) -> int:
+    """
+    Bytes a parsed head is charged while its exchange lasts: the head as received, about as
+    much again for the pairs or the rewritten head sent on, and 16 bytes of offsets per
+    header (see :class:`~piko.http.head.PackedHeaders`).
+    """
+    return 2 * len(event.raw) + 16 * len(event.head.headers)
+
+
+def service_unavailable() -> bytes:
+    """The 503 for a head refused by the :class:`HeadBudget` (worded like Go's own errors)."""
+    text = b"503 Service Unavailable"
+    return (
+        b"HTTP/1.1 "
+        + text
+        + b"\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
+        + text
+        + b": too many large request heads in flight"
+    )
+
+
 #: Body bytes a client must send in each ``read_timeout`` window (unless the body ends in it,
 #: or this side paused reading in it) for the request to count as progressing.
 MIN_READ_PROGRESS = 16 * 1024
@@ -354,6 +434,7 @@ class HTTPServerProtocol(Protocol):
         did not take the bytes already queued for it (the transport's write buffer, about
         64 KiB, did not drain).  Go's deadline is absolute from the end of the request head.
         None for no limit.
+    :param head_budget: charged for large heads; :data:`PROCESS_HEAD_BUDGET` by default.
     """
 
     log = Logger()
@@ -369,8 +450,11 @@ class HTTPServerProtocol(Protocol):
         idle_timeout: float | None = 300.0,
         read_timeout: float | None = None,
         write_timeout: float | None = None,
+        head_budget: HeadBudget | None = None,
     ) -> None:
         self.handler = handler
+        self.head_budget = PROCESS_HEAD_BUDGET if head_budget is None else head_budget
+        self._head_charge = 0
         self.clock = clock
         self._date = date
         # Go allows MaxHeaderBytes plus 4096 bytes of slack.
@@ -498,6 +582,26 @@ class HTTPServerProtocol(Protocol):
         if timer is not None and timer.active():
             timer.cancel()
 
+    def _charge(self, nbytes: int) -> bool:
+        """Charge this connection's head at ``nbytes``; False if the budget refuses."""
+        want = nbytes - FREE_HEAD_BYTES
+        if want <= 0:
+            if self._head_charge:
+                self.head_budget.change(self._head_charge, 0)
+                self._head_charge = 0
+            return True
+        if not self.head_budget.change(self._head_charge, want):
+            return False
+        self._head_charge = want
+        return True
+
+    def _refuse_head(self) -> None:
+        self._tx.write(service_unavailable())
+        self._closed = True
+        self._cancel_timer()
+        self._charge(0)
+        self._tx.loseConnection()
+
     def head_received(self) -> None:
         """
         A whole request head arrived and is about to be handled (a hook for subclasses that
@@ -542,6 +646,7 @@ class HTTPServerProtocol(Protocol):
         self._closed = True
         self._cancel_timer()
         self._cancel_progress_timers()
+        self._charge(0)
         if self._taken is not None:
             self._taken.connectionLost(reason)
             return
@@ -593,12 +698,12 @@ class HTTPServerProtocol(Protocol):
                     self._closed = True
                     self._tx.loseConnection()
                     return
-                if (
-                    self.current is None
-                    and self.reader.head_in_progress
-                    and self._timer_kind != "header"
-                ):
-                    self._arm("header", self.header_timeout)
+                if self.current is None and self.reader.head_in_progress:
+                    if not self._charge(self.reader.buffered):
+                        self._refuse_head()
+                        return
+                    if self._timer_kind != "header":
+                        self._arm("header", self.header_timeout)
                 self._resume_reading()
                 return
             if ev is PAUSED:
@@ -613,6 +718,9 @@ class HTTPServerProtocol(Protocol):
                 refused = _host_error(ev)
                 if refused is not None:
                     self._fail(ParseError(refused, reason=refused))
+                    return
+                if not self._charge(head_cost(ev)):
+                    self._refuse_head()
                     return
                 self.head_received()
                 exchange = self.current = ServerExchange(self, ev)
@@ -651,6 +759,7 @@ class HTTPServerProtocol(Protocol):
 
     def _next_request(self) -> None:
         self._cancel_progress_timers()
+        self._charge(0)
         self.current = None
         self.reader.start_next()
         self._arm("idle", self.idle_timeout)
@@ -668,12 +777,14 @@ class HTTPServerProtocol(Protocol):
         self._closed = True
         self._cancel_timer()
         self._cancel_progress_timers()
+        self._charge(0)
         self._tx.loseConnection()
 
     def _take_over(self, protocol: IProtocol, head: bytes) -> None:
         # Go's hijacked connections (gorilla clears the deadlines) have no timeouts.
         self._cancel_timer()
         self._cancel_progress_timers()
+        self._charge(0)
         self._taken = protocol
         self.current = None
         buffered = self.reader.take_buffered()
@@ -688,6 +799,7 @@ class HTTPServerProtocol(Protocol):
         self._closed = True
         self._cancel_timer()
         self._cancel_progress_timers()
+        self._charge(0)
         abort = getattr(self.transport, "abortConnection", None)
         if abort is not None:
             abort()

@@ -9,7 +9,16 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from piko.http import errors
-from piko.http.server import HTTPServerProtocol, IRequestHandler, IRequestReceiver, IServerExchange
+from piko.http.server import (
+    FREE_HEAD_BYTES,
+    PROCESS_HEAD_BUDGET,
+    HeadBudget,
+    HTTPServerProtocol,
+    IRequestHandler,
+    IRequestReceiver,
+    IServerExchange,
+    service_unavailable,
+)
 
 
 @implementer(IRequestReceiver)
@@ -405,3 +414,72 @@ class WriteTimeoutTests(SynchronousTestCase):
         t.producer.pauseProducing()
         clock.advance(600)
         self.assertFalse(t.disconnecting)
+
+
+def _big_head(count):
+    lines = b"".join(b"X-H%05d: v\r\n" % i for i in range(count))
+    return b"GET / HTTP/1.1\r\nHost: a\r\n" + lines + b"\r\n"
+
+
+class HeadBudgetTests(SynchronousTestCase):
+    """Large heads are charged to a per-process budget and refused with a 503 past it."""
+
+    def test_partial_heads_charged_and_refused(self):
+        """A second large partial head past the budget gets a 503; the first is unharmed."""
+        budget = HeadBudget(100_000)
+        raw = _big_head(6000)  # 78 KB
+        a, ta, _ = connect(Handler(auto=False), head_budget=budget)
+        a.dataReceived(raw[:70_000])
+        self.assertEqual(budget.held, 70_000 - FREE_HEAD_BYTES)
+        b, tb, _ = connect(Handler(auto=False), head_budget=budget)
+        b.dataReceived(raw[:70_000])
+        self.assertEqual(tb.value(), service_unavailable())
+        self.assertTrue(tb.disconnecting)
+        self.assertEqual((budget.held, budget.refused), (70_000 - FREE_HEAD_BYTES, 1))
+        self.assertFalse(ta.disconnecting)
+
+    def test_parsed_head_charged_until_exchange_ends(self):
+        """A parsed head stays charged while it is answered, and is released after."""
+        budget = HeadBudget(1 << 20)
+        handler = Handler(auto=False)
+        proto, t, _ = connect(handler, head_budget=budget)
+        raw = _big_head(6000)
+        proto.dataReceived(raw)
+        exchange = handler.exchanges[0]
+        self.assertEqual(budget.held, 2 * len(raw) + 16 * 6001 - FREE_HEAD_BYTES)
+        exchange.respond(errors.not_found)
+        self.assertEqual(budget.held, 0)
+
+    def test_whole_head_past_budget_refused(self):
+        """A head that arrives at once and costs more than is left is refused."""
+        budget = HeadBudget(100_000)
+        handler = Handler()
+        proto, t, _ = connect(handler, head_budget=budget)
+        proto.dataReceived(_big_head(6000))
+        self.assertEqual(handler.exchanges, [])
+        self.assertEqual(t.value(), service_unavailable())
+        self.assertEqual(budget.held, 0)
+
+    def test_small_heads_never_refused(self):
+        """With the budget spent, ordinary heads are still served."""
+        budget = HeadBudget(100_000)
+        a, ta, _ = connect(Handler(auto=False), head_budget=budget)
+        a.dataReceived(_big_head(12000)[: 100_000 + FREE_HEAD_BYTES])
+        self.assertEqual(budget.held, 100_000)
+        proto, t, _ = connect(Handler(), head_budget=budget)
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nX-A: " + b"b" * 8000 + b"\r\n\r\n")
+        self.assertEqual(t.value(), OK)
+
+    def test_released_when_connection_lost(self):
+        """A client that leaves mid-head gives its charge back."""
+        budget = HeadBudget(1 << 20)
+        proto, t, _ = connect(Handler(), head_budget=budget)
+        proto.dataReceived(_big_head(6000)[:50_000])
+        self.assertGreater(budget.held, 0)
+        proto.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(budget.held, 0)
+
+    def test_process_budget_by_default(self):
+        """Protocols share one budget per process unless given their own."""
+        proto, _, _ = connect(Handler())
+        self.assertIs(proto.head_budget, PROCESS_HEAD_BUDGET)
