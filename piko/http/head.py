@@ -6,16 +6,15 @@ Headers are kept as an ordered sequence of ``(name, value)`` byte pairs exactly 
 (casing and order), because Go Piko's wire behaviour depends on both: the server re-sorts and
 re-cases them when it forwards, and the interop transcripts are compared byte for byte.
 
-A few headers are a tuple of tuples.  Many are a :class:`PackedHeaders`: the bytes they arrived
-in plus four offsets per header, because a tuple and two ``bytes`` objects cost about 150 bytes
-per header, so a 1 MiB head of 13-byte headers held that way would take 12 MiB.
+A few headers are a tuple of tuples.  Many are a :class:`PackedHeaders`: just the bytes they
+arrived in, because a tuple and two ``bytes`` objects cost about 150 bytes per header, so a
+1 MiB head of 13-byte headers held that way would take 12 MiB.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from email.utils import formatdate
 from http import HTTPStatus
@@ -28,75 +27,67 @@ Headers = Sequence[tuple[bytes, bytes]]
 #: More headers than this are held packed (:class:`PackedHeaders`), fewer as tuples.
 PACK_ABOVE = 32
 
-#: One header line as llhttp accepted it: the name, then the value without the optional
-#: whitespace around it.  Unambiguous (runs of non-blanks separated by blanks), so it matches
-#: in linear time whatever the value holds.
-_HEADER_LINE = re.compile(rb"([^:\r\n]*):[ \t]*((?:[^ \t\r\n]+(?:[ \t]+[^ \t\r\n]+)*)?)[ \t]*\r\n")
+#: Compiled lookups of :meth:`PackedHeaders.select`, by the names they find.
+_SELECTORS: dict[frozenset[bytes], re.Pattern[bytes]] = {}
+
+
+def _selector(names: frozenset[bytes]) -> re.Pattern[bytes]:
+    pattern = _SELECTORS.get(names)
+    if pattern is None:
+        alternatives = b"|".join(re.escape(n) for n in sorted(names))
+        pattern = re.compile(rb"\r\n(" + alternatives + rb"):[ \t]*([^\r\n]*)", re.IGNORECASE)
+        if len(_SELECTORS) < 64:
+            _SELECTORS[names] = pattern
+    return pattern
 
 
 class PackedHeaders(Sequence[tuple[bytes, bytes]]):
     """
-    Headers held as the bytes of their lines plus an ``array`` of offsets, four per header
-    (name start and end, value start and end): about 16 bytes per header on top of the bytes
-    received, where tuples cost about 150.  The pairs are made on access.
+    Many headers held as nothing but the bytes of their lines (``name:value`` lines joined
+    by CRLF, usually a slice of the head as received, shared with whoever keeps it): the
+    pairs are made on access, and lookups by name (:meth:`select`) scan the bytes with a
+    regular expression, without making the pairs they skip.  Tuples would cost about 150
+    bytes per header.
 
-    :param raw: bytes holding the header lines (usually the whole head as received, shared
-        with whoever keeps it).
-    :param index: the offsets.
+    Values are given trimmed of spaces and tabs, as llhttp gives them.
+
+    :param raw: bytes holding the lines.
+    :param start: where the first line starts in ``raw``; ``raw[start - 2 : start]`` must be
+        CRLF (the end of the request or status line).
+    :param end: where the last line ends (before its CRLF).
     """
 
-    __slots__ = ("_index", "raw")
+    __slots__ = ("_count", "_end", "_start", "raw")
 
-    def __init__(self, raw: bytes, index: array[int]) -> None:
+    def __init__(self, raw: bytes, start: int, end: int) -> None:
         self.raw = raw
-        self._index = index
+        self._start = start
+        self._end = end
+        self._count = raw.count(b"\r\n", start, end) + 1 if end > start else 0
 
     @classmethod
-    def parse(cls, raw: bytes, start: int, end: int) -> PackedHeaders | None:
+    def from_pairs(cls, pairs: Sequence[tuple[bytes, bytes]]) -> PackedHeaders | None:
         """
-        Index the header lines in ``raw[start:end]`` (each ending CRLF, as llhttp checked).
-
-        :returns: the headers, or None when the lines are not all well formed (the caller
-            then keeps the parser's own pairs).
+        Pack ``pairs``; None if some cannot be (a name with a colon, a line break inside, or
+        a value with blanks around it, which packing would trim).
         """
-        index = array("I")
-        append = index.append
-        pos = start
-        for m in _HEADER_LINE.finditer(raw, start, end):
-            if m.start() != pos:
-                return None
-            a, b = m.span(1)
-            c, d = m.span(2)
-            append(a)
-            append(b)
-            append(c)
-            append(d)
-            pos = m.end()
-        if pos != end:
-            return None
-        return cls(raw, index)
-
-    @classmethod
-    def from_pairs(cls, pairs: Iterable[tuple[bytes, bytes]]) -> PackedHeaders:
-        """Pack ``pairs`` (values kept exactly, names and values copied into one block)."""
-        index = array("I")
-        parts = []
-        pos = 0
+        lines = []
         for name, value in pairs:
-            name, value = bytes(name), bytes(value)
-            colon = pos + len(name)
-            index.extend((pos, colon, colon + 1, colon + 1 + len(value)))
-            parts.append(name + b":" + value)
-            pos = colon + 1 + len(value)
-        return cls(b"".join(parts), index)
+            if b":" in name or value.strip(b" \t") != value:
+                return None
+            lines.append(bytes(name) + b":" + bytes(value))
+        block = b"\r\n" + b"\r\n".join(lines)
+        if block.count(b"\n") != len(lines) or block.count(b"\r") != len(lines):
+            return None
+        return cls(block, 2, len(block))
 
     @property
     def nbytes(self) -> int:
-        """Bytes held: the raw block and the offsets."""
-        return len(self.raw) + self._index.itemsize * len(self._index)
+        """Bytes held: the whole of ``raw``."""
+        return len(self.raw)
 
     def __len__(self) -> int:
-        return len(self._index) >> 2
+        return self._count
 
     @overload
     def __getitem__(self, i: int) -> tuple[bytes, bytes]: ...
@@ -106,19 +97,31 @@ class PackedHeaders(Sequence[tuple[bytes, bytes]]):
 
     def __getitem__(self, i: int | slice) -> tuple[bytes, bytes] | tuple[tuple[bytes, bytes], ...]:
         if isinstance(i, slice):
-            return tuple(self[k] for k in range(*i.indices(len(self))))
-        n = len(self)
+            return tuple(self)[i]
+        n = self._count
         if i < 0:
             i += n
         if not 0 <= i < n:
             raise IndexError("header index out of range")
-        raw, index, k = self.raw, self._index, i << 2
-        return raw[index[k] : index[k + 1]], raw[index[k + 2] : index[k + 3]]
+        for k, pair in enumerate(self):
+            if k == i:
+                return pair
+        raise IndexError("header index out of range")  # pragma: no cover
 
     def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
-        raw, index = self.raw, self._index
-        for k in range(0, len(index), 4):
-            yield raw[index[k] : index[k + 1]], raw[index[k + 2] : index[k + 3]]
+        if not self._count:
+            return
+        for line in self.raw[self._start : self._end].split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            yield name, value.strip(b" \t")
+
+    def select(self, names: frozenset[bytes]) -> Iterator[tuple[bytes, bytes]]:
+        """
+        The pairs whose name is one of ``names`` (lower-case; compared case-insensitively),
+        in order, found by scanning the bytes.
+        """
+        for m in _selector(names).finditer(self.raw, self._start - 2, self._end + 2):
+            yield m.group(1), m.group(2).rstrip(b" \t")
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, (PackedHeaders, tuple, list)):
@@ -137,7 +140,7 @@ def _as_headers(value: Iterable[tuple[bytes, bytes]]) -> Headers:
         return value
     pairs = tuple((bytes(n), bytes(v)) for n, v in value)
     if len(pairs) > PACK_ABOVE:
-        return PackedHeaders.from_pairs(pairs)
+        return PackedHeaders.from_pairs(pairs) or pairs
     return pairs
 
 
@@ -215,6 +218,10 @@ def make_response_head(
 def header_get(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     """Return the first value of ``name`` compared case-insensitively, or None."""
     lname = name.lower()
+    if isinstance(headers, PackedHeaders):
+        for _, v in headers.select(frozenset((lname,))):
+            return v
+        return None
     for n, v in headers:
         if n.lower() == lname:
             return v
@@ -224,6 +231,8 @@ def header_get(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | N
 def header_values(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
     """Return every value of ``name`` (any case), in order."""
     lname = name.lower()
+    if isinstance(headers, PackedHeaders):
+        return [v for _, v in headers.select(frozenset((lname,)))]
     return [v for n, v in headers if n.lower() == lname]
 
 

@@ -288,19 +288,18 @@ class _Reader:
         end += 4
         if end > self.max_header_bytes:
             raise ParseError("header too large", 431)
-        raw = bytes(buf[:end])
+        with memoryview(buf) as view:
+            raw = bytes(view[:end])  # one copy, not a bytearray slice and then bytes
         del buf[:end]
         # Request or status line, headers, blank line: more lines than that means packing.
         packed = raw.count(b"\n") > PACK_ABOVE + 2
         parser, cb = self._parse_head(raw, packed)
         headers: Headers | None = None
         if packed and cb.head_done:
+            # llhttp checked every line: ``name:value``, CRLF-ended, no bare CR or LF.
             lead = len(raw) - len(raw.lstrip(b"\r\n"))
-            headers = PackedHeaders.parse(raw, raw.index(b"\r\n", lead) + 2, len(raw) - 2)
-            if headers is None:
-                # Lines llhttp took that the index does not: keep llhttp's own pairs.
-                parser, cb = self._parse_head(raw, False)
-        if headers is None:
+            headers = PackedHeaders(raw, raw.index(b"\r\n", lead) + 2, len(raw) - 4)
+        else:
             headers = tuple(cb.headers)
         if not cb.head_done:
             if raw.strip(b"\r\n"):
@@ -389,6 +388,10 @@ def _version(parser: httptools.HttpRequestParser | httptools.HttpResponseParser)
     return version
 
 
+#: The headers :func:`_framing_fields` reads.
+_FRAMING_NAMES = frozenset((b"connection", b"content-length", b"transfer-encoding", b"upgrade"))
+
+
 def _framing_fields(
     headers: Headers,
 ) -> tuple[bool, int | None, bool, bool, bool]:
@@ -406,6 +409,8 @@ def _framing_fields(
     length: int | None = None
     seen_length = False
     close = conn_upgrade = has_upgrade = False
+    if isinstance(headers, PackedHeaders):
+        headers = tuple(headers.select(_FRAMING_NAMES))
     for name, value in headers:
         lname = name.lower()
         if lname == b"connection":

@@ -35,7 +35,7 @@ from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
 from piko.http import errors
-from piko.http.head import RequestHead, header_tokens, http_date
+from piko.http.head import RequestHead, header_tokens, header_values, http_date
 from piko.http.parser import (
     DEFAULT_MAX_HEADER_BYTES,
     NEED_DATA,
@@ -112,11 +112,11 @@ PROCESS_HEAD_BUDGET = HeadBudget()
 
 def head_cost(event: HeadEvent) -> int:
     """
-    Bytes a parsed head is charged while its exchange lasts: the head as received, about as
-    much again for the pairs or the rewritten head sent on, and 16 bytes of offsets per
-    header (see :class:`~piko.http.head.PackedHeaders`).
+    Bytes a parsed head is charged while its exchange lasts: the head as received (which
+    :class:`~piko.http.head.PackedHeaders` share), and as much again for the pairs of a
+    small head or the rewritten head sent on.
     """
-    return 2 * len(event.raw) + 16 * len(event.head.headers)
+    return 2 * len(event.raw)
 
 
 def service_unavailable() -> bytes:
@@ -405,8 +405,7 @@ def _host_error(event: HeadEvent) -> str | None:
     request with no ``Host``; that one is harmless here, since routing then needs
     ``x-piko-endpoint``, and is still accepted.)
     """
-    hosts = sum(1 for name, _ in event.head.headers if name.lower() == b"host")
-    if hosts > 1:
+    if len(header_values(event.head.headers, b"host")) > 1:
         return "too many Host headers"
     return None
 

@@ -446,7 +446,7 @@ class HeadBudgetTests(SynchronousTestCase):
         raw = _big_head(6000)
         proto.dataReceived(raw)
         exchange = handler.exchanges[0]
-        self.assertEqual(budget.held, 2 * len(raw) + 16 * 6001 - FREE_HEAD_BYTES)
+        self.assertEqual(budget.held, 2 * len(raw) - FREE_HEAD_BYTES)
         exchange.respond(errors.not_found)
         self.assertEqual(budget.held, 0)
 
