@@ -127,8 +127,9 @@ class _State(enum.Enum):
 class _PackedCallbacks:
     """
     httptools protocol object without ``on_header``: llhttp then checks the header lines
-    but makes no Python objects for them (a head with many headers is indexed by
-    :meth:`PackedHeaders.parse` instead).  Collects the rest of the head and chunk data.
+    but makes no Python objects for them (a head with many headers is kept as a
+    :class:`~piko.http.head.PackedHeaders` instead).  Collects the rest of the head and
+    chunk data.
     """
 
     def __init__(self) -> None:

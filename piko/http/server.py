@@ -697,6 +697,15 @@ class HTTPServerProtocol(Protocol):
                     self._closed = True
                     self._tx.loseConnection()
                     return
+                if (
+                    current is not None
+                    and self._read_timer is None
+                    and self.read_timeout is not None
+                    and not current.body_done
+                ):
+                    # Armed only once a body is waited for: one that came with its head
+                    # costs no timer.
+                    self._arm_read()
                 if self.current is None and self.reader.head_in_progress:
                     if not self._charge(self.reader.buffered):
                         self._refuse_head()
@@ -723,8 +732,6 @@ class HTTPServerProtocol(Protocol):
                     return
                 self.head_received()
                 exchange = self.current = ServerExchange(self, ev)
-                if not ev.framing.empty:
-                    self._arm_read()
                 self.handler.request_received(exchange)
             elif isinstance(ev, BodyChunk):
                 assert current is not None
