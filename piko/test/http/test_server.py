@@ -483,3 +483,18 @@ class HeadBudgetTests(SynchronousTestCase):
         """Protocols share one budget per process unless given their own."""
         proto, _, _ = connect(Handler())
         self.assertIs(proto.head_budget, PROCESS_HEAD_BUDGET)
+
+
+class LateParseErrorTests(SynchronousTestCase):
+    """A malformed body after the response started cannot be answered with a 400."""
+
+    def test_bad_chunk_after_response_started_aborts(self):
+        """The connection is dropped and nothing is appended to the response under way."""
+        handler = Handler(auto=False, read_body=True)
+        proto, t, _ = connect(handler)
+        proto.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+        handler.exchanges[0].start_response(200, ((b"Content-Length", b"5"),))
+        sent = t.value()
+        proto.dataReceived(b"zz\r\n")
+        self.assertEqual(t.value(), sent)
+        self.assertTrue(t.disconnecting)
