@@ -207,6 +207,10 @@ class ServerTLSConfig:
 class HTTPServerConfig:
     """
     HTTP server limits of the proxy port (Go ``http.Server`` fields).
+
+    ``read_timeout`` and ``write_timeout`` are enforced as no-progress timeouts rather than
+    Go's absolute deadlines (see :class:`piko.http.server.HTTPServerProtocol`); zero or
+    negative disables a timeout, as in Go.
     """
 
     read_timeout: float = duration(10.0)
@@ -214,6 +218,24 @@ class HTTPServerConfig:
     write_timeout: float = duration(10.0)
     idle_timeout: float = duration(300.0)
     max_header_bytes: int = 1 << 20
+
+    def header_timeout(self) -> float | None:
+        """The head timeout in force: Go uses ``read_timeout`` when ``read_header_timeout`` is 0."""
+        seconds = self.read_header_timeout if self.read_header_timeout else self.read_timeout
+        return seconds if seconds > 0 else None
+
+    def keep_alive_timeout(self) -> float | None:
+        """The idle timeout in force: Go uses ``read_timeout`` when ``idle_timeout`` is 0."""
+        seconds = self.idle_timeout if self.idle_timeout else self.read_timeout
+        return seconds if seconds > 0 else None
+
+    def body_timeout(self) -> float | None:
+        """``read_timeout`` as seconds, or None when it is off."""
+        return self.read_timeout if self.read_timeout > 0 else None
+
+    def response_timeout(self) -> float | None:
+        """``write_timeout`` as seconds, or None when it is off."""
+        return self.write_timeout if self.write_timeout > 0 else None
 
 
 @frozen

@@ -186,9 +186,15 @@ SERVER_OPTIONS = OptionTable(
         *_bind("proxy", "proxy requests"),
         Option("proxy.timeout", "Timeout forwarding requests to upstreams (0 disables)."),
         *_access_log("proxy."),
-        Option("proxy.http.read_timeout", "Maximum time to read a request, including the body."),
+        Option(
+            "proxy.http.read_timeout",
+            "Maximum time a request body may make no progress (fewer than 16 KiB arrive).",
+        ),
         Option("proxy.http.read_header_timeout", "Maximum time to read request headers."),
-        Option("proxy.http.write_timeout", "Maximum time to write a response."),
+        Option(
+            "proxy.http.write_timeout",
+            "Maximum time the client may take none of the response bytes queued for it.",
+        ),
         Option("proxy.http.idle_timeout", "Maximum keep-alive idle time."),
         Option("proxy.http.max_header_bytes", "Maximum request header size in bytes."),
         *_auth("proxy"),

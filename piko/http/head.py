@@ -2,25 +2,146 @@
 """
 HTTP/1.1 message heads as immutable values, and the pure helpers around them.
 
-Headers are kept as an ordered list of ``(name, value)`` byte pairs exactly as they arrived
+Headers are kept as an ordered sequence of ``(name, value)`` byte pairs exactly as they arrived
 (casing and order), because Go Piko's wire behaviour depends on both: the server re-sorts and
 re-cases them when it forwards, and the interop transcripts are compared byte for byte.
+
+A few headers are a tuple of tuples.  Many are a :class:`PackedHeaders`: just the bytes they
+arrived in, because a tuple and two ``bytes`` objects cost about 150 bytes per header, so a
+1 MiB head of 13-byte headers held that way would take 12 MiB.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from email.utils import formatdate
 from http import HTTPStatus
+from typing import overload
 
 from attrs import field, frozen
 
-Headers = tuple[tuple[bytes, bytes], ...]
+Headers = Sequence[tuple[bytes, bytes]]
+
+#: More headers than this are held packed (:class:`PackedHeaders`), fewer as tuples.
+PACK_ABOVE = 32
+
+#: Compiled lookups of :meth:`PackedHeaders.select`, by the names they find.
+_SELECTORS: dict[frozenset[bytes], re.Pattern[bytes]] = {}
+
+
+def _selector(names: frozenset[bytes]) -> re.Pattern[bytes]:
+    pattern = _SELECTORS.get(names)
+    if pattern is None:
+        alternatives = b"|".join(re.escape(n) for n in sorted(names))
+        pattern = re.compile(rb"\r\n(" + alternatives + rb"):[ \t]*([^\r\n]*)", re.IGNORECASE)
+        if len(_SELECTORS) < 64:
+            _SELECTORS[names] = pattern
+    return pattern
+
+
+class PackedHeaders(Sequence[tuple[bytes, bytes]]):
+    """
+    Many headers held as nothing but the bytes of their lines (``name:value`` lines joined
+    by CRLF, usually a slice of the head as received, shared with whoever keeps it): the
+    pairs are made on access, and lookups by name (:meth:`select`) scan the bytes with a
+    regular expression, without making the pairs they skip.  Tuples would cost about 150
+    bytes per header.
+
+    Values are given trimmed of spaces and tabs, as llhttp gives them.
+
+    :param raw: bytes holding the lines.
+    :param start: where the first line starts in ``raw``; ``raw[start - 2 : start]`` must be
+        CRLF (the end of the request or status line).
+    :param end: where the last line ends (before its CRLF).
+    """
+
+    __slots__ = ("_count", "_end", "_start", "raw")
+
+    def __init__(self, raw: bytes, start: int, end: int) -> None:
+        self.raw = raw
+        self._start = start
+        self._end = end
+        self._count = raw.count(b"\r\n", start, end) + 1 if end > start else 0
+
+    @classmethod
+    def from_pairs(cls, pairs: Sequence[tuple[bytes, bytes]]) -> PackedHeaders | None:
+        """
+        Pack ``pairs``; None if some cannot be (a name with a colon, a line break inside, or
+        a value with blanks around it, which packing would trim).
+        """
+        lines = []
+        for name, value in pairs:
+            if b":" in name or value.strip(b" \t") != value:
+                return None
+            lines.append(bytes(name) + b":" + bytes(value))
+        block = b"\r\n" + b"\r\n".join(lines)
+        if block.count(b"\n") != len(lines) or block.count(b"\r") != len(lines):
+            return None
+        return cls(block, 2, len(block))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: the whole of ``raw``."""
+        return len(self.raw)
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[bytes, bytes]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> tuple[tuple[bytes, bytes], ...]: ...
+
+    def __getitem__(self, i: int | slice) -> tuple[bytes, bytes] | tuple[tuple[bytes, bytes], ...]:
+        if isinstance(i, slice):
+            return tuple(self)[i]
+        n = self._count
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("header index out of range")
+        for k, pair in enumerate(self):
+            if k == i:
+                return pair
+        raise IndexError("header index out of range")  # pragma: no cover
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
+        if not self._count:
+            return
+        for line in self.raw[self._start : self._end].split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            yield name, value.strip(b" \t")
+
+    def select(self, names: frozenset[bytes]) -> Iterator[tuple[bytes, bytes]]:
+        """
+        The pairs whose name is one of ``names`` (lower-case; compared case-insensitively),
+        in order, found by scanning the bytes.
+        """
+        for m in _selector(names).finditer(self.raw, self._start - 2, self._end + 2):
+            yield m.group(1), m.group(2).rstrip(b" \t")
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (PackedHeaders, tuple, list)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"PackedHeaders({len(self)} headers, {self.nbytes} bytes)"
 
 
 def _as_headers(value: Iterable[tuple[bytes, bytes]]) -> Headers:
-    return tuple((bytes(n), bytes(v)) for n, v in value)
+    if isinstance(value, PackedHeaders):
+        return value
+    pairs = tuple((bytes(n), bytes(v)) for n, v in value)
+    if len(pairs) > PACK_ABOVE:
+        return PackedHeaders.from_pairs(pairs) or pairs
+    return pairs
 
 
 @frozen
@@ -97,6 +218,10 @@ def make_response_head(
 def header_get(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     """Return the first value of ``name`` compared case-insensitively, or None."""
     lname = name.lower()
+    if isinstance(headers, PackedHeaders):
+        for _, v in headers.select(frozenset((lname,))):
+            return v
+        return None
     for n, v in headers:
         if n.lower() == lname:
             return v
@@ -106,6 +231,8 @@ def header_get(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | N
 def header_values(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
     """Return every value of ``name`` (any case), in order."""
     lname = name.lower()
+    if isinstance(headers, PackedHeaders):
+        return [v for _, v in headers.select(frozenset((lname,)))]
     return [v for n, v in headers if n.lower() == lname]
 
 
@@ -121,6 +248,7 @@ def header_tokens(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> list[b
 
 
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_TOKEN_CHARS = bytes(sorted(_TOKEN))
 
 
 #: Canonical forms already computed, by wire spelling: header names repeat from request to
@@ -138,10 +266,10 @@ def canonical_key(name: bytes) -> bytes:
     key = _CANONICAL.get(name)
     if key is not None:
         return key
-    if any(c not in _TOKEN for c in name):
-        key = name
+    if name.translate(None, _TOKEN_CHARS):
+        key = bytes(name)
     else:
-        key = b"-".join(part[:1].upper() + part[1:].lower() for part in name.split(b"-"))
+        key = b"-".join([part.capitalize() for part in name.split(b"-")])
     if len(_CANONICAL) >= _CANONICAL_MAX:
         _CANONICAL.clear()
     _CANONICAL[bytes(name)] = key

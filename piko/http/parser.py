@@ -22,13 +22,16 @@ Events come out of ``next_event()``, h11 style: :class:`HeadEvent`, :class:`Body
 from __future__ import annotations
 
 import enum
+import re
 from typing import Union
 
 import httptools
 from attrs import frozen
 
 from piko.http.head import (
+    PACK_ABOVE,
     Headers,
+    PackedHeaders,
     RequestHead,
     ResponseHead,
     make_request_head,
@@ -37,6 +40,19 @@ from piko.http.head import (
 from piko.http.rewrite import NO_BODY, BodyFraming, body_allowed
 
 DEFAULT_MAX_HEADER_BYTES = 1 << 20
+
+#: Longest chunk-size line (extensions included) or trailer line, with its line ending, that a
+#: chunked body may carry: Go's ``maxLineLength`` in ``net/http/internal/chunked.go``.  llhttp
+#: streams extensions through without a limit, so without this one line could run forever.
+MAX_CHUNK_LINE = 4096
+
+#: Bytes that may start an HTTP method (RFC 9110 ``token``); anything else before the first
+#: space can never become a valid request line.
+_TOKEN_BYTES = frozenset(
+    b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+#: A line feed not preceded by a carriage return: llhttp refuses every one in a head.
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 class ParseError(Exception):
@@ -108,8 +124,13 @@ class _State(enum.Enum):
     DEAD = 7
 
 
-class _Callbacks:
-    """httptools protocol object: collects the head and decoded chunk data."""
+class _PackedCallbacks:
+    """
+    httptools protocol object without ``on_header``: llhttp then checks the header lines
+    but makes no Python objects for them (a head with many headers is kept as a
+    :class:`~piko.http.head.PackedHeaders` instead).  Collects the rest of the head and
+    chunk data.
+    """
 
     def __init__(self) -> None:
         self.url = b""
@@ -125,9 +146,6 @@ class _Callbacks:
     def on_status(self, status: bytes) -> None:
         self.reason += status
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value.strip(b" \t")))
-
     def on_headers_complete(self) -> None:
         self.head_done = True
 
@@ -136,6 +154,13 @@ class _Callbacks:
 
     def on_message_complete(self) -> None:
         self.complete = True
+
+
+class _Callbacks(_PackedCallbacks):
+    """httptools protocol object that also collects the headers as pairs."""
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value.strip(b" \t")))
 
 
 class _Reader:
@@ -148,8 +173,10 @@ class _Reader:
         self._scanned = 0
         self._remaining = 0
         self._parser: httptools.HttpRequestParser | httptools.HttpResponseParser | None = None
-        self._cb = _Callbacks()
+        self._cb: _PackedCallbacks = _Callbacks()
         self._eof = False
+        #: bytes of the chunk-size or trailer line being read (see :data:`MAX_CHUNK_LINE`)
+        self._line = 0
 
     @property
     def buffered(self) -> int:
@@ -174,6 +201,7 @@ class _Reader:
         if self._state is _State.DONE:
             self._state = _State.HEAD
             self._scanned = 0
+            self._line = 0
 
     def take_buffered(self) -> bytes:
         """Stop reading and return every byte not consumed yet (the upgraded protocol's)."""
@@ -185,11 +213,35 @@ class _Reader:
     def _new_parser(self) -> httptools.HttpRequestParser | httptools.HttpResponseParser:
         raise NotImplementedError()
 
+    def _parse_head(
+        self, raw: bytes, packed: bool
+    ) -> tuple[httptools.HttpRequestParser | httptools.HttpResponseParser, _PackedCallbacks]:
+        cb = self._cb = _PackedCallbacks() if packed else _Callbacks()
+        parser = self._parser = self._new_parser()
+        try:
+            parser.feed_data(raw)
+        except httptools.HttpParserUpgrade:
+            pass
+        except httptools.HttpParserError as e:
+            self._state = _State.DEAD
+            raise ParseError(str(e)) from None
+        return parser, cb
+
+    def _check_partial(self, scanned: int) -> None:
+        """
+        Raise :class:`ParseError` if the incomplete head in the buffer can already never
+        become a valid one (``scanned`` bytes of it were checked before).
+
+        Without this a head that never ends (TLS bytes, junk, bare line feeds) would wait
+        for the header timeout, though its first bytes already show it will be refused.
+        """
+
     def _make_head(
         self,
         parser: httptools.HttpRequestParser | httptools.HttpResponseParser,
-        cb: _Callbacks,
+        cb: _PackedCallbacks,
         raw: bytes,
+        headers: Headers,
     ) -> HeadEvent:
         raise NotImplementedError()
 
@@ -228,24 +280,28 @@ class _Reader:
         buf = self._buf
         end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
         if end == -1:
-            self._scanned = len(buf)
             if len(buf) > self.max_header_bytes:
+                self._state = _State.DEAD
                 raise ParseError("header too large", 431)
+            self._check_partial(self._scanned)
+            self._scanned = len(buf)
             return NEED_DATA
         end += 4
         if end > self.max_header_bytes:
             raise ParseError("header too large", 431)
-        raw = bytes(buf[:end])
+        with memoryview(buf) as view:
+            raw = bytes(view[:end])  # one copy, not a bytearray slice and then bytes
         del buf[:end]
-        cb = self._cb = _Callbacks()
-        parser = self._parser = self._new_parser()
-        try:
-            parser.feed_data(raw)
-        except httptools.HttpParserUpgrade:
-            pass
-        except httptools.HttpParserError as e:
-            self._state = _State.DEAD
-            raise ParseError(str(e)) from None
+        # Request or status line, headers, blank line: more lines than that means packing.
+        packed = raw.count(b"\n") > PACK_ABOVE + 2
+        parser, cb = self._parse_head(raw, packed)
+        headers: Headers | None = None
+        if packed and cb.head_done:
+            # llhttp checked every line: ``name:value``, CRLF-ended, no bare CR or LF.
+            lead = len(raw) - len(raw.lstrip(b"\r\n"))
+            headers = PackedHeaders(raw, raw.index(b"\r\n", lead) + 2, len(raw) - 4)
+        else:
+            headers = tuple(cb.headers)
         if not cb.head_done:
             if raw.strip(b"\r\n"):
                 self._state = _State.DEAD
@@ -253,7 +309,7 @@ class _Reader:
             # Stray blank lines between messages: skip them, as Go does.
             self._scanned = 0
             return self._next_head()
-        ev = self._make_head(parser, cb, raw)
+        ev = self._make_head(parser, cb, raw, headers)
         framing = ev.framing
         if ev.upgrade and isinstance(ev.head, ResponseHead):
             self._state = _State.DEAD
@@ -278,15 +334,30 @@ class _Reader:
             pos = 0
             n = len(data)
             view = memoryview(data)
+            body = cb.body
             try:
                 while pos < n and not cb.complete:
                     lf = data.find(b"\n", pos)
                     end = n if lf == -1 else lf + 1
+                    pieces = len(body)
                     parser.feed_data(view[pos:end])
+                    # Pieces end at line feeds, so a piece that yields no data is part of a
+                    # chunk-size or trailer line: bound those as Go does.
+                    if len(body) != pieces:
+                        self._line = 0
+                    else:
+                        self._line += end - pos
+                        if self._line >= MAX_CHUNK_LINE:
+                            raise ParseError("chunk line too long", reason="chunk line too long")
+                        if lf != -1:
+                            self._line = 0
                     pos = end
             except httptools.HttpParserError as e:
                 self._state = _State.DEAD
                 raise ParseError(str(e)) from None
+            except ParseError:
+                self._state = _State.DEAD
+                raise
             finally:
                 view.release()
             del self._buf[:pos]
@@ -318,6 +389,10 @@ def _version(parser: httptools.HttpRequestParser | httptools.HttpResponseParser)
     return version
 
 
+#: The headers :func:`_framing_fields` reads.
+_FRAMING_NAMES = frozenset((b"connection", b"content-length", b"transfer-encoding", b"upgrade"))
+
+
 def _framing_fields(
     headers: Headers,
 ) -> tuple[bool, int | None, bool, bool, bool]:
@@ -335,6 +410,8 @@ def _framing_fields(
     length: int | None = None
     seen_length = False
     close = conn_upgrade = has_upgrade = False
+    if isinstance(headers, PackedHeaders):
+        headers = tuple(headers.select(_FRAMING_NAMES))
     for name, value in headers:
         lname = name.lower()
         if lname == b"connection":
@@ -368,18 +445,63 @@ class RequestReader(_Reader):
     :param max_header_bytes: a head longer than this raises :class:`ParseError` with status 431.
     """
 
+    #: whether the request line of the head being read has all arrived (and was checked)
+    request_line_complete = False
+
+    def start_next(self) -> None:
+        """After :class:`MessageEnd`, begin reading the next message."""
+        super().start_next()
+        self.request_line_complete = False
+
     def _new_parser(self) -> httptools.HttpRequestParser:
         return httptools.HttpRequestParser(self._cb)
+
+    def _check_partial(self, scanned: int) -> None:
+        """
+        Refuse at once, as Go does once it has the line, what cannot start a request: a
+        method byte that is not a token character (a TLS ClientHello starts with 0x16), a
+        bare line feed (llhttp refuses them; a head of bare-LF lines would never show the
+        ``CRLF CRLF`` that ends it), or a complete request line llhttp rejects.
+        """
+        buf = self._buf
+        start = 0
+        n = len(buf)
+        # Blank lines before a request are skipped, as Go does.
+        while start < n and buf[start] in (13, 10):
+            if buf[start] == 10 and (start == 0 or buf[start - 1] != 13):
+                break
+            start += 1
+        space = buf.find(b" ", start, start + 64)
+        method_end = n if space == -1 else space
+        method = buf[start : min(method_end, start + 64)]
+        if method and (set(method) - _TOKEN_BYTES or (space == -1 and n - start > 64)):
+            self._state = _State.DEAD
+            raise ParseError("malformed request line")
+        if _BARE_LF.search(buf, max(start, scanned - 1)) is not None:
+            self._state = _State.DEAD
+            raise ParseError("bare LF in head")
+        if self.request_line_complete:
+            return
+        line_end = buf.find(b"\r\n", max(start, scanned - 1))
+        if line_end != -1:
+            # The request line is complete: let llhttp judge it now.
+            self.request_line_complete = True
+            probe = httptools.HttpRequestParser(_PackedCallbacks())
+            try:
+                probe.feed_data(bytes(buf[start : line_end + 2]))
+            except httptools.HttpParserError as e:
+                self._state = _State.DEAD
+                raise ParseError(str(e)) from None
 
     def _make_head(
         self,
         parser: httptools.HttpRequestParser | httptools.HttpResponseParser,
-        cb: _Callbacks,
+        cb: _PackedCallbacks,
         raw: bytes,
+        headers: Headers,
     ) -> HeadEvent:
         assert isinstance(parser, httptools.HttpRequestParser)
         version = _version(parser)
-        headers = tuple(cb.headers)
         head = make_request_head(parser.get_method(), cb.url, version, headers)
         chunked, length, close, conn_upgrade, has_upgrade = _framing_fields(headers)
         if chunked:
@@ -416,13 +538,13 @@ class ResponseReader(_Reader):
     def _make_head(
         self,
         parser: httptools.HttpRequestParser | httptools.HttpResponseParser,
-        cb: _Callbacks,
+        cb: _PackedCallbacks,
         raw: bytes,
+        headers: Headers,
     ) -> HeadEvent:
         assert isinstance(parser, httptools.HttpResponseParser)
         version = _version(parser)
         status = parser.get_status_code()
-        headers = tuple(cb.headers)
         head = make_response_head(status, cb.reason, version, headers)
         if status == 101:
             return HeadEvent(head, raw, NO_BODY, False, True)

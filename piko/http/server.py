@@ -35,7 +35,7 @@ from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
 from piko.http import errors
-from piko.http.head import RequestHead, header_tokens, http_date
+from piko.http.head import RequestHead, header_tokens, header_values, http_date
 from piko.http.parser import (
     DEFAULT_MAX_HEADER_BYTES,
     NEED_DATA,
@@ -50,6 +50,90 @@ from piko.http.rewrite import BodyFraming, body_allowed, go_response_head
 
 # Go's http.Server reads at most this much of an unread request body to keep a connection alive.
 MAX_DISCARD = 256 * 1024
+
+#: Bytes of each request head that never count against a :class:`HeadBudget`, so ordinary
+#: requests are never refused by it.
+FREE_HEAD_BYTES = 16 * 1024
+
+#: The default budget of one process (see :data:`PROCESS_HEAD_BUDGET`).
+DEFAULT_HEAD_BUDGET = 64 << 20
+
+
+class HeadBudget:
+    """
+    The memory a process may hold for large request heads.
+
+    A connection's head is charged while it arrives (the bytes buffered) and, once parsed,
+    until its exchange ends (:func:`head_cost`), less the first :data:`FREE_HEAD_BYTES`.
+    A head that would take the total past ``limit`` is refused with a 503 and the connection
+    closed: otherwise a few dozen clients sending heads just under ``max_header_bytes``
+    could hold gigabytes (every pending connection may hold ``max_header_bytes``).
+
+    :param limit: bytes.
+    """
+
+    log = Logger()
+
+    def __init__(self, limit: int = DEFAULT_HEAD_BUDGET) -> None:
+        self.limit = limit
+        #: bytes charged now
+        self.held = 0
+        #: heads refused so far
+        self.refused = 0
+        self._warned = False
+
+    def change(self, old: int, new: int) -> bool:
+        """
+        Move one connection's charge from ``old`` to ``new`` bytes.
+
+        :returns: False, changing nothing, when growing to ``new`` would exceed the limit.
+        """
+        grow = new - old
+        if grow > 0 and self.held + grow > self.limit:
+            self.refused += 1
+            if not self._warned:
+                self._warned = True
+                self.log.warn(
+                    "large request heads at their memory limit: refusing more",
+                    held=self.held,
+                    limit=self.limit,
+                )
+            return False
+        self.held += grow
+        if self._warned and self.held < self.limit // 2:
+            self._warned = False
+        return True
+
+
+#: The budget of every :class:`HTTPServerProtocol` not given its own: one per process, so the
+#: proxy port and, in the agent, every yamux stream share it.
+PROCESS_HEAD_BUDGET = HeadBudget()
+
+
+def head_cost(event: HeadEvent) -> int:
+    """
+    Bytes a parsed head is charged while its exchange lasts: the head as received (which
+    :class:`~piko.http.head.PackedHeaders` share), and as much again for the pairs of a
+    small head or the rewritten head sent on.
+    """
+    return 2 * len(event.raw)
+
+
+def service_unavailable() -> bytes:
+    """The 503 for a head refused by the :class:`HeadBudget` (worded like Go's own errors)."""
+    text = b"503 Service Unavailable"
+    return (
+        b"HTTP/1.1 "
+        + text
+        + b"\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
+        + text
+        + b": too many large request heads in flight"
+    )
+
+
+#: Body bytes a client must send in each ``read_timeout`` window (unless the body ends in it,
+#: or this side paused reading in it) for the request to count as progressing.
+MIN_READ_PROGRESS = 16 * 1024
 
 
 class IRequestReceiver(Interface):
@@ -242,7 +326,10 @@ class ServerExchange:
 
     def register_producer(self, producer: IPushProducer) -> None:
         self._producer = True
-        self._protocol._tx.registerProducer(producer, True)
+        protocol = self._protocol
+        if protocol.write_timeout is not None:
+            producer = _WatchedProducer(producer, protocol)
+        protocol._tx.registerProducer(producer, True)
 
     def unregister_producer(self) -> None:
         if self._producer:
@@ -262,6 +349,31 @@ class ServerExchange:
             self.receiver.body_data(data)
         else:
             self._pending.append(data)
+
+
+@implementer(IPushProducer)
+class _WatchedProducer:
+    """
+    Passes the client transport's flow control on to a response's producer, telling the
+    protocol when the transport's write buffer is full (paused) and when it drained (resumed):
+    the write timeout runs while it is paused.
+    """
+
+    def __init__(self, producer: IPushProducer, protocol: HTTPServerProtocol) -> None:
+        self._producer = producer
+        self._protocol = protocol
+
+    def pauseProducing(self) -> None:
+        self._protocol._write_stalled(True)
+        self._producer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._protocol._write_stalled(False)
+        self._producer.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self._protocol._write_stalled(False)
+        self._producer.stopProducing()
 
 
 def origin_form(head: RequestHead) -> RequestHead:
@@ -293,8 +405,7 @@ def _host_error(event: HeadEvent) -> str | None:
     request with no ``Host``; that one is harmless here, since routing then needs
     ``x-piko-endpoint``, and is still accepted.)
     """
-    hosts = sum(1 for name, _ in event.head.headers if name.lower() == b"host")
-    if hosts > 1:
+    if len(header_values(event.head.headers, b"host")) > 1:
         return "too many Host headers"
     return None
 
@@ -311,6 +422,18 @@ class HTTPServerProtocol(Protocol):
     :param header_timeout: seconds to read a whole head once it started (Go's
         ``ReadHeaderTimeout``; also applies to the first request); None for no limit.
     :param idle_timeout: seconds to wait for the next request on a kept-alive connection.
+    :param read_timeout: Go's ``ReadTimeout`` for request bodies, as a no-progress timeout:
+        the connection is dropped when, for this many seconds, a request body made no progress
+        (fewer than :data:`MIN_READ_PROGRESS` bytes arrived and the body did not end) while
+        this side was waiting for it (time with reading paused by backpressure never counts).
+        Go's deadline is absolute from the start of the request and would cut every healthy
+        upload longer than the timeout.  None for no limit.
+    :param write_timeout: Go's ``WriteTimeout`` as a no-progress timeout: the connection is
+        dropped when a response's producer stays paused this long, that is when the client
+        did not take the bytes already queued for it (the transport's write buffer, about
+        64 KiB, did not drain).  Go's deadline is absolute from the end of the request head.
+        None for no limit.
+    :param head_budget: charged for large heads; :data:`PROCESS_HEAD_BUDGET` by default.
     """
 
     log = Logger()
@@ -324,14 +447,21 @@ class HTTPServerProtocol(Protocol):
         max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
         header_timeout: float | None = 10.0,
         idle_timeout: float | None = 300.0,
+        read_timeout: float | None = None,
+        write_timeout: float | None = None,
+        head_budget: HeadBudget | None = None,
     ) -> None:
         self.handler = handler
+        self.head_budget = PROCESS_HEAD_BUDGET if head_budget is None else head_budget
+        self._head_charge = 0
         self.clock = clock
         self._date = date
         # Go allows MaxHeaderBytes plus 4096 bytes of slack.
         self.reader = RequestReader(max_header_bytes + 4096)
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
+        self.read_timeout = read_timeout or None
+        self.write_timeout = write_timeout or None
         self.current: ServerExchange | None = None
         self.read_eof = False
         self._timer: IDelayedCall | None = None
@@ -340,6 +470,13 @@ class HTTPServerProtocol(Protocol):
         self._reading_paused = False
         self._closed = False
         self._taken: IProtocol | None = None
+        #: bytes received so far (the read timeout's measure of progress)
+        self._received = 0
+        self._read_timer: IDelayedCall | None = None
+        self._read_mark = 0
+        self._read_paused_in_window = False
+        self._write_timer: IDelayedCall | None = None
+        self._write_paused_since: float | None = None
 
     @property
     def _tx(self) -> Any:
@@ -369,8 +506,99 @@ class HTTPServerProtocol(Protocol):
     def _timed_out(self) -> None:
         self._timer = None
         self.log.debug("HTTP connection timed out", timeout=self._timer_kind)
-        # Go closes without answering when reading a head times out.
+        reader = self.reader
+        # Go answers a request line that never ended with a 400 at the timeout (it closes
+        # without answering once the line is complete).
+        if (
+            self._timer_kind == "header"
+            and reader.head_in_progress
+            and not reader.request_line_complete
+        ):
+            self._tx.write(errors.bad_request())
         self._closed = True
+        self._tx.loseConnection()
+
+    def _arm_read(self) -> None:
+        """Start a read-timeout window for the request body now being read."""
+        self._read_mark = self._received
+        self._read_paused_in_window = self._reading_paused
+        if self._read_timer is None and self.read_timeout is not None:
+            self._read_timer = self.clock.callLater(self.read_timeout, self._read_window_over)
+
+    def _cancel_read(self) -> None:
+        timer, self._read_timer = self._read_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _read_window_over(self) -> None:
+        self._read_timer = None
+        current = self.current
+        if self._closed or current is None or current.body_done:
+            return
+        moved = self._received - self._read_mark
+        # Not the client's stall: we held its bytes back, or nobody asked for the body yet
+        # (an ``Expect: 100-continue`` client rightly waits for that).
+        ours = self._read_paused_in_window or self._reading_paused or current.receiver is None
+        if ours or moved >= MIN_READ_PROGRESS:
+            self._arm_read()
+            return
+        self.log.info(
+            "request body made no progress: dropping connection (read_timeout)",
+            seconds=self.read_timeout,
+            moved=moved,
+        )
+        self._abort()
+
+    def _write_stalled(self, stalled: bool) -> None:
+        """The client transport paused (``True``) or resumed a response's producer."""
+        if not stalled:
+            self._write_paused_since = None
+            return
+        if self._write_paused_since is None:
+            self._write_paused_since = self.clock.seconds()
+        if self._write_timer is None and self.write_timeout is not None:
+            self._write_timer = self.clock.callLater(self.write_timeout, self._check_write)
+
+    def _check_write(self) -> None:
+        self._write_timer = None
+        since = self._write_paused_since
+        if self._closed or since is None or self.write_timeout is None:
+            return
+        left = since + self.write_timeout - self.clock.seconds()
+        if left > 0:
+            self._write_timer = self.clock.callLater(left, self._check_write)
+            return
+        self.log.info(
+            "client took no response bytes: dropping connection (write_timeout)",
+            seconds=self.write_timeout,
+        )
+        self._abort()
+
+    def _cancel_progress_timers(self) -> None:
+        self._cancel_read()
+        self._write_paused_since = None
+        timer, self._write_timer = self._write_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _charge(self, nbytes: int) -> bool:
+        """Charge this connection's head at ``nbytes``; False if the budget refuses."""
+        want = nbytes - FREE_HEAD_BYTES
+        if want <= 0:
+            if self._head_charge:
+                self.head_budget.change(self._head_charge, 0)
+                self._head_charge = 0
+            return True
+        if not self.head_budget.change(self._head_charge, want):
+            return False
+        self._head_charge = want
+        return True
+
+    def _refuse_head(self) -> None:
+        self._tx.write(service_unavailable())
+        self._closed = True
+        self._cancel_timer()
+        self._charge(0)
         self._tx.loseConnection()
 
     def head_received(self) -> None:
@@ -390,6 +618,7 @@ class HTTPServerProtocol(Protocol):
             return
         if self._closed:
             return
+        self._received += len(data)
         self.reader.feed(data)
         self._process()
 
@@ -415,6 +644,8 @@ class HTTPServerProtocol(Protocol):
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         self._closed = True
         self._cancel_timer()
+        self._cancel_progress_timers()
+        self._charge(0)
         if self._taken is not None:
             self._taken.connectionLost(reason)
             return
@@ -428,6 +659,7 @@ class HTTPServerProtocol(Protocol):
     def _pause_reading(self) -> None:
         if not self._reading_paused and not self._closed:
             self._reading_paused = True
+            self._read_paused_in_window = True
             self._tx.pauseProducing()
 
     def _resume_reading(self) -> None:
@@ -466,11 +698,20 @@ class HTTPServerProtocol(Protocol):
                     self._tx.loseConnection()
                     return
                 if (
-                    self.current is None
-                    and self.reader.head_in_progress
-                    and self._timer_kind != "header"
+                    current is not None
+                    and self._read_timer is None
+                    and self.read_timeout is not None
+                    and not current.body_done
                 ):
-                    self._arm("header", self.header_timeout)
+                    # Armed only once a body is waited for: one that came with its head
+                    # costs no timer.
+                    self._arm_read()
+                if self.current is None and self.reader.head_in_progress:
+                    if not self._charge(self.reader.buffered):
+                        self._refuse_head()
+                        return
+                    if self._timer_kind != "header":
+                        self._arm("header", self.header_timeout)
                 self._resume_reading()
                 return
             if ev is PAUSED:
@@ -485,6 +726,9 @@ class HTTPServerProtocol(Protocol):
                 refused = _host_error(ev)
                 if refused is not None:
                     self._fail(ParseError(refused, reason=refused))
+                    return
+                if not self._charge(head_cost(ev)):
+                    self._refuse_head()
                     return
                 self.head_received()
                 exchange = self.current = ServerExchange(self, ev)
@@ -502,6 +746,7 @@ class HTTPServerProtocol(Protocol):
             elif isinstance(ev, MessageEnd):
                 assert current is not None
                 current.body_done = True
+                self._cancel_read()
                 if current.receiver is not None and not current.response_done:
                     current.receiver.body_end()
                 if current.response_done:
@@ -519,21 +764,33 @@ class HTTPServerProtocol(Protocol):
         self._process()
 
     def _next_request(self) -> None:
+        self._cancel_progress_timers()
+        self._charge(0)
         self.current = None
         self.reader.start_next()
         self._arm("idle", self.idle_timeout)
 
     def _fail(self, error: ParseError) -> None:
+        current = self.current
+        if current is not None and current.response_started:
+            # A response is under way (a bad chunk arrived late): no answer can follow it.
+            self._abort()
+            return
         if error.status == 431:
             self._tx.write(errors.request_header_too_large())
         else:
             self._tx.write(errors.bad_request(error.reason))
         self._closed = True
         self._cancel_timer()
+        self._cancel_progress_timers()
+        self._charge(0)
         self._tx.loseConnection()
 
     def _take_over(self, protocol: IProtocol, head: bytes) -> None:
+        # Go's hijacked connections (gorilla clears the deadlines) have no timeouts.
         self._cancel_timer()
+        self._cancel_progress_timers()
+        self._charge(0)
         self._taken = protocol
         self.current = None
         buffered = self.reader.take_buffered()
@@ -547,6 +804,8 @@ class HTTPServerProtocol(Protocol):
     def _abort(self) -> None:
         self._closed = True
         self._cancel_timer()
+        self._cancel_progress_timers()
+        self._charge(0)
         abort = getattr(self.transport, "abortConnection", None)
         if abort is not None:
             abort()

@@ -79,6 +79,9 @@ class HTTPPortFactory(Factory):
 
     :param header_timeout: Go's ``read_header_timeout``.
     :param idle_timeout: Go's ``idle_timeout``.
+    :param read_timeout: Go's ``read_timeout``, as a no-progress timeout on request bodies
+        (see :class:`~piko.http.server.HTTPServerProtocol`).
+    :param write_timeout: Go's ``write_timeout``, as a no-progress timeout on responses.
     :param max_header_bytes: Go's ``max_header_bytes``.
     :param max_pending: connections that may be open without having sent a whole
         request head yet (slow or idle clients, handshakes that never finish);
@@ -97,6 +100,8 @@ class HTTPPortFactory(Factory):
         *,
         header_timeout: float | None = 10.0,
         idle_timeout: float | None = 300.0,
+        read_timeout: float | None = None,
+        write_timeout: float | None = None,
         max_header_bytes: int = 1 << 20,
         max_pending: int = DEFAULT_MAX_PENDING,
     ) -> None:
@@ -104,6 +109,8 @@ class HTTPPortFactory(Factory):
         self.clock = clock
         self.header_timeout = header_timeout or None
         self.idle_timeout = idle_timeout or None
+        self.read_timeout = read_timeout or None
+        self.write_timeout = write_timeout or None
         self.max_header_bytes = max_header_bytes
         self.max_pending = max_pending
         self.connections: set[TrackedHTTPServerProtocol] = set()
@@ -134,6 +141,8 @@ class HTTPPortFactory(Factory):
             max_header_bytes=self.max_header_bytes,
             header_timeout=self.header_timeout,
             idle_timeout=self.idle_timeout,
+            read_timeout=self.read_timeout,
+            write_timeout=self.write_timeout,
         )
         protocol.factory = self
         return protocol

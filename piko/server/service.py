@@ -269,8 +269,10 @@ class PikoServerService(MultiService):
                     also=None if access_log.disabled else access_log.record,
                 ),
                 reactor,
-                header_timeout=http.read_header_timeout,
-                idle_timeout=http.idle_timeout,
+                header_timeout=http.header_timeout(),
+                idle_timeout=http.keep_alive_timeout(),
+                read_timeout=http.body_timeout(),
+                write_timeout=http.response_timeout(),
                 max_header_bytes=http.max_header_bytes,
             ),
         }

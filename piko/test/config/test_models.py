@@ -59,3 +59,44 @@ class DefaultsTests(SynchronousTestCase):
         self.assertRaises(
             attrs.exceptions.FrozenInstanceError, setattr, ServerConfig(), "grace_period", 1.0
         )
+
+
+class HTTPTimeoutTests(SynchronousTestCase):
+    """The proxy port's timeouts in force, with Go's fallbacks."""
+
+    def test_defaults(self) -> None:
+        """Go's defaults: 10 s head, 10 s body progress, 10 s write progress, 5 min idle."""
+        http = ServerConfig().proxy.http
+        self.assertEqual(
+            (
+                http.header_timeout(),
+                http.body_timeout(),
+                http.response_timeout(),
+                http.keep_alive_timeout(),
+            ),
+            (10.0, 10.0, 10.0, 300.0),
+        )
+
+    def test_zero_falls_back_to_read_timeout(self) -> None:
+        """As in Go, a zero read_header_timeout or idle_timeout means read_timeout."""
+        http = attrs.evolve(
+            ServerConfig().proxy.http, read_timeout=7.0, read_header_timeout=0.0, idle_timeout=0.0
+        )
+        self.assertEqual((http.header_timeout(), http.keep_alive_timeout()), (7.0, 7.0))
+
+    def test_zero_disables(self) -> None:
+        """Zero everywhere means no timeout at all."""
+        http = attrs.evolve(
+            ServerConfig().proxy.http,
+            read_timeout=0.0,
+            read_header_timeout=0.0,
+            write_timeout=0.0,
+            idle_timeout=0.0,
+        )
+        timeouts = (
+            http.header_timeout(),
+            http.body_timeout(),
+            http.response_timeout(),
+            http.keep_alive_timeout(),
+        )
+        self.assertEqual(timeouts, (None, None, None, None))

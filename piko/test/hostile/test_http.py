@@ -143,17 +143,51 @@ class HostileHTTPTests(SynchronousTestCase):
         self.assertServingAndClean()
 
     def test_slowloris_head(self) -> None:
-        """A head dripped a byte a second is cut off at the header timeout, unanswered."""
+        """
+        A head dripped a byte a second is cut off at the header timeout (the timer is not
+        reset by data): unanswered once its request line is complete, with Go's 400 while
+        the request line itself is unfinished (as Go's server answers both).
+        """
         node = self.node
-        client = node.client()
         raw = node.get("ep1")
-        for second in range(9):
-            client.send(raw[second : second + 1])
+        line = raw.index(b"\r\n") + 2
+        for prefix, answer in ((raw[:line], b""), (b"", b"HTTP/1.1 400 Bad Request")):
+            client = node.client()
+            client.send(prefix)
+            for second in range(9):
+                client.send(raw[len(prefix) + second : len(prefix) + second + 1])
+                node.advance(1)
+            self.assertFalse(client.closed)
             node.advance(1)
-        self.assertFalse(client.closed)
-        node.advance(1)
+            self.assertTrue(client.closed)
+            self.assertEqual(client.transport.value()[: len(answer)], answer)
+            if not answer:
+                self.assertEqual(client.transport.value(), b"")
+        self.assertServingAndClean()
+
+    def test_impossible_heads_refused_at_once(self) -> None:
+        """A TLS ClientHello, junk, or bare-LF lines get a 400 at once, not at the timeout."""
+        hello = bytes.fromhex("16030100f8010000f40303") + b"\x11" * 64
+        for raw in (hello, b"\x00\x01junk", b"GET / HTTP/1.1\nHost: ep1.example.com\n\n"):
+            client = self.node.client()
+            client.send(raw)
+            self.assertEqual(client.responses(), [(400, b"400 Bad Request")], raw)
+            self.assertTrue(client.closed)
+        self.assertEqual(self.ep1.seen, [])
+        self.assertServingAndClean()
+
+    def test_endless_chunk_extension(self) -> None:
+        """A chunk-size line that never ends is refused at Go's 4096 bytes, stream reset."""
+        client = self.node.client()
+        client.send(_POST + b"Transfer-Encoding: chunked\r\n\r\n1;a=")
+        sent = 4
+        while not client.closed and sent < 100_000:
+            client.send(b"b" * 1000)
+            sent += 1000
         self.assertTrue(client.closed)
-        self.assertEqual(client.transport.value(), b"")
+        self.assertLessEqual(sent, 4096 + 1000)
+        self.node.settle()
+        self.assertEqual(self.node.leaks(), [])
         self.assertServingAndClean()
 
     def test_idle_connection_times_out(self) -> None:

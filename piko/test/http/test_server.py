@@ -9,7 +9,16 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from piko.http import errors
-from piko.http.server import HTTPServerProtocol, IRequestHandler, IRequestReceiver, IServerExchange
+from piko.http.server import (
+    FREE_HEAD_BYTES,
+    PROCESS_HEAD_BUDGET,
+    HeadBudget,
+    HTTPServerProtocol,
+    IRequestHandler,
+    IRequestReceiver,
+    IServerExchange,
+    service_unavailable,
+)
 
 
 @implementer(IRequestReceiver)
@@ -238,3 +247,254 @@ class ServerTests(SynchronousTestCase):
         proto.dataReceived(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n12")
         proto.connectionLost(Failure(ConnectionDone()))
         self.assertIsNotNone(handler.receivers[0].lost)
+
+
+class _Producer:
+    """A response producer that records flow control."""
+
+    def __init__(self):
+        self.state = "producing"
+
+    def pauseProducing(self):
+        self.state = "paused"
+
+    def resumeProducing(self):
+        self.state = "producing"
+
+    def stopProducing(self):
+        self.state = "stopped"
+
+
+POST_100 = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n"
+
+
+class HeaderTimeoutAnswerTests(SynchronousTestCase):
+    """What the header timeout answers, as Go's server does."""
+
+    def test_unfinished_request_line_gets_400(self):
+        """A request line that never ended gets Go's 400 at the timeout, then a close."""
+        proto, t, clock = connect(Handler(), header_timeout=10)
+        proto.dataReceived(b"GET / HT")
+        clock.advance(10)
+        self.assertEqual(t.value(), errors.bad_request())
+        self.assertTrue(t.disconnecting)
+
+    def test_unfinished_headers_closed_unanswered(self):
+        """Once the request line is complete, the timeout closes without answering (Go)."""
+        proto, t, clock = connect(Handler(), header_timeout=10)
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n")
+        clock.advance(10)
+        self.assertEqual(t.value(), b"")
+        self.assertTrue(t.disconnecting)
+
+    def test_impossible_request_line_refused_at_once(self):
+        """TLS bytes on a plain port get the 400 at once, not at the timeout."""
+        proto, t, clock = connect(Handler(), header_timeout=10)
+        proto.dataReceived(bytes.fromhex("16030100f8010000f40303"))
+        self.assertEqual(t.value(), errors.bad_request())
+        self.assertTrue(t.disconnecting)
+
+
+class ReadTimeoutTests(SynchronousTestCase):
+    """``read_timeout`` drops a request body that stops making progress."""
+
+    def test_dripped_body_dropped(self):
+        """A body dripped a byte every 2 s is dropped at the read timeout; its receiver hears."""
+        handler = Handler(auto=False, read_body=True)
+        proto, t, clock = connect(handler, read_timeout=10)
+        proto.dataReceived(POST_100)
+        for _ in range(4):
+            proto.dataReceived(b"a")
+            clock.advance(2)
+        self.assertFalse(t.disconnecting)
+        clock.advance(2)
+        self.assertTrue(t.disconnecting)
+        proto.connectionLost(Failure(ConnectionDone()))
+        self.assertIsNotNone(handler.receivers[0].lost)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_progressing_body_kept(self):
+        """A long upload sending 16 KiB per window is never dropped (unlike Go's deadline)."""
+        handler = Handler(auto=False, read_body=True)
+        proto, t, clock = connect(handler, read_timeout=10)
+        proto.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10000000\r\n\r\n")
+        for _ in range(60):
+            proto.dataReceived(b"a" * 8192)
+            clock.advance(5)
+        self.assertFalse(t.disconnecting)
+
+    def test_paused_reading_not_counted(self):
+        """While the handler holds the body back, the client is not blamed for silence."""
+        handler = Handler(auto=False, read_body=True)
+        proto, t, clock = connect(handler, read_timeout=10)
+        proto.dataReceived(POST_100)
+        handler.exchanges[0].pause_body()
+        clock.advance(60)
+        self.assertFalse(t.disconnecting)
+        handler.exchanges[0].resume_body()
+        clock.advance(10)
+        self.assertFalse(t.disconnecting)
+        clock.advance(10)
+        self.assertTrue(t.disconnecting)
+
+    def test_unread_body_not_counted(self):
+        """Before the handler asks for the body (``Expect: 100-continue``), no timeout runs."""
+        handler = Handler(auto=False)
+        proto, t, clock = connect(handler, read_timeout=10)
+        proto.dataReceived(POST_100[:-2] + b"Expect: 100-continue\r\n\r\n")
+        clock.advance(60)
+        self.assertFalse(t.disconnecting)
+
+    def test_finished_body_stops_timer(self):
+        """Once the body is complete, a slow response is not a read timeout."""
+        handler = Handler(auto=False, read_body=True)
+        proto, t, clock = connect(handler, read_timeout=10)
+        proto.dataReceived(POST_100 + b"a" * 100)
+        self.assertTrue(handler.receivers[0].ended)
+        clock.advance(60)
+        self.assertFalse(t.disconnecting)
+
+    def test_off_by_default(self):
+        """Without ``read_timeout`` a stalled body waits (the agent's streams rely on it)."""
+        handler = Handler(auto=False, read_body=True)
+        proto, t, clock = connect(handler)
+        proto.dataReceived(POST_100)
+        clock.advance(600)
+        self.assertFalse(t.disconnecting)
+
+
+class WriteTimeoutTests(SynchronousTestCase):
+    """``write_timeout`` drops a client that stops taking the response."""
+
+    def start(self, **kw):
+        handler = Handler(auto=False)
+        proto, t, clock = connect(handler, **kw)
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        exchange = handler.exchanges[0]
+        exchange.start_response(200, ((b"Content-Length", b"1000000"),))
+        producer = _Producer()
+        exchange.register_producer(producer)
+        return proto, t, clock, producer
+
+    def test_stalled_reader_dropped(self):
+        """A client whose write buffer stays full for the write timeout is dropped."""
+        proto, t, clock, producer = self.start(write_timeout=10)
+        t.producer.pauseProducing()
+        self.assertEqual(producer.state, "paused")
+        clock.advance(9.9)
+        self.assertFalse(t.disconnecting)
+        clock.advance(0.1)
+        self.assertTrue(t.disconnecting)
+
+    def test_draining_reader_kept(self):
+        """A client that keeps draining its buffer, however long the response, stays."""
+        proto, t, clock, producer = self.start(write_timeout=10)
+        for _ in range(30):
+            t.producer.pauseProducing()
+            clock.advance(9)
+            t.producer.resumeProducing()
+            clock.advance(1)
+        self.assertFalse(t.disconnecting)
+        self.assertEqual(producer.state, "producing")
+
+    def test_finished_response_stops_timer(self):
+        """After the response ends, the write timer is gone."""
+        proto, t, clock, producer = self.start(write_timeout=10)
+        t.producer.pauseProducing()
+        handler_exchange = proto.current
+        handler_exchange.finish()
+        self.assertEqual(clock.getDelayedCalls()[0].func, proto._timed_out)
+        clock.advance(11)
+        self.assertFalse(t.disconnecting)
+
+    def test_off_by_default(self):
+        """Without ``write_timeout`` the producer is registered as given."""
+        proto, t, clock, producer = self.start()
+        self.assertIs(t.producer, producer)
+        t.producer.pauseProducing()
+        clock.advance(600)
+        self.assertFalse(t.disconnecting)
+
+
+def _big_head(count):
+    lines = b"".join(b"X-H%05d: v\r\n" % i for i in range(count))
+    return b"GET / HTTP/1.1\r\nHost: a\r\n" + lines + b"\r\n"
+
+
+class HeadBudgetTests(SynchronousTestCase):
+    """Large heads are charged to a per-process budget and refused with a 503 past it."""
+
+    def test_partial_heads_charged_and_refused(self):
+        """A second large partial head past the budget gets a 503; the first is unharmed."""
+        budget = HeadBudget(100_000)
+        raw = _big_head(6000)  # 78 KB
+        a, ta, _ = connect(Handler(auto=False), head_budget=budget)
+        a.dataReceived(raw[:70_000])
+        self.assertEqual(budget.held, 70_000 - FREE_HEAD_BYTES)
+        b, tb, _ = connect(Handler(auto=False), head_budget=budget)
+        b.dataReceived(raw[:70_000])
+        self.assertEqual(tb.value(), service_unavailable())
+        self.assertTrue(tb.disconnecting)
+        self.assertEqual((budget.held, budget.refused), (70_000 - FREE_HEAD_BYTES, 1))
+        self.assertFalse(ta.disconnecting)
+
+    def test_parsed_head_charged_until_exchange_ends(self):
+        """A parsed head stays charged while it is answered, and is released after."""
+        budget = HeadBudget(1 << 20)
+        handler = Handler(auto=False)
+        proto, t, _ = connect(handler, head_budget=budget)
+        raw = _big_head(6000)
+        proto.dataReceived(raw)
+        exchange = handler.exchanges[0]
+        self.assertEqual(budget.held, 2 * len(raw) - FREE_HEAD_BYTES)
+        exchange.respond(errors.not_found)
+        self.assertEqual(budget.held, 0)
+
+    def test_whole_head_past_budget_refused(self):
+        """A head that arrives at once and costs more than is left is refused."""
+        budget = HeadBudget(100_000)
+        handler = Handler()
+        proto, t, _ = connect(handler, head_budget=budget)
+        proto.dataReceived(_big_head(6000))
+        self.assertEqual(handler.exchanges, [])
+        self.assertEqual(t.value(), service_unavailable())
+        self.assertEqual(budget.held, 0)
+
+    def test_small_heads_never_refused(self):
+        """With the budget spent, ordinary heads are still served."""
+        budget = HeadBudget(100_000)
+        a, ta, _ = connect(Handler(auto=False), head_budget=budget)
+        a.dataReceived(_big_head(12000)[: 100_000 + FREE_HEAD_BYTES])
+        self.assertEqual(budget.held, 100_000)
+        proto, t, _ = connect(Handler(), head_budget=budget)
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nX-A: " + b"b" * 8000 + b"\r\n\r\n")
+        self.assertEqual(t.value(), OK)
+
+    def test_released_when_connection_lost(self):
+        """A client that leaves mid-head gives its charge back."""
+        budget = HeadBudget(1 << 20)
+        proto, t, _ = connect(Handler(), head_budget=budget)
+        proto.dataReceived(_big_head(6000)[:50_000])
+        self.assertGreater(budget.held, 0)
+        proto.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(budget.held, 0)
+
+    def test_process_budget_by_default(self):
+        """Protocols share one budget per process unless given their own."""
+        proto, _, _ = connect(Handler())
+        self.assertIs(proto.head_budget, PROCESS_HEAD_BUDGET)
+
+
+class LateParseErrorTests(SynchronousTestCase):
+    """A malformed body after the response started cannot be answered with a 400."""
+
+    def test_bad_chunk_after_response_started_aborts(self):
+        """The connection is dropped and nothing is appended to the response under way."""
+        handler = Handler(auto=False, read_body=True)
+        proto, t, _ = connect(handler)
+        proto.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+        handler.exchanges[0].start_response(200, ((b"Content-Length", b"5"),))
+        sent = t.value()
+        proto.dataReceived(b"zz\r\n")
+        self.assertEqual(t.value(), sent)
+        self.assertTrue(t.disconnecting)
