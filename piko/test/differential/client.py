@@ -18,7 +18,7 @@ from typing import Any
 
 from piko.test.differential import wire
 from piko.test.differential.service import KEY_HEADER
-from piko.test.differential.spec import HTTP_ENDPOINT, MiB, Exchange, body_bytes
+from piko.test.differential.spec import HTTP_ENDPOINT, Exchange, MiB, body_bytes
 
 #: How long a client waits for ``100 Continue`` before sending the body anyway
 #: (Go's and curl's default is 1 s).

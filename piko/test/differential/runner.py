@@ -23,7 +23,7 @@ from typing import Any
 from piko.test.differential import oracle
 from piko.test.differential.client import run_exchange
 from piko.test.differential.service import LocalHTTPService, LocalTCPService
-from piko.test.differential.spec import MiB, Batch, Exchange, make_batch
+from piko.test.differential.spec import Batch, Exchange, MiB, make_batch
 from piko.test.differential.topology import TOPOLOGIES, Process, Topology
 
 #: A process may hold this many more descriptors after a round than at its
@@ -31,7 +31,7 @@ from piko.test.differential.topology import TOPOLOGIES, Process, Topology
 FD_SLACK = 4
 #: A process's RSS may grow this much over its baseline and still count as back.
 RSS_SLACK = 160 * MiB
-SETTLE_BOUND = 10.0
+SETTLE_BOUND = 5.0
 
 
 @dataclass
@@ -107,9 +107,7 @@ class Report:
 class Runner:
     """Owns the local services and the running topologies for one run."""
 
-    def __init__(
-        self, topology_names: Iterable[str], log: Callable[[str], None] = print
-    ) -> None:
+    def __init__(self, topology_names: Iterable[str], log: Callable[[str], None] = print) -> None:
         names = list(topology_names)
         wanted = set(names) | {TOPOLOGIES[n].reference for n in names}
         self.specs = [t for name, t in TOPOLOGIES.items() if name in wanted]
@@ -190,9 +188,14 @@ class Runner:
         clients = await asyncio.gather(
             *(run_exchange(e, topology.entry_port, topology.forward_port) for e in batch.exchanges)
         )
-        leftover = await self._settle()
-        if leftover:
-            self._resource(batch, name, f"{leftover} connections to the local services still open")
+        if await self._settle():
+            keys = sorted({*self.http.open.values(), *self.tcp.open.values()})
+            self._resource(
+                batch,
+                name,
+                f"connections to the local services still open {SETTLE_BOUND:.0f} s after "
+                f"the round, last exchanges on them: {', '.join(keys)}",
+            )
         await self._check_processes(topology, batch)
         records: dict[str, list[dict[str, Any]]] = {}
         for service in (self.http, self.tcp):

@@ -31,13 +31,11 @@ class _Service:
         self.exchanges: dict[str, Exchange] = {}
         self.records: dict[str, list[dict[str, Any]]] = {}
         self.server: asyncio.Server | None = None
-        self.open_connections = 0
+        self.open: dict[int, str] = {}  # open connection -> key of its last exchange
         self.port = 0
 
     async def start(self) -> int:
-        self.server = await asyncio.start_server(
-            self._guarded, "127.0.0.1", 0, limit=wire.MAX_HEAD
-        )
+        self.server = await asyncio.start_server(self._guarded, "127.0.0.1", 0, limit=wire.MAX_HEAD)
         self.port = self.server.sockets[0].getsockname()[1]
         return self.port
 
@@ -56,14 +54,18 @@ class _Service:
         self.records.setdefault(key, []).append(entry)
         return entry
 
+    @property
+    def open_connections(self) -> int:
+        return len(self.open)
+
     async def _guarded(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.open_connections += 1
+        self.open[id(writer)] = "-"
         try:
             await self.serve(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, wire.Truncated, ValueError):
             pass
         finally:
-            self.open_connections -= 1
+            del self.open[id(writer)]
             writer.close()  # flushes what was written, then FIN
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -90,6 +92,7 @@ class LocalHTTPService(_Service):
         method, _, rest = head.start.partition(" ")
         target, _, version = rest.rpartition(" ")
         key = head.get(KEY_HEADER) or ""
+        self.open[id(writer)] = key
         exchange = self.exchanges.get(key)
         entry = self.record(
             key,
@@ -199,6 +202,7 @@ class LocalTCPService(_Service):
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         line = await reader.readuntil(b"\n")
         key = line[:-1].decode()
+        self.open[id(writer)] = key
         received = bytearray()
         entry = self.record(key, {"eof": False})
         writer.write(line)

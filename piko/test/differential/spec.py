@@ -129,7 +129,7 @@ def _headers(rnd: random.Random, prefix: str) -> list[tuple[str, str]]:
     for i in range(rnd.randint(0, 5)):
         name = rnd.choice((f"{prefix}-Plain", f"{prefix}-miXed-CASE", f"{prefix.lower()}-lower"))
         name = f"{name}-{i}" if rnd.random() < 0.5 else name
-        value = rnd.choice(("v", "a, b", "  spaced  value", "x=1; y=2", "\"quoted\"", "é"))
+        value = rnd.choice(("v", "a, b", "  spaced  value", "x=1; y=2", '"quoted"', "é"))
         headers.append((name, value.strip()))
         if rnd.random() < 0.3:  # a repeat of the same field, possibly in another case
             headers.append((name.swapcase() if rnd.random() < 0.5 else name, "again"))
@@ -207,6 +207,8 @@ def _http(rnd: random.Random, key: str, big: bool) -> Exchange:
     response_headers = _headers(rnd, "X-Resp")
     if rnd.random() < 0.3:
         response_headers += [("Set-Cookie", "a=1; Path=/"), ("Set-Cookie", "b=2")]
+    if rnd.random() < 0.5:
+        response_headers.append(("Content-Type", rnd.choice(("text/plain", "application/x-y"))))
     trailers: tuple[tuple[str, str], ...] = ()
     if framing == "chunked" and rnd.random() < 0.4:
         trailers = (("X-Trailer-One", "t1"), ("x-trailer-two", "t 2"))

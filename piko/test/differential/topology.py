@@ -74,10 +74,14 @@ TOPOLOGIES: dict[str, TopologySpec] = {
     t.name: t
     for t in (
         TopologySpec("go", ("go",), "go", "go", "go"),
+        # A second all-Go instance judged against the first: what differs here is
+        # Go's own nondeterminism, and the oracle must not count it (calibration).
+        TopologySpec("go-twin", ("go",), "go", "go", "go"),
         TopologySpec("go-server+ours-agent", ("go",), "ours", "ours", "go"),
         TopologySpec("ours-server+go-agent", ("ours",), "go", "go", "go"),
         TopologySpec("ours", ("ours",), "ours", "ours", "go"),
         TopologySpec("go-cluster", ("go", "go"), "go", "go", "go-cluster"),
+        TopologySpec("go-cluster-twin", ("go", "go"), "go", "go", "go-cluster"),
         TopologySpec("ours-cluster", ("ours", "ours"), "ours", "ours", "go-cluster"),
         TopologySpec("mixed-cluster", ("go", "ours"), "go", "ours", "go-cluster"),
         TopologySpec("mixed-cluster-rev", ("ours", "go"), "ours", "go", "go-cluster"),
@@ -259,8 +263,9 @@ class Topology:
     async def wait_ready(self) -> None:
         """Until both endpoints are registered and reachable through the entry node."""
         await self._wait(
-            lambda: self._endpoint_count(HTTP_ENDPOINT) == 1
-            and self._endpoint_count(TCP_ENDPOINT) == 1
+            lambda: (
+                self._endpoint_count(HTTP_ENDPOINT) == 1 and self._endpoint_count(TCP_ENDPOINT) == 1
+            )
         )
         if len(self.nodes) > 1:
             await self._wait_async(self._probe_http)
