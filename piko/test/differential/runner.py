@@ -68,6 +68,7 @@ class Mismatch:
 class Report:
     exchanges: int = 0
     rounds: int = 0
+    reference_failures: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
     resources: list[str] = field(default_factory=list)
     failed_seeds: set[int] = field(default_factory=set)
@@ -87,6 +88,7 @@ class Report:
             f"{time.monotonic() - self.started:.1f} s",
             f"mismatches: {len(self.mismatches)} (hangs: {len(self.hangs)})",
             f"resource problems: {len(self.resources)}",
+            f"exchanges Go itself failed (not judged): {self.reference_failures}",
         ]
         classes: dict[tuple[str, str], list[Mismatch]] = {}
         for m in self.mismatches:
@@ -163,6 +165,10 @@ class Runner:
             reference = observed[topology.spec.reference]
             for i, exchange in enumerate(batch.exchanges):
                 mine = observed[name][i]
+                if name != topology.spec.reference and oracle.reference_failed(
+                    exchange, reference[i]
+                ):
+                    self.report.reference_failures += 1
                 if name == topology.spec.reference:
                     problems = [p for p in oracle.compare(exchange, topology.spec, mine, mine)]
                 else:
