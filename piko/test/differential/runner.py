@@ -12,7 +12,6 @@ its RSS baseline.
 from __future__ import annotations
 
 import asyncio
-import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -41,6 +40,8 @@ class Mismatch:
     index: int
     exchange: Exchange
     problems: list[str]
+    ours: dict[str, Any] = field(default_factory=dict)
+    go: dict[str, Any] = field(default_factory=dict)
 
     @property
     def hang(self) -> bool:
@@ -58,10 +59,31 @@ class Mismatch:
         return "\n".join(lines)
 
     def kind(self) -> str:
-        """A coarse class for grouping: the first problem with numbers and digests removed."""
-        text = self.problems[0].split(":", 2)
-        head = ":".join(text[:2])
-        return re.sub(r"[0-9a-f]{16}|\d+", "#", head)
+        """
+        A coarse class for grouping: what went wrong (hang, client, service,
+        resource), how the client's status and ending changed from Go's, and
+        the traits of the exchange that decide its path through a proxy.
+        """
+
+        def status(record: dict[str, Any]) -> str:
+            code = record.get("status")
+            if code is None:
+                return "no head"
+            return str(code) if code in (502, 503, 504) else "service's answer"
+
+        what = "hang" if self.hang else self.problems[0].split(":", 1)[0]
+        e = self.exchange
+        traits = f"{e.kind}"
+        if e.kind == "http":
+            traits += (
+                f", request body {e.framing}, service {e.service}, response {e.response_framing}"
+            )
+        elif e.kind == "tcp":
+            traits += ", half-close" if e.tcp_half_close else ""
+        return (
+            f"{what}: {status(self.go)} -> {status(self.ours)}, end {self.go.get('end')} -> "
+            f"{self.ours.get('end')} ({traits})"
+        )
 
 
 @dataclass
@@ -176,7 +198,15 @@ class Runner:
                 if problems:
                     index = int(exchange.key.rsplit("-", 1)[1])
                     self.report.mismatches.append(
-                        Mismatch(name, batch.seed, index, exchange, problems)
+                        Mismatch(
+                            name,
+                            batch.seed,
+                            index,
+                            exchange,
+                            problems,
+                            ours=mine["client"],
+                            go=reference[i]["client"],
+                        )
                     )
                     self.report.failed_seeds.add(batch.seed)
         self.report.exchanges += len(batch.exchanges) * len(self.topologies)
