@@ -42,6 +42,7 @@ class Mismatch:
     problems: list[str]
     ours: dict[str, Any] = field(default_factory=dict)
     go: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 0
 
     @property
     def hang(self) -> bool:
@@ -54,7 +55,7 @@ class Mismatch:
         lines += [f"    {p}" for p in self.problems]
         lines.append(
             f"    replay: python -m piko.test.differential --replay {self.seed} "
-            f"--only {self.index} --topology {self.topology}"
+            f"--size {self.batch_size} --only {self.index} --topology {self.topology}"
         )
         return "\n".join(lines)
 
@@ -206,6 +207,7 @@ class Runner:
                             problems,
                             ours=mine["client"],
                             go=reference[i]["client"],
+                            batch_size=batch.size,
                         )
                     )
                     self.report.failed_seeds.add(batch.seed)

@@ -73,6 +73,7 @@ class Batch:
 
     seed: int
     cold: bool
+    size: int = 0  # as generated (``--size`` to replay it; ``--only`` may keep fewer)
     exchanges: list[Exchange] = field(default_factory=list)
 
 
@@ -151,7 +152,7 @@ def make_batch(
     drawn_cold = rnd.random() < 0.3
     size = drawn_size if size is None else size
     cold = drawn_cold if cold is None else cold
-    batch = Batch(seed=seed, cold=cold)
+    batch = Batch(seed=seed, cold=cold, size=size)
     budget = 48 * MiB  # total body bytes in one batch, so 200 at once stays light
     for i in range(size):
         key = f"{seed}-{i}"
