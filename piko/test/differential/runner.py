@@ -92,6 +92,7 @@ class Report:
     exchanges: int = 0
     rounds: int = 0
     reference_failures: int = 0
+    coverage: dict[str, int] = field(default_factory=dict)
     mismatches: list[Mismatch] = field(default_factory=list)
     resources: list[str] = field(default_factory=list)
     failed_seeds: set[int] = field(default_factory=set)
@@ -112,6 +113,8 @@ class Report:
             f"mismatches: {len(self.mismatches)} (hangs: {len(self.hangs)})",
             f"resource problems: {len(self.resources)}",
             f"exchanges Go itself failed (not judged): {self.reference_failures}",
+            "per topology, exchanges with: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(self.coverage.items())),
         ]
         classes: dict[tuple[str, str], list[Mismatch]] = {}
         for m in self.mismatches:
@@ -212,7 +215,24 @@ class Runner:
                     )
                     self.report.failed_seeds.add(batch.seed)
         self.report.exchanges += len(batch.exchanges) * len(self.topologies)
+        self._count(batch)
         self.report.rounds += 1
+
+    def _count(self, batch: Batch) -> None:
+        traits: list[str] = []
+        if batch.cold:
+            traits.append("cold agent")
+        for e in batch.exchanges:
+            traits.append(e.kind)
+            if e.kind == "http":
+                traits += [f"body {e.framing}", f"client {e.client}", f"service {e.service}"]
+                traits += ["expect 100-continue"] * e.expect_continue
+                traits += ["trailers"] * bool(e.trailers)
+                traits += ["> 1 MiB"] * (max(e.body_size, e.response_size) > MiB)
+            if e.tcp_half_close:
+                traits.append("tcp half-close")
+        for trait in traits:
+            self.report.coverage[trait] = self.report.coverage.get(trait, 0) + 1
 
     async def _run_on(self, topology: Topology, batch: Batch) -> list[dict[str, Any]]:
         name = topology.spec.name
