@@ -247,7 +247,9 @@ class Runner:
             *(run_exchange(e, topology.entry_port, topology.forward_port) for e in batch.exchanges)
         )
         if await self._settle():
-            keys = sorted({*self.http.open.values(), *self.tcp.open.values()})
+            keys = sorted(self.http.open_keys() | self.tcp.open_keys())
+            self.http.quarantine()
+            self.tcp.quarantine()
             self._resource(
                 batch,
                 name,

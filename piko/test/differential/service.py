@@ -32,6 +32,7 @@ class _Service:
         self.records: dict[str, list[dict[str, Any]]] = {}
         self.server: asyncio.Server | None = None
         self.open: dict[int, str] = {}  # open connection -> key of its last exchange
+        self.leaked: set[int] = set()  # reported already: not blamed on later rounds
         self.port = 0
 
     async def start(self) -> int:
@@ -56,7 +57,14 @@ class _Service:
 
     @property
     def open_connections(self) -> int:
-        return len(self.open)
+        return len(self.open.keys() - self.leaked)
+
+    def open_keys(self) -> set[str]:
+        return {key for conn, key in self.open.items() if conn not in self.leaked}
+
+    def quarantine(self) -> None:
+        """Count the connections open now as reported leaks, not open ones."""
+        self.leaked |= self.open.keys()
 
     async def _guarded(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.open[id(writer)] = "-"
@@ -66,6 +74,7 @@ class _Service:
             pass
         finally:
             del self.open[id(writer)]
+            self.leaked.discard(id(writer))
             writer.close()  # flushes what was written, then FIN
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
