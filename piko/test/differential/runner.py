@@ -23,7 +23,7 @@ from piko.test.differential import oracle
 from piko.test.differential.client import run_exchange
 from piko.test.differential.service import LocalHTTPService, LocalTCPService
 from piko.test.differential.spec import Batch, Exchange, MiB, make_batch
-from piko.test.differential.topology import TOPOLOGIES, Process, Topology
+from piko.test.differential.topology import TOPOLOGIES, Process, Topology, stop_all
 
 #: A process may hold this many more descriptors after a round than at its
 #: baseline (runtimes open a few lazily, once).
@@ -172,8 +172,7 @@ class Runner:
         )
 
     async def stop(self) -> None:
-        for topology in self.topologies.values():
-            topology.stop()
+        stop_all([p for t in self.topologies.values() for p in t.processes()])
         await self.http.stop()
         await self.tcp.stop()
 

@@ -120,13 +120,20 @@ class Process:
         return self.proc.poll() is None
 
     def stop(self) -> None:
+        self.terminate()
+        self.reap(time.monotonic() + 5)
+
+    def terminate(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+
+    def reap(self, deadline: float) -> None:
+        """Wait for the exit until ``deadline`` (``time.monotonic``), then kill."""
+        try:
+            self.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
 
     def fds(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
@@ -330,8 +337,16 @@ class Topology:
         raise RuntimeError(f"{self.spec.name}: not ready within {START_BOUND}s ({last!r})\n{tails}")
 
     def stop(self) -> None:
-        for process in reversed(self.processes()):
-            process.stop()
+        stop_all(self.processes())
+
+
+def stop_all(processes: list[Process]) -> None:
+    """Terminate every process at once, then reap each, killing any still up after 5 s."""
+    for process in processes:
+        process.terminate()
+    deadline = time.monotonic() + 5
+    for process in processes:
+        process.reap(deadline)
 
 
 def _admin_json(port: int, path: str) -> object:
