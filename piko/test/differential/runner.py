@@ -12,6 +12,7 @@ its RSS baseline.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -338,4 +339,6 @@ async def run(
             )
     finally:
         await runner.stop()
+        if runner.report.ok:  # logs are kept only for a run that has something to show
+            shutil.rmtree(runner.logdir, ignore_errors=True)
     return runner.report
