@@ -151,11 +151,18 @@ class _NodeConnectionFactory(_ConnectionFactory):
         return _NodeConnection(self.pool)
 
 
+#: Idle connections kept per node: Go's ``http.DefaultTransport`` keeps 2 per host
+#: (``DefaultMaxIdleConnsPerHost``).  A burst of forwarded requests opens more, and all but
+#: these close once answered, so a node holds a handful of sockets per peer, not one per
+#: request of its busiest second for 90 s.
+MAX_IDLE_PER_NODE = 2
+
+
 class NodeConnectionPool(ConnectionPool):
     """Keep-alive connections to one other node (:class:`_NodeConnection`)."""
 
     def __init__(self, clock: Any, endpoint: Any) -> None:
-        super().__init__(clock, endpoint)
+        super().__init__(clock, endpoint, max_idle=MAX_IDLE_PER_NODE)
         self._factory = _NodeConnectionFactory(self)
 
 

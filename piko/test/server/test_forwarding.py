@@ -19,6 +19,7 @@ from piko.http.proxy import IUpstreamConnector
 from piko.http.server import HTTPServerProtocol
 from piko.server.forwarding import NodeConnectionPool, RemoteForwarder
 from piko.test.agent.helpers import FakeEndpoint, HalfCloseTransport
+from piko.test.mux.helpers import HalfCloseRecorder
 
 
 @implementer(IUpstreamConnector)
@@ -202,3 +203,22 @@ class ForwardedUpgradeCloseTests(SynchronousTestCase):
         self.node_protocol.dataReceived(b"late")
         self.assertTrue(self.client.value().endswith(b"late"))
         self.assertFalse(self.node.disconnecting)
+
+
+class NodeConnectionPoolTests(SynchronousTestCase):
+    def test_keeps_go_s_two_idle_connections_per_node(self) -> None:
+        """
+        After a burst, only two connections to a node stay idle (Go's
+        ``DefaultMaxIdleConnsPerHost``); the rest close, so fds return to near baseline.
+        """
+        endpoint = FakeEndpoint()
+        pool = NodeConnectionPool(Clock(), endpoint)
+        users = []
+        for _ in range(5):
+            user = HalfCloseRecorder()
+            pool.connect(user)
+            users.append(user)
+        for user in users:
+            pool.release(user, True)
+        closed = [t for t in endpoint.transports if t.disconnecting]
+        self.assertEqual((len(endpoint.transports), len(closed)), (5, 3))
