@@ -453,20 +453,35 @@ class Session(Protocol):
     # -- frame output (used by streams) -------------------------------------
 
     def send_frame(
-        self, frame_type: int, flags: int, stream_id: int, length: int, payload: bytes = b""
+        self,
+        frame_type: int,
+        flags: int,
+        stream_id: int,
+        length: int,
+        payload: bytes = b"",
+        *,
+        fin: bool = False,
     ) -> None:
-        """Write one frame, header and payload in one transport write."""
+        """
+        Write one frame, header and payload in one transport write.
+
+        :param fin: follow it with a ``WindowUpdate|FIN`` for ``stream_id`` in the same
+            write: a stream's last Data frame and its FIN, kept apart for Go's sake (see
+            :meth:`Stream._flush <piko.mux.stream.Stream._flush>`) yet in one message.
+        """
         transport = self.transport
         if transport is None:
             return
         header = _pack_header(PROTOCOL_VERSION, frame_type, flags, stream_id, length)
         held = self._held_frames
-        if held:
-            # Held frames ride in front, in the same WebSocket message.
+        if held or fin:
+            # Held frames ride in front, in the same WebSocket message; a FIN behind.
             self._held_frames = []
             held.append(header)
             if payload:
                 held.append(payload)
+            if fin:
+                held.append(_pack_header(PROTOCOL_VERSION, _WINDOW_UPDATE, _FIN, stream_id, 0))
             transport.writeSequence(held)
         elif not payload:
             transport.write(header)
