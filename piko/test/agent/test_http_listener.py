@@ -188,6 +188,83 @@ class HTTPListenerInteropTests(SynchronousTestCase):
         self.assertEqual(take(local), b"to-local")
 
 
+def split_request(raw):
+    """A request's head and its body, as the local service received them."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return head, body
+
+
+class ColdAgentBodyTests(SynchronousTestCase):
+    """
+    Request bodies that arrive on the stream while the agent still connects to the local
+    service (no idle pooled connection), or while that connection pushes back, reach the
+    service whole.
+    """
+
+    def test_chunked_body_before_connect(self):
+        """
+        A chunked POST whose chunk and last chunk arrive in frames of their own before the
+        local connection exists reaches the service with its ``0\\r\\n\\r\\n``.
+        """
+        pair, endpoint, pool = setup("later")
+        recorder = pair.open()
+        stream = recorder.transport
+        stream.write(
+            b"POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        stream.write(b"3\r\nabc\r\n")
+        stream.write(b"0\r\n\r\n")
+        pair.pump()
+        local = endpoint.complete()
+        pair.pump()
+        head, body = split_request(take(local))
+        self.assertIn(b"\r\nTransfer-Encoding: chunked", head)
+        self.assertEqual(body, b"3\r\nabc\r\n0\r\n\r\n")
+        endpoint.protocols[0].dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        pair.pump()
+        self.assertTrue(bytes(recorder.received).endswith(b"\r\n\r\nok"))
+
+    def test_large_body_before_connect(self):
+        """A 200 KB body written in many frames before the local connection exists arrives whole."""
+        pair, endpoint, pool = setup("later")
+        recorder = pair.open()
+        stream = recorder.transport
+        payload = bytes(range(256)) * 800  # 204,800 bytes
+        stream.write(b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % len(payload))
+        for i in range(0, len(payload), 16384):
+            stream.write(payload[i : i + 16384])
+            pair.pump()
+        local = endpoint.complete()
+        pair.pump()
+        self.assertEqual(split_request(take(local))[1], payload)
+
+    def test_body_resumed_after_local_pushback(self):
+        """
+        Body frames that arrive while the local connection's buffer is full are delivered
+        once it drains, to the last byte (and again across several pauses).
+        """
+        pair, endpoint, pool = setup("later")
+        recorder = pair.open()
+        stream = recorder.transport
+        payload = bytes(range(256)) * 400
+        stream.write(b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % len(payload))
+        pair.pump()
+        local = endpoint.complete()
+        pair.pump()
+        received = split_request(take(local))[1]
+        for i in range(0, len(payload), 25600):
+            local.producer.pauseProducing()  # the local socket's buffer is full
+            stream.write(payload[i : i + 12800])
+            stream.write(payload[i + 12800 : i + 25600])
+            pair.pump()
+            received += take(local)
+            local.producer.resumeProducing()
+            pair.pump()
+            received += take(local)
+        self.assertEqual(received, payload)
+
+
 class ParseTargetTests(SynchronousTestCase):
     def test_forms(self):
         """Target URLs split into host, port (defaulted by scheme), TLS, path and query."""
