@@ -190,13 +190,12 @@ class Stream:
         """
         Half-close when nothing on the other side waits for our FIN.
 
-        Like :meth:`loseConnection`, but the FIN may wait up to the session's
-        ``control_delay`` to ride with another frame (the server's FIN after a
-        proxied response rides with the next request) instead of costing the
-        peer a message of its own.  It need not wait for the peer's FIN first:
-        a peer that answers with its FIN sends it in a frame of its own right
-        behind its last Data frame (see :meth:`_flush`), which is read only
-        after the response's last byte has made the caller close.
+        Like :meth:`loseConnection`; if the peer has already closed its side
+        (or its FIN is in the same read, right behind the Data frame being
+        delivered), the FIN may wait up to the session's ``control_delay`` to
+        ride with another frame (the server's FIN after a proxied response
+        rides with the next request) instead of costing the peer a message of
+        its own.
         """
         self._fin_unwaited = True
         self.loseConnection()
@@ -319,10 +318,8 @@ class Stream:
                 self._fin_sent = True
                 flags = self._take_flags() | _FIN
                 peer_closed = self._fin_received or session._fin_follows(self)
-                unwaited = peer_closed or self._fin_unwaited
-                if unwaited and flags == _FIN and session.config.coalesce_control:
-                    # The peer closed already, or does not wait for our FIN: it only
-                    # completes the stream.
+                if peer_closed and flags == _FIN and session.config.coalesce_control:
+                    # The peer closed already: our FIN only completes the stream.
                     session.send_frame_later(
                         _WINDOW_UPDATE, _FIN, self.stream_id, 0, unwaited=self._fin_unwaited
                     )

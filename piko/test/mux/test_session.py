@@ -255,8 +255,9 @@ class OpenAcceptTests(SynchronousTestCase):
     def test_unwaited_fin_when_fin_follows_the_response(self) -> None:
         """
         A protocol that closes unwaited from ``dataReceived`` of the response's
-        last Data frame, before the peer's FIN behind it is read, still holds
-        its FIN for a frame to ride with.
+        last Data frame, with the peer's FIN right behind it in the same read
+        (a proxied response that is complete), already counts as closing after
+        the peer: its FIN waits for a frame to ride with.
         """
 
         class CloseOnData(HalfCloseRecorder):
@@ -284,6 +285,37 @@ class OpenAcceptTests(SynchronousTestCase):
         pair.clock.advance(SessionConfig().control_delay)
         [fin] = frames_of(pair.take_server_output())
         self.assertEqual((fin.flags, fin.stream_id), (Flag.FIN, 2))
+
+    def test_unwaited_fin_sent_at_once_when_no_fin_follows(self) -> None:
+        """
+        Closing unwaited from ``dataReceived`` when the peer's FIN is not in the same read
+        (it did not close, or the frame behind is another stream's) sends the FIN at once.
+        """
+
+        class CloseOnData(HalfCloseRecorder):
+            def dataReceived(self, data: bytes) -> None:
+                super().dataReceived(data)
+                self.transport.loseConnectionUnwaited()
+
+        for other_stream_fin in (False, True):
+            pair = SessionPair()
+            accepted = RecorderFactory()
+            pair.client.listen(accepted)
+            opener = CloseOnData()
+            stream = pair.server.open_stream(opener)
+            stream.write(b"request")
+            pair.pump()
+            accepted.built[0].transport.write(b"response")
+            wire = pair.take_client_output()
+            if other_stream_fin:
+                wire += encode_frame(FrameType.WINDOW_UPDATE, Flag.FIN, 4, 0)
+            pair.server.dataReceived(wire)
+            self.assertEqual(bytes(opener.received), b"response")
+            self.assertFalse(stream.finished)
+            [fin] = frames_of(pair.take_server_output())
+            self.assertEqual(
+                (fin.type, fin.flags, fin.stream_id), (FrameType.WINDOW_UPDATE, Flag.FIN, 2)
+            )
 
     def test_backlog_waits_for_listen(self) -> None:
         """Streams that arrive before anyone listens are accepted, with their data, on listen."""
