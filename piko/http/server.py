@@ -467,6 +467,7 @@ class HTTPServerProtocol(Protocol):
         self._timer: IDelayedCall | None = None
         self._timer_kind = ""
         self._processing = False
+        self._process_again = False
         self._reading_paused = False
         self._closed = False
         self._taken: IProtocol | None = None
@@ -668,11 +669,20 @@ class HTTPServerProtocol(Protocol):
             self._tx.resumeProducing()
 
     def _process(self) -> None:
+        # Re-entered when the loop's own calls deliver bytes at once: resuming a yamux
+        # stream hands over what it held from inside ``resumeProducing`` (a TCP transport
+        # would wait for the next reactor turn).  Those bytes are in the reader by then; the
+        # loop runs again for them rather than leave them there until more arrive, which
+        # for a body's last bytes is never.
         if self._processing:
+            self._process_again = True
             return
         self._processing = True
         try:
-            self._process_loop()
+            self._process_again = True
+            while self._process_again:
+                self._process_again = False
+                self._process_loop()
         finally:
             self._processing = False
 

@@ -172,6 +172,10 @@ class Session(Protocol):
         self._payload_left = 0
         self._payload_stream: Stream | None = None
         self._payload_flags = 0
+        # While a Data frame's last bytes are delivered: the read they came in, and where
+        # the next frame starts in it (see _fin_follows).
+        self._after: bytes | None = None
+        self._after_offset = 0
         self._unacked_opens = 0
         # Open and close timeouts of every stream, on one timer each (see Deadlines).
         self._open_deadlines: Deadlines[Stream] = Deadlines(
@@ -241,7 +245,17 @@ class Session(Protocol):
                     self._payload_left = left
                     stream = self._payload_stream
                     if stream is not None:
-                        stream._data_received(piece)
+                        if left:
+                            stream._data_received(piece)
+                        else:
+                            # The frame's last bytes: what follows in this read is
+                            # visible to _fin_follows meanwhile.
+                            self._after = data
+                            self._after_offset = offset
+                            try:
+                                stream._data_received(piece)
+                            finally:
+                                self._after = None
                     if not left:
                         self._end_payload()
                     if self.closed:
@@ -453,20 +467,35 @@ class Session(Protocol):
     # -- frame output (used by streams) -------------------------------------
 
     def send_frame(
-        self, frame_type: int, flags: int, stream_id: int, length: int, payload: bytes = b""
+        self,
+        frame_type: int,
+        flags: int,
+        stream_id: int,
+        length: int,
+        payload: bytes = b"",
+        *,
+        fin: bool = False,
     ) -> None:
-        """Write one frame, header and payload in one transport write."""
+        """
+        Write one frame, header and payload in one transport write.
+
+        :param fin: follow it with a ``WindowUpdate|FIN`` for ``stream_id`` in the same
+            write: a stream's last Data frame and its FIN, kept apart for Go's sake (see
+            :meth:`Stream._flush <piko.mux.stream.Stream._flush>`) yet in one message.
+        """
         transport = self.transport
         if transport is None:
             return
         header = _pack_header(PROTOCOL_VERSION, frame_type, flags, stream_id, length)
         held = self._held_frames
-        if held:
-            # Held frames ride in front, in the same WebSocket message.
+        if held or fin:
+            # Held frames ride in front, in the same WebSocket message; a FIN behind.
             self._held_frames = []
             held.append(header)
             if payload:
                 held.append(payload)
+            if fin:
+                held.append(_pack_header(PROTOCOL_VERSION, _WINDOW_UPDATE, _FIN, stream_id, 0))
             transport.writeSequence(held)
         elif not payload:
             transport.write(header)
@@ -546,8 +575,25 @@ class Session(Protocol):
             transport.writeSequence(frames)
 
     def _fin_follows(self, stream: Stream) -> bool:
-        """Whether the Data frame being delivered to ``stream`` carries a FIN (after its bytes)."""
-        return self._payload_stream is stream and bool(self._payload_flags & _FIN)
+        """
+        Whether the peer's FIN for ``stream`` comes with the Data frame being delivered to
+        it: as that frame's flag, or as the frame right behind it in the same read (a
+        header-only frame with FIN, how Go and we send a FIN after data).
+        """
+        if self._payload_stream is not stream:
+            return False
+        if self._payload_flags & _FIN:
+            return True
+        data = self._after
+        offset = self._after_offset
+        if data is None or len(data) - offset < HEADER_SIZE:
+            return False
+        _version, frame_type, flags, stream_id, length = _unpack_header(data, offset)
+        return (
+            stream_id == stream.stream_id
+            and bool(flags & _FIN)
+            and (frame_type == _WINDOW_UPDATE or (frame_type == _DATA and not length))
+        )
 
     def _want_flush(self, stream: Stream) -> None:
         self._pending_flush[stream] = None

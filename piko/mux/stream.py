@@ -190,10 +190,12 @@ class Stream:
         """
         Half-close when nothing on the other side waits for our FIN.
 
-        Like :meth:`loseConnection`; if the peer has already closed its side,
-        the FIN may wait up to the session's ``control_delay`` to ride with
-        another frame (the server's FIN after a proxied response rides with
-        the next request) instead of costing the peer a message of its own.
+        Like :meth:`loseConnection`; if the peer has already closed its side
+        (or its FIN is in the same read, right behind the Data frame being
+        delivered), the FIN may wait up to the session's ``control_delay`` to
+        ride with another frame (the server's FIN after a proxied response
+        rides with the next request) instead of costing the peer a message of
+        its own.
         """
         self._fin_unwaited = True
         self.loseConnection()
@@ -204,7 +206,8 @@ class Stream:
 
         A protocol that answers with several writes and then closes, all in one call (a
         response head, its body, the FIN), corks around them so that one Data frame carries
-        all of it, the FIN flag included: one WebSocket message instead of three.
+        all of it, followed by the FIN in the same write: one WebSocket message instead of
+        three.
         """
         self._corked = True
 
@@ -293,10 +296,16 @@ class Stream:
                 del buffer[:size]
             self._send_window -= size
             flags = self._take_flags()
-            if not buffer and self._write_closing:
-                flags |= _FIN
+            # The FIN never rides on a Data frame with a payload: Go's yamux applies a
+            # frame's flags before it copies the payload (``readData`` calls
+            # ``processFlags`` first), so a reader woken by the FIN in between finds the
+            # stream closed and its buffer empty, reads EOF, and the payload is lost.  It
+            # goes in a WindowUpdate of its own right behind the data, in the same write
+            # (one WebSocket message), as Go's ``Stream.Close`` sends it.
+            fin = not buffer and self._write_closing
+            if fin:
                 self._fin_sent = True
-            session.send_frame(_DATA, flags, self.stream_id, size, chunk)
+            session.send_frame(_DATA, flags, self.stream_id, size, chunk, fin=fin)
             if self.finished:
                 return
         if buffer:

@@ -31,8 +31,9 @@ class HalfCloseTransport(StringTransport):
 @implementer(IStreamClientEndpoint)
 class FakeEndpoint:
     """
-    Connects factories to StringTransports (``mode`` "ok"), refuses ("refuse") or never
-    answers ("hang").
+    Connects factories to StringTransports (``mode`` "ok"), refuses ("refuse"), never
+    answers ("hang"), or connects only when :meth:`complete` is called ("later", a TCP
+    connect that takes a while).
     """
 
     def __init__(self, mode="ok"):
@@ -40,6 +41,7 @@ class FakeEndpoint:
         self.transports = []
         self.protocols = []
         self.pending = []
+        self.later = []
 
     def connect(self, factory):
         if self.mode == "refuse":
@@ -48,12 +50,26 @@ class FakeEndpoint:
             d = Deferred()
             self.pending.append(d)
             return d
+        if self.mode == "later":
+            d = Deferred()
+            self.later.append((d, factory))
+            return d
+        return succeed(self._connected(factory))
+
+    def complete(self):
+        """Finish the oldest connect of mode "later"; returns its transport."""
+        d, factory = self.later.pop(0)
+        protocol = self._connected(factory)
+        d.callback(protocol)
+        return self.transports[-1]
+
+    def _connected(self, factory):
         protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 3000))
         transport = HalfCloseTransport()
         self.transports.append(transport)
         self.protocols.append(protocol)
         protocol.makeConnection(transport)
-        return succeed(protocol)
+        return protocol
 
 
 def take(transport):

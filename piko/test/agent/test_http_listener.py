@@ -65,21 +65,26 @@ class HTTPListenerInteropTests(SynchronousTestCase):
             self.assertTrue(recorder.read_closed)
             self.assertFalse(local.disconnecting)
 
-    def test_response_read_at_once_is_one_frame(self):
+    def test_response_read_at_once_is_one_write(self):
         """
-        A whole response read from the local service in one piece goes onto the stream as one
-        Data frame that also carries the stream's ACK and its FIN (head, body and close
-        together).
+        A whole response read from the local service in one piece goes onto the stream in one
+        write: a Data frame carrying the stream's ACK, head and body, then the FIN in a
+        WindowUpdate of its own (a FIN on the Data frame makes Go's yamux lose the payload).
         """
         pair, endpoint, pool = setup()
         recorder = pair.open()
         recorder.transport.write(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
         pair.pump()
+        writes = []
+        pair.client_transport.writeSequence = lambda seq: writes.append(b"".join(seq))
         endpoint.protocols[0].dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
-        [frame] = frames_of(pair.take_client_output())
-        self.assertEqual((frame.type, frame.flags), (FrameType.DATA, Flag.ACK | Flag.FIN))
-        self.assertTrue(frame.payload.startswith(b"HTTP/1.1 200 OK\r\n"), frame.payload)
-        self.assertTrue(frame.payload.endswith(b"\r\n\r\nhello"), frame.payload)
+        self.assertEqual(pair.take_client_output(), b"")
+        [write] = writes
+        data, fin = frames_of(write)
+        self.assertEqual((data.type, data.flags), (FrameType.DATA, Flag.ACK))
+        self.assertTrue(data.payload.startswith(b"HTTP/1.1 200 OK\r\n"), data.payload)
+        self.assertTrue(data.payload.endswith(b"\r\n\r\nhello"), data.payload)
+        self.assertEqual((fin.type, fin.flags, fin.length), (FrameType.WINDOW_UPDATE, Flag.FIN, 0))
 
     def test_unreachable_502(self):
         """A refused local connection answers Go's agent 502 on the stream, GET and POST."""
@@ -181,6 +186,83 @@ class HTTPListenerInteropTests(SynchronousTestCase):
         recorder.transport.write(b"to-local")
         pair.pump()
         self.assertEqual(take(local), b"to-local")
+
+
+def split_request(raw):
+    """A request's head and its body, as the local service received them."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return head, body
+
+
+class ColdAgentBodyTests(SynchronousTestCase):
+    """
+    Request bodies that arrive on the stream while the agent still connects to the local
+    service (no idle pooled connection), or while that connection pushes back, reach the
+    service whole.
+    """
+
+    def test_chunked_body_before_connect(self):
+        """
+        A chunked POST whose chunk and last chunk arrive in frames of their own before the
+        local connection exists reaches the service with its ``0\\r\\n\\r\\n``.
+        """
+        pair, endpoint, pool = setup("later")
+        recorder = pair.open()
+        stream = recorder.transport
+        stream.write(
+            b"POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        stream.write(b"3\r\nabc\r\n")
+        stream.write(b"0\r\n\r\n")
+        pair.pump()
+        local = endpoint.complete()
+        pair.pump()
+        head, body = split_request(take(local))
+        self.assertIn(b"\r\nTransfer-Encoding: chunked", head)
+        self.assertEqual(body, b"3\r\nabc\r\n0\r\n\r\n")
+        endpoint.protocols[0].dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        pair.pump()
+        self.assertTrue(bytes(recorder.received).endswith(b"\r\n\r\nok"))
+
+    def test_large_body_before_connect(self):
+        """A 200 KB body written in many frames before the local connection exists arrives whole."""
+        pair, endpoint, pool = setup("later")
+        recorder = pair.open()
+        stream = recorder.transport
+        payload = bytes(range(256)) * 800  # 204,800 bytes
+        stream.write(b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % len(payload))
+        for i in range(0, len(payload), 16384):
+            stream.write(payload[i : i + 16384])
+            pair.pump()
+        local = endpoint.complete()
+        pair.pump()
+        self.assertEqual(split_request(take(local))[1], payload)
+
+    def test_body_resumed_after_local_pushback(self):
+        """
+        Body frames that arrive while the local connection's buffer is full are delivered
+        once it drains, to the last byte (and again across several pauses).
+        """
+        pair, endpoint, pool = setup("later")
+        recorder = pair.open()
+        stream = recorder.transport
+        payload = bytes(range(256)) * 400
+        stream.write(b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % len(payload))
+        pair.pump()
+        local = endpoint.complete()
+        pair.pump()
+        received = split_request(take(local))[1]
+        for i in range(0, len(payload), 25600):
+            local.producer.pauseProducing()  # the local socket's buffer is full
+            stream.write(payload[i : i + 12800])
+            stream.write(payload[i + 12800 : i + 25600])
+            pair.pump()
+            received += take(local)
+            local.producer.resumeProducing()
+            pair.pump()
+            received += take(local)
+        self.assertEqual(received, payload)
 
 
 class ParseTargetTests(SynchronousTestCase):

@@ -18,7 +18,7 @@ from zope.interface import implementer
 from piko.http.head import ResponseHead
 from piko.http.parser import NEED_DATA, PAUSED, BodyChunk, HeadEvent, MessageEnd, ResponseReader
 from piko.http.server import HTTPServerProtocol, IRequestHandler, IServerExchange
-from piko.mux.session import Session
+from piko.mux.session import Session, SessionConfig
 from piko.server.listening import HTTPPortFactory, TrackedHTTPServerProtocol
 from piko.server.proxy_port import ProxyPortHandler
 from piko.server.registry import UpstreamRegistry
@@ -177,7 +177,13 @@ class Node:
         )
 
     def leaks(self) -> list[str]:
-        """What is still held once every client is gone: streams, connections, timers."""
+        """
+        What is still held once every client is gone: streams, connections, timers.
+
+        A stream's closing FIN may wait up to ``control_delay`` for a frame to ride with
+        (when the peer's FIN is already in hand), so that delay passes first.
+        """
+        self.advance(SessionConfig().control_delay)
         found = []
         for endpoint, (server, agent, _) in self.upstreams.items():
             if server.stream_count or agent.stream_count:

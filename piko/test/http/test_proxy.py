@@ -11,9 +11,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from piko.http.proxy import IUpstreamConnector, ProxyExchange
+from piko.http.proxy import EndpointConnector, IUpstreamConnector, ProxyExchange
 from piko.http.rewrite import rewrite_request
 from piko.http.server import HTTPServerProtocol, IRequestHandler
+from piko.mux.endpoints import StreamClientEndpoint
+from piko.test.mux.helpers import HalfCloseRecorder, RecorderFactory, SessionPair
 
 
 class HalfCloseTransport(StringTransport):
@@ -229,3 +231,120 @@ class ProxyTests(SynchronousTestCase):
 
 def _proxy(server):
     return server.handler.proxies[-1]
+
+
+class AbortRecordingTransport(HalfCloseTransport):
+    """The client's transport: records an abort (a TCP reset) apart from a clean close."""
+
+    aborted = False
+
+    def abortConnection(self):
+        self.aborted = True
+        self.loseConnection()
+
+
+def stream_setup():
+    """
+    The server side of the relay on a real yamux pair: each request opens a stream, and the
+    agent's end of it is a recorder the test answers through.
+    """
+    pair = SessionPair()
+    agent = RecorderFactory(HalfCloseRecorder)
+    pair.client.listen(agent)
+    handler = ProxyHandler(EndpointConnector(StreamClientEndpoint(pair.server)), pair.clock)
+    server = HTTPServerProtocol(handler, pair.clock, date=lambda: b"D")
+    down = AbortRecordingTransport()
+    server.makeConnection(down)
+    return pair, agent, server, down
+
+
+class UpstreamStreamEndsEarlyTests(SynchronousTestCase):
+    """
+    A yamux stream that ends (FIN or RST) before the response it carries is complete ends
+    the client's response at once, with a reset, whatever the framing or flow state.
+    """
+
+    HEADS = (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 5000,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1770\r\n" + b"x" * 5000,
+    )
+
+    def _answer(self, pair, agent, server, body=b""):
+        server.dataReceived(b"GET / HTTP/1.1\r\nHost: a.b\r\n" + body)
+        pair.pump()
+        return agent.built[-1].transport
+
+    def test_fin_mid_body(self):
+        """A FIN after part of a Content-Length or chunked body resets the client."""
+        for answer in self.HEADS:
+            pair, agent, server, down = stream_setup()
+            stream = self._answer(pair, agent, server, b"\r\n")
+            stream.write(answer)
+            pair.pump()
+            self.assertIn(b"x" * 100, down.value())
+            self.assertFalse(down.disconnecting)
+            stream.loseConnection()
+            pair.pump()
+            self.assertTrue(down.aborted, answer[:40])
+
+    def test_reset_mid_body(self):
+        """An RST after part of the body resets the client."""
+        for answer in self.HEADS:
+            pair, agent, server, down = stream_setup()
+            stream = self._answer(pair, agent, server, b"\r\n")
+            stream.write(answer)
+            pair.pump()
+            stream.abortConnection()
+            pair.pump()
+            self.assertTrue(down.aborted, answer[:40])
+
+    def test_fin_mid_body_while_client_slow(self):
+        """
+        A FIN that arrives while the client is not reading (the stream paused) resets the
+        client as soon as what was held is written, not only when more data comes.
+        """
+        for answer in self.HEADS:
+            pair, agent, server, down = stream_setup()
+            stream = self._answer(pair, agent, server, b"\r\n")
+            stream.write(answer)
+            pair.pump()
+            down.producer.pauseProducing()  # the client's socket buffer is full
+            stream.write(b"y" * 1000)
+            stream.loseConnection()
+            pair.pump()
+            self.assertFalse(down.aborted)
+            down.producer.resumeProducing()  # it drained
+            pair.pump()
+            self.assertIn(b"y" * 1000, down.value())
+            self.assertTrue(down.aborted, answer[:40])
+
+    def _upload_paused(self):
+        """A POST whose body fills the stream's window: the client's reading is paused."""
+        pair, agent, server, down = stream_setup()
+        stream = self._answer(pair, agent, server, b"Content-Length: 1000000\r\n\r\n")
+        stream.pauseProducing()  # the agent does not read the body (yet)
+        server.dataReceived(b"b" * 400_000)
+        pair.pump()
+        self.assertEqual(down.producerState, "paused")
+        return pair, stream, down
+
+    def test_fin_mid_body_while_request_body_paused(self):
+        """
+        A FIN mid-response while the client's request body waits for window (the client
+        paused) resets the client.
+        """
+        for answer in self.HEADS:
+            pair, stream, down = self._upload_paused()
+            stream.write(answer)
+            pair.pump()
+            self.assertIn(b"x" * 100, down.value())
+            stream.loseConnection()
+            pair.pump()
+            self.assertTrue(down.aborted, answer[:40])
+
+    def test_reset_before_head_while_request_body_paused(self):
+        """An RST before any response head, while the request body is paused, answers 502."""
+        pair, stream, down = self._upload_paused()
+        stream.abortConnection()
+        pair.pump()
+        self.assertTrue(down.value().startswith(b"HTTP/1.1 502 Bad Gateway\r\n"))

@@ -498,3 +498,64 @@ class LateParseErrorTests(SynchronousTestCase):
         proto.dataReceived(b"zz\r\n")
         self.assertEqual(t.value(), sent)
         self.assertTrue(t.disconnecting)
+
+
+class HeldBytesTransport(StringTransport):
+    """
+    A transport that, like a yamux stream, holds bytes that arrive while it is paused and
+    hands them to the protocol from inside ``resumeProducing``.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.held = []
+
+    def arrive(self, data):
+        if self.producerState == "paused":
+            self.held.append(data)
+        else:
+            self.protocol.dataReceived(data)
+
+    def resumeProducing(self):
+        super().resumeProducing()
+        while self.held and self.producerState == "producing":
+            self.protocol.dataReceived(self.held.pop(0))
+
+
+class ResumeDeliversAtOnceTests(SynchronousTestCase):
+    """Bytes a transport delivers from inside ``resumeProducing`` are processed, not stranded."""
+
+    def setUp(self):
+        self.handler = Handler(auto=False)
+        self.proto = HTTPServerProtocol(self.handler, Clock(), date=lambda: b"D")
+        self.transport = HeldBytesTransport()
+        self.transport.protocol = self.proto
+        self.proto.makeConnection(self.transport)
+
+    def test_last_chunk_held_until_receiver(self):
+        """
+        A chunk and the last chunk held while no receiver reads the body both reach it once
+        one is set (the agent's chunked POST waiting for its local connection).
+        """
+        t = self.transport
+        t.arrive(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+        t.arrive(b"3\r\nabc\r\n")
+        t.arrive(b"0\r\n\r\n")
+        self.assertEqual(t.held, [b"0\r\n\r\n"])
+        receiver = Receiver()
+        self.handler.exchanges[0].set_receiver(receiver)
+        self.assertEqual((receiver.data, receiver.ended), ([b"abc"], True))
+
+    def test_body_held_while_paused(self):
+        """Body bytes held while the receiver paused the body all arrive when it resumes."""
+        t = self.transport
+        t.arrive(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 9\r\n\r\n")
+        receiver = Receiver()
+        exchange = self.handler.exchanges[0]
+        exchange.set_receiver(receiver)
+        t.arrive(b"123")
+        exchange.pause_body()
+        t.arrive(b"456")
+        t.arrive(b"789")
+        exchange.resume_body()
+        self.assertEqual((b"".join(receiver.data), receiver.ended), (b"123456789", True))

@@ -252,11 +252,12 @@ class OpenAcceptTests(SynchronousTestCase):
                 (fin.type, fin.flags, fin.stream_id), (FrameType.WINDOW_UPDATE, Flag.FIN, 2)
             )
 
-    def test_unwaited_fin_when_fin_rides_on_the_response(self) -> None:
+    def test_unwaited_fin_when_fin_follows_the_response(self) -> None:
         """
-        A protocol that closes from ``dataReceived`` of a Data frame carrying
-        the peer's FIN (a proxied response that is complete) already counts
-        as closing after the peer: its FIN waits for a frame to ride with.
+        A protocol that closes unwaited from ``dataReceived`` of the response's
+        last Data frame, with the peer's FIN right behind it in the same read
+        (a proxied response that is complete), already counts as closing after
+        the peer: its FIN waits for a frame to ride with.
         """
 
         class CloseOnData(HalfCloseRecorder):
@@ -284,6 +285,37 @@ class OpenAcceptTests(SynchronousTestCase):
         pair.clock.advance(SessionConfig().control_delay)
         [fin] = frames_of(pair.take_server_output())
         self.assertEqual((fin.flags, fin.stream_id), (Flag.FIN, 2))
+
+    def test_unwaited_fin_sent_at_once_when_no_fin_follows(self) -> None:
+        """
+        Closing unwaited from ``dataReceived`` when the peer's FIN is not in the same read
+        (it did not close, or the frame behind is another stream's) sends the FIN at once.
+        """
+
+        class CloseOnData(HalfCloseRecorder):
+            def dataReceived(self, data: bytes) -> None:
+                super().dataReceived(data)
+                self.transport.loseConnectionUnwaited()
+
+        for other_stream_fin in (False, True):
+            pair = SessionPair()
+            accepted = RecorderFactory()
+            pair.client.listen(accepted)
+            opener = CloseOnData()
+            stream = pair.server.open_stream(opener)
+            stream.write(b"request")
+            pair.pump()
+            accepted.built[0].transport.write(b"response")
+            wire = pair.take_client_output()
+            if other_stream_fin:
+                wire += encode_frame(FrameType.WINDOW_UPDATE, Flag.FIN, 4, 0)
+            pair.server.dataReceived(wire)
+            self.assertEqual(bytes(opener.received), b"response")
+            self.assertFalse(stream.finished)
+            [fin] = frames_of(pair.take_server_output())
+            self.assertEqual(
+                (fin.type, fin.flags, fin.stream_id), (FrameType.WINDOW_UPDATE, Flag.FIN, 2)
+            )
 
     def test_backlog_waits_for_listen(self) -> None:
         """Streams that arrive before anyone listens are accepted, with their data, on listen."""
@@ -374,32 +406,84 @@ class CloseTests(SynchronousTestCase):
         self.assertEqual(bytes(agent.received), payload)
         agent.lost.trap(ConnectionDone)
 
-    def test_cork_sends_writes_and_fin_as_one_frame(self) -> None:
-        """Writes and a close made while corked leave as one Data frame with the FIN flag."""
+    def test_cork_sends_writes_and_fin_as_one_write(self) -> None:
+        """
+        Writes and a close made while corked leave in one transport write: one Data frame,
+        then the FIN as a WindowUpdate of its own (never a FIN on a Data frame with payload).
+        """
         pair = SessionPair()
         accepted = RecorderFactory(HalfCloseRecorder)
         pair.client.listen(accepted)
         opener = Recorder()
         stream = pair.server.open_stream(opener)
         pair.pump()
+        writes: list[bytes] = []
+        pair.server_transport.writeSequence = lambda seq: writes.append(b"".join(seq))  # type: ignore[method-assign]
         stream.cork()
         stream.write(b"head ")
         stream.write(b"body")
         stream.loseConnection()
-        self.assertEqual(pair.take_server_output(), b"")
+        self.assertEqual((writes, pair.take_server_output()), ([], b""))
         stream.uncork()
-        [frame] = frames_of(pair.take_server_output())
+        [write] = writes
+        data, fin = frames_of(write)
+        self.assertEqual((data.type, data.flags, data.payload), (FrameType.DATA, 0, b"head body"))
         self.assertEqual(
-            (frame.type, frame.flags, frame.payload),
-            (FrameType.DATA, Flag.FIN, b"head body"),
+            (fin.type, fin.flags, fin.stream_id, fin.length),
+            (FrameType.WINDOW_UPDATE, Flag.FIN, stream.stream_id, 0),
         )
-        pair.client.dataReceived(
-            encode_frame(frame.type, frame.flags, frame.stream_id, frame.length, frame.payload)
-        )
+        pair.client.dataReceived(write)
         [agent] = accepted.built
         assert isinstance(agent, HalfCloseRecorder)
         self.assertEqual(bytes(agent.received), b"head body")
         self.assertTrue(agent.read_closed)
+
+    def test_fin_never_on_data_with_payload(self) -> None:
+        """
+        However a stream closes (right after a write, after more than the window, corked,
+        with a pending ACK), no Data frame with a payload carries FIN: Go's yamux applies
+        flags before it copies the payload, and a reader woken in between reads EOF and
+        loses the payload.
+        """
+
+        def close_after_write(stream):
+            stream.write(b"x" * 1000)
+            stream.loseConnection()
+
+        def close_after_window(stream):
+            stream.write(bytes(WINDOW + 70_000))
+            stream.loseConnection()
+
+        def close_corked(stream):
+            stream.cork()
+            stream.write(b"response")
+            stream.loseConnectionUnwaited()
+            stream.uncork()
+
+        for close in (close_after_write, close_after_window, close_corked):
+            pair = SessionPair()
+            accepted = RecorderFactory(HalfCloseRecorder)
+            pair.client.listen(accepted)
+            pair.server.open_stream(Recorder()).write(b"request")
+            pair.pump()
+            [agent] = accepted.built
+            output = bytearray()
+            close(agent.transport)  # the agent's stream: its first frame carries the ACK
+            for _ in range(10):
+                chunk = pair.take_client_output()
+                output += chunk
+                pair.server.dataReceived(chunk)
+                pair.client.dataReceived(pair.take_server_output())
+            frames = frames_of(bytes(output))
+            fin_on_data = [
+                f for f in frames if f.type == FrameType.DATA and f.payload and f.flags & Flag.FIN
+            ]
+            self.assertEqual(fin_on_data, [], close.__name__)
+            self.assertEqual(
+                [f.flags & Flag.FIN for f in frames if f.flags & Flag.FIN],
+                [Flag.FIN],
+                close.__name__,
+            )
 
     def test_uncork_without_writes_sends_nothing(self) -> None:
         """Uncorking a stream nothing was written to sends no frame."""
