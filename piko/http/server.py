@@ -203,7 +203,12 @@ class IServerExchange(Interface):
         """
 
     def abort() -> None:
-        """Drop the client connection (a response broke after its head was sent)."""
+        """
+        End the client connection after what was written so far (a response broke after
+        its head was sent): the client gets the head and the body up to the break, then the
+        close, and sees the body cut short (its length or last chunk is missing), as Go's
+        server does (it flushes, then closes).
+        """
 
 
 class IRequestHandler(Interface):
@@ -342,7 +347,7 @@ class ServerExchange:
 
     def abort(self) -> None:
         self.response_done = True
-        self._protocol._abort()
+        self._protocol._cut_short()
 
     def _deliver(self, data: bytes) -> None:
         if self.receiver is not None:
@@ -810,6 +815,18 @@ class HTTPServerProtocol(Protocol):
             protocol.dataReceived(head + buffered)
         if self.read_eof:
             self.readConnectionLost()
+
+    def _cut_short(self) -> None:
+        """
+        Close after the bytes already written: a broken response keeps what it sent (an
+        abort would throw away a head still in the write buffer, and the client would see a
+        reset instead of the status it was about to get).
+        """
+        self._closed = True
+        self._cancel_timer()
+        self._cancel_progress_timers()
+        self._charge(0)
+        self._tx.loseConnection()
 
     def _abort(self) -> None:
         self._closed = True
