@@ -34,6 +34,7 @@ class ExchangeOutcome:
     :ivar sent: response body bytes written.
     :ivar started: the clock's time when the request head arrived.
     :ivar ended: the clock's time when the response completed.
+    :ivar reason: for a canned error response (5xx), its JSON ``error`` message, if any.
     """
 
     head: RequestHead
@@ -43,6 +44,7 @@ class ExchangeOutcome:
     sent: int
     started: float
     ended: float
+    reason: str = ""
 
     @property
     def duration(self) -> float:
@@ -66,6 +68,18 @@ def parse_head_headers(response: bytes) -> tuple[int, Headers, int]:
         if sep
     )
     return status, headers, len(response) - head_end - 4
+
+
+def error_reason(status: int, response: bytes) -> str:
+    """The ``{"error": "..."}`` message of a canned 5xx response, else ``""``."""
+    if status < 500:
+        return ""
+    start = response.find(b'{"error":"')
+    if start < 0:
+        return ""
+    start += 10
+    end = response.find(b'"', start)
+    return response[start : end if end >= 0 else None][:200].decode("utf-8", "replace")
 
 
 _MISSING = object()
@@ -122,6 +136,7 @@ class ObservedExchange:
         self._status = 0
         self._headers: Headers = ()
         self._sent = 0
+        self._reason = ""
         copy_request_attributes(self, exchange)
 
     def __getattr__(self, name: str) -> Any:
@@ -131,6 +146,7 @@ class ObservedExchange:
         def observed(date: bytes, **kwargs: Any) -> bytes:
             response = build(date, **kwargs)
             self._status, self._headers, self._sent = parse_head_headers(response)
+            self._reason = error_reason(self._status, response)
             return response
 
         self._exchange.respond(observed)
@@ -173,5 +189,6 @@ class ObservedExchange:
                 sent=self._sent,
                 started=self._started,
                 ended=self._clock.seconds(),
+                reason=self._reason,
             )
         )
