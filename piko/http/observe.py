@@ -128,8 +128,11 @@ class ObservedExchange:
         exchange: Any,
         clock: IReactorTime,
         done: Callable[[ExchangeOutcome], None],
+        tunnel: Callable[[RequestHead, Any], Any] | None = None,
     ) -> None:
         self._exchange = exchange
+        #: Given the protocol of a hand-over, returns the one to hand over (a byte counter).
+        self._tunnel = tunnel
         self._clock = clock
         self._done_callback: Callable[[ExchangeOutcome], None] | None = done
         self._started = clock.seconds()
@@ -171,6 +174,8 @@ class ObservedExchange:
 
     def take_over(self, protocol: Any, replay_head: bool = False) -> None:
         self._status = self._status or 101
+        if self._tunnel is not None:
+            protocol = self._tunnel(self._exchange.head, protocol)
         self._exchange.take_over(protocol, replay_head)
         self._complete()
 

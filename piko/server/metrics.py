@@ -243,7 +243,10 @@ class MeteredHandler:
     def request_received(self, exchange: IServerExchange) -> None:
         """Count the request in, and observe the exchange to count it out."""
         self.metrics.requests_in_flight.inc()
-        observed = ObservedExchange(exchange, self.clock, self._record)
+        traffic = self.traffic
+        observed = ObservedExchange(
+            exchange, self.clock, self._record, traffic.tunnel if traffic is not None else None
+        )
         self.handler.request_received(observed)  # type: ignore[arg-type]
 
     def _record(self, outcome: ExchangeOutcome) -> None:

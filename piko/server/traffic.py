@@ -29,8 +29,11 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from attrs import frozen
+from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from piko.http.head import endpoint_id_from_request, header_get
+from piko.http.head import RequestHead, endpoint_id_from_request, header_get
 from piko.http.observe import ExchangeOutcome
 
 #: Seconds per time-series bucket.
@@ -146,13 +149,20 @@ class Series:
         return [b for b in self.buckets if b[_INDEX] >= first]
 
     def snapshot(self, now: float) -> dict[str, Any]:
-        """Totals, rates, percentiles and per-bucket requests/errors over the window."""
+        """
+        Totals, rates (over the last :data:`RATE_SECONDS`), percentiles and, per bucket of the
+        window (oldest first, the last one is the current bucket), requests, errors, bytes and
+        p99.
+        """
         current = int(now // BUCKET_SECONDS)
         first = current - BUCKETS + 1
         buckets = self.window(now)
         latency = [0] * (len(LATENCY_BOUNDS) + 1)
         requests = [0] * BUCKETS
         errors = [0] * BUCKETS
+        received = [0] * BUCKETS
+        sent = [0] * BUCKETS
+        p99: list[float | None] = [None] * BUCKETS
         totals = [0, 0, 0, 0]
         recent = [0, 0]
         recent_first = (now - RATE_SECONDS) // BUCKET_SECONDS
@@ -160,6 +170,9 @@ class Series:
             slot = b[_INDEX] - first
             requests[slot] = b[_REQUESTS]
             errors[slot] = b[_ERRORS]
+            received[slot] = b[_IN]
+            sent[slot] = b[_OUT]
+            p99[slot] = quantile(b[_LATENCY:], 0.99)
             for i in range(4):
                 totals[i] += b[_REQUESTS + i]
             if b[_INDEX] > recent_first:
@@ -179,7 +192,13 @@ class Series:
             "p50_seconds": quantile(latency, 0.5),
             "p99_seconds": quantile(latency, 0.99),
             "latency_histogram": latency,
-            "series": {"requests": requests, "errors": errors},
+            "series": {
+                "requests": requests,
+                "errors": errors,
+                "bytes_in": received,
+                "bytes_out": sent,
+                "p99_seconds": p99,
+            },
         }
 
 
@@ -195,11 +214,15 @@ class FailedExchange:
 
 
 def classify(outcome: ExchangeOutcome) -> tuple[str, str, bool]:
+    """``(endpoint, kind, forwarded)`` of an exchange on the proxy port."""
+    return classify_head(outcome.head)
+
+
+def classify_head(head: RequestHead) -> tuple[str, str, bool]:
     """
-    ``(endpoint, kind, forwarded)`` of an exchange on the proxy port: the TCP route's endpoint
+    ``(endpoint, kind, forwarded)`` of a request on the proxy port: the TCP route's endpoint
     from its path (kind ``tcp``), else the HTTP request's ``x-piko-endpoint`` or ``Host``.
     """
-    head = outcome.head
     headers = head.headers
     forwarded = header_get(headers, _FORWARD) == b"true"
     target = head.target
@@ -268,10 +291,24 @@ class Traffic:
                 FailedExchange(now, endpoint, kind, status, reason_of(outcome)[:200])
             )
 
-    def record_tunnel_bytes(self, endpoint: str, received: int, sent: int) -> None:
-        """Count the bytes a TCP connection carried, once it ends."""
+    def tunnel(self, head: RequestHead, protocol: IProtocol) -> IProtocol:
+        """
+        The protocol to hand a taken-over connection (the TCP route, a WebSocket) to: one that
+        counts the bytes it carries, added to the endpoint's series when it ends.
+        """
+        endpoint, kind, forwarded = classify_head(head)
+        if forwarded:
+            return protocol
+
+        def ended(received: int, sent: int) -> None:
+            self.record_tunnel_bytes(endpoint, kind, received, sent)
+
+        return CountedTunnel(protocol, ended)
+
+    def record_tunnel_bytes(self, endpoint: str, kind: str, received: int, sent: int) -> None:
+        """Count the bytes a taken-over connection carried, once it ends."""
         if received or sent:
-            self._series((endpoint, "tcp")).add_bytes(self.clock(), received, sent)
+            self._series((endpoint, kind)).add_bytes(self.clock(), received, sent)
 
     def snapshot(self) -> dict[str, Any]:
         """Every tracked endpoint's figures, and the recent errors (newest first)."""
@@ -303,3 +340,70 @@ class Traffic:
                 for e in reversed(self.errors)
             ],
         }
+
+
+class _CountingTransport:
+    """A transport that counts what is written to it; anything else is the real one's."""
+
+    def __init__(self, transport: Any, tunnel: CountedTunnel) -> None:
+        self._transport = transport
+        self._tunnel = tunnel
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def write(self, data: bytes) -> None:
+        self._tunnel.sent += len(data)
+        self._transport.write(data)
+
+    def writeSequence(self, data: list[bytes]) -> None:
+        self._tunnel.sent += sum(map(len, data))
+        self._transport.writeSequence(data)
+
+
+@implementer(IProtocol, IHalfCloseableProtocol)
+class CountedTunnel:
+    """
+    Wraps the protocol a connection is handed over to, counting the bytes either way; calls
+    ``ended(received, sent)`` when the connection is lost.  Half-closes are passed on when the
+    wrapped protocol takes them.
+    """
+
+    def __init__(self, protocol: IProtocol, ended: Callable[[int, int], None]) -> None:
+        self.protocol = protocol
+        self.ended = ended
+        self.received = 0
+        self.sent = 0
+        self.transport: Any = None
+
+    def makeConnection(self, transport: Any) -> None:
+        """Connect the wrapped protocol to a counting view of ``transport``."""
+        self.transport = _CountingTransport(transport, self)
+        self.protocol.makeConnection(self.transport)
+
+    def connectionMade(self) -> None:
+        """Nothing: :meth:`makeConnection` connects the wrapped protocol."""
+
+    def dataReceived(self, data: bytes) -> None:
+        """Count and pass on."""
+        self.received += len(data)
+        self.protocol.dataReceived(data)
+
+    def readConnectionLost(self) -> None:
+        """Pass on, or close if the wrapped protocol does not take half-closes."""
+        if IHalfCloseableProtocol.providedBy(self.protocol):
+            self.protocol.readConnectionLost()
+        else:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """Pass on."""
+        if IHalfCloseableProtocol.providedBy(self.protocol):
+            self.protocol.writeConnectionLost()
+
+    def connectionLost(self, reason: Failure) -> None:
+        """Pass on, then report the counts."""
+        try:
+            self.protocol.connectionLost(reason)
+        finally:
+            self.ended(self.received, self.sent)
