@@ -127,7 +127,7 @@ class DashboardDataTests(SynchronousTestCase):
         self.assertEqual(
             dict(response.headers)[b"Content-Type"], b"application/json; charset=utf-8"
         )
-        return json.loads(response.body)  # type: ignore[no-any-return]
+        return json.loads(response.body)
 
     def test_empty(self) -> None:
         """A fresh node: its identity, no endpoint, no upstream, no error."""
@@ -196,7 +196,7 @@ class DashboardDataTests(SynchronousTestCase):
             ForwardTo("n2", "127.0.0.1:4"),
         )
         self.assertEqual(
-            self.routes.handle(b"GET", b"/status/dashboard/node?forward=n1").status,  # type: ignore[union-attr]
+            self.routes.handle(b"GET", b"/status/dashboard/node?forward=n1").status,
             200,
         )
 
@@ -204,8 +204,8 @@ class DashboardDataTests(SynchronousTestCase):
         """Only the one route exists under the prefix; Go's 404 otherwise."""
         for target in (b"/status/dashboard/", b"/status/dashboard/nodes"):
             response = self.routes.handle(b"GET", target)
-            self.assertEqual(response.status, 404)  # type: ignore[union-attr]
-        self.assertEqual(self.routes.handle(b"POST", b"/status/dashboard/node").status, 404)  # type: ignore[union-attr]
+            self.assertEqual(response.status, 404)
+        self.assertEqual(self.routes.handle(b"POST", b"/status/dashboard/node").status, 404)
 
     def test_no_created_series(self) -> None:
         """``/metrics`` has Go's series only: no ``*_created`` sample of prometheus_client."""

@@ -68,7 +68,7 @@ def make() -> tuple[Clock, Traffic]:
 def entry(traffic: Traffic, endpoint: str, kind: str = "http") -> dict[str, Any]:
     for e in traffic.snapshot()["endpoints"]:
         if (e["endpoint"], e["kind"]) == (endpoint, kind):
-            return e  # type: ignore[no-any-return]
+            return e
     raise AssertionError(f"{endpoint} {kind} not in the snapshot")
 
 
@@ -214,7 +214,7 @@ class _Inner(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.data += data
-        self.transport.write(data.upper())  # type: ignore[union-attr]
+        self.transport.write(data.upper())
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.lost = True
@@ -232,7 +232,7 @@ class TunnelTests(SynchronousTestCase):
         wrapped.dataReceived(b"hello")
         self.assertEqual(transport.value(), b"HELLO")
         self.assertEqual(inner.data, b"hello")
-        self.assertEqual(inner.transport.getPeer(), transport.getPeer())  # type: ignore[union-attr]
+        self.assertEqual(inner.transport.getPeer(), transport.getPeer())
         self.assertNotIn(("db", "tcp"), traffic.series)
         wrapped.connectionLost(Failure(ConnectionError()))
         self.assertTrue(inner.lost)
