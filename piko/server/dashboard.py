@@ -199,7 +199,10 @@ _PAGE = """<!DOCTYPE html>
   function fmtBytes(v) {
     var units = ["B", "kB", "MB", "GB", "TB"], i = 0;
     while (v >= 1000 && i < units.length - 1) { v /= 1000; i++; }
-    return (i ? v.toFixed(1) : String(v)) + " " + units[i];
+    return (i || v % 1 ? v.toFixed(1) : String(v)) + " " + units[i];
+  }
+  function fmtAxisSeconds(v) {
+    return v < 1 ? Math.round(v * 10000) / 10 + " ms" : Math.round(v * 100) / 100 + " s";
   }
   function fmtDuration(seconds) {
     seconds = Math.max(0, Math.floor(seconds));
@@ -284,8 +287,8 @@ _PAGE = """<!DOCTYPE html>
     ctx.textAlign = "center"; ctx.textBaseline = "top";
     [15, 10, 5, 0].forEach(function (minutes) {
       var x = left + w * (1 - minutes * 60 / (n * opts.bucketSeconds));
-      ctx.fillText(minutes ? "-" + minutes + " min" : "now", Math.min(x, left + w - 12),
-                   top + h + 4);
+      ctx.fillText(minutes ? "-" + minutes + " min" : "now",
+                   Math.max(left + 22, Math.min(x, left + w - 12)), top + h + 4);
     });
     var legend = document.getElementById(id.replace("chart-", "legend-"));
     legend.replaceChildren();
@@ -303,6 +306,16 @@ _PAGE = """<!DOCTYPE html>
         if (drawing) { ctx.lineTo(x, y); } else { ctx.moveTo(x, y); drawing = true; }
       });
       ctx.stroke();
+      // A bucket between two empty ones is a dot (a line needs two points).
+      ctx.fillStyle = color;
+      line.values.forEach(function (v, j) {
+        var before = line.values[j - 1], after = line.values[j + 1];
+        if (v === null || v === undefined || (before !== null && before !== undefined) ||
+            (after !== null && after !== undefined)) { return; }
+        ctx.beginPath();
+        ctx.arc(left + w * (j + 0.5) / n, top + h - h * v / max, 2.5, 0, 2 * Math.PI);
+        ctx.fill();
+      });
       var item = el("span", line.label);
       item.prepend(el("i"));
       item.firstChild.style.background = color;
@@ -346,7 +359,7 @@ _PAGE = """<!DOCTYPE html>
     chart("chart-errors", topLines(failing, function (e) { return e.series.errors; },
                                    true, view.bucketSeconds), opts);
     chart("chart-latency", topLines(entries, function (e) { return e.series.p99; }, false),
-          {buckets: view.buckets, bucketSeconds: view.bucketSeconds, format: fmtSeconds});
+          {buckets: view.buckets, bucketSeconds: view.bucketSeconds, format: fmtAxisSeconds});
     chart("chart-bytes", topLines(entries, function (e) { return e.series.bytes; },
                                   true, view.bucketSeconds),
           {buckets: view.buckets, bucketSeconds: view.bucketSeconds, format: fmtBytes});
