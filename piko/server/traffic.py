@@ -33,7 +33,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from piko.http.head import RequestHead, endpoint_id_from_request, header_get
+from piko.http.head import RequestHead, endpoint_id_from_request
 from piko.http.observe import ExchangeOutcome
 
 #: Seconds per time-series bucket.
@@ -221,15 +221,32 @@ def classify(outcome: ExchangeOutcome) -> tuple[str, str, bool]:
 def classify_head(head: RequestHead) -> tuple[str, str, bool]:
     """
     ``(endpoint, kind, forwarded)`` of a request on the proxy port: the TCP route's endpoint
-    from its path (kind ``tcp``), else the HTTP request's ``x-piko-endpoint`` or ``Host``.
+    from its path (kind ``tcp``), else the HTTP request's ``x-piko-endpoint`` or ``Host`` (as
+    :func:`~piko.http.head.endpoint_id_from_request`, which routing uses).
+
+    One pass over the headers: this runs for every request.
     """
-    headers = head.headers
-    forwarded = header_get(headers, _FORWARD) == b"true"
+    named = host = None
+    forwarded = False
+    for name, value in head.headers:
+        lowered = name.lower()
+        if lowered == b"x-piko-endpoint":
+            if named is None:
+                named = value
+        elif lowered == b"host":
+            if host is None:
+                host = value
+        elif lowered == _FORWARD and not forwarded:
+            forwarded = value == b"true"
     target = head.target
     if head.method == b"GET" and target.startswith(b"/_piko/v1/tcp/"):
         path = urlsplit(target.decode("latin-1")).path
         return unquote(path[len(_TCP_ROUTE) :]), "tcp", forwarded
-    return endpoint_id_from_request(headers) or _NO_ENDPOINT, "http", forwarded
+    if named:
+        return named.decode("latin-1"), "http", forwarded
+    if host is None:
+        return _NO_ENDPOINT, "http", forwarded
+    return endpoint_id_from_request(((b"host", host),)) or _NO_ENDPOINT, "http", forwarded
 
 
 def reason_of(outcome: ExchangeOutcome) -> str:
