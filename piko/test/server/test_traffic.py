@@ -19,6 +19,7 @@ from piko.server.traffic import (
     WINDOW_SECONDS,
     Series,
     Traffic,
+    classify_head,
     quantile,
 )
 
@@ -254,3 +255,27 @@ class SeriesTests(SynchronousTestCase):
         self.assertEqual(snapshot["requests"], 0)
         self.assertIsNone(snapshot["p99_seconds"])
         self.assertEqual(snapshot["series"]["p99_seconds"], [None] * BUCKETS)
+
+
+class ClassifyTests(SynchronousTestCase):
+    def check(self, target: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[str, str, bool]:
+        return classify_head(RequestHead(b"GET", target, headers=headers))
+
+    def test_endpoint_as_routing_reads_it(self) -> None:
+        """``x-piko-endpoint`` (any case) first, else the first label of a host name."""
+        self.assertEqual(
+            self.check(b"/", [(b"Host", b"a.example.com"), (b"X-Piko-Endpoint", b"ep")]),
+            ("ep", "http", False),
+        )
+        self.assertEqual(
+            self.check(b"/", [(b"host", b"my-ep.example.com:8000")]), ("my-ep", "http", False)
+        )
+        self.assertEqual(self.check(b"/", [(b"Host", b"127.0.0.1:8000")]), ("", "http", False))
+        self.assertEqual(self.check(b"/", []), ("", "http", False))
+
+    def test_tcp_route_and_forward_mark(self) -> None:
+        """The TCP route names its endpoint in the (escaped) path; the forward mark is seen."""
+        self.assertEqual(
+            self.check(b"/_piko/v1/tcp/a%3Cb%3E?x=1", [(b"x-piko-forward", b"true")]),
+            ("a<b>", "tcp", True),
+        )
