@@ -359,25 +359,6 @@ class Traffic:
         }
 
 
-class _CountingTransport:
-    """A transport that counts what is written to it; anything else is the real one's."""
-
-    def __init__(self, transport: Any, tunnel: CountedTunnel) -> None:
-        self._transport = transport
-        self._tunnel = tunnel
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-    def write(self, data: bytes) -> None:
-        self._tunnel.sent += len(data)
-        self._transport.write(data)
-
-    def writeSequence(self, data: list[bytes]) -> None:
-        self._tunnel.sent += sum(map(len, data))
-        self._transport.writeSequence(data)
-
-
 @implementer(IProtocol, IHalfCloseableProtocol)
 class CountedTunnel:
     """
@@ -394,9 +375,30 @@ class CountedTunnel:
         self.transport: Any = None
 
     def makeConnection(self, transport: Any) -> None:
-        """Connect the wrapped protocol to a counting view of ``transport``."""
-        self.transport = _CountingTransport(transport, self)
-        self.protocol.makeConnection(self.transport)
+        """
+        Count what is written to ``transport``, then connect the wrapped protocol to it.
+
+        The transport itself is handed on, not a wrapper: code beyond it checks its type and
+        interfaces (autobahn reads the TLS channel of a ``TLSMemoryBIOProtocol``).  So its
+        ``write`` is replaced on the instance, which from now on carries this tunnel only;
+        ``writeSequence`` joins and goes through it, so nothing is counted twice.
+        """
+        self.transport = transport
+        write = transport.write
+
+        def counted_write(data: bytes) -> None:
+            self.sent += len(data)
+            write(data)
+
+        def counted_sequence(data: list[bytes]) -> None:
+            counted_write(b"".join(data))
+
+        try:
+            transport.write = counted_write
+            transport.writeSequence = counted_sequence
+        except AttributeError:  # pragma: no cover - a transport with slots: count "in" only
+            pass
+        self.protocol.makeConnection(transport)
 
     def connectionMade(self) -> None:
         """Nothing: :meth:`makeConnection` connects the wrapped protocol."""
