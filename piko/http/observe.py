@@ -35,6 +35,7 @@ class ExchangeOutcome:
     :ivar started: the clock's time when the request head arrived.
     :ivar ended: the clock's time when the response completed.
     :ivar transport: the client's transport, for its address (the access log's console line).
+    :ivar reason: for a canned error response (5xx), its JSON ``error`` message, if any.
     """
 
     head: RequestHead
@@ -45,6 +46,7 @@ class ExchangeOutcome:
     started: float
     ended: float
     transport: object = None
+    reason: str = ""
 
     @property
     def duration(self) -> float:
@@ -68,6 +70,18 @@ def parse_head_headers(response: bytes) -> tuple[int, Headers, int]:
         if sep
     )
     return status, headers, len(response) - head_end - 4
+
+
+def error_reason(status: int, response: bytes) -> str:
+    """The ``{"error": "..."}`` message of a canned 5xx response, else ``""``."""
+    if status < 500:
+        return ""
+    start = response.find(b'{"error":"')
+    if start < 0:
+        return ""
+    start += 10
+    end = response.find(b'"', start)
+    return response[start : end if end >= 0 else None][:200].decode("utf-8", "replace")
 
 
 _MISSING = object()
@@ -116,14 +130,18 @@ class ObservedExchange:
         exchange: Any,
         clock: IReactorTime,
         done: Callable[[ExchangeOutcome], None],
+        tunnel: Callable[[RequestHead, Any], Any] | None = None,
     ) -> None:
         self._exchange = exchange
+        #: Given the protocol of a hand-over, returns the one to hand over (a byte counter).
+        self._tunnel = tunnel
         self._clock = clock
         self._done_callback: Callable[[ExchangeOutcome], None] | None = done
         self._started = clock.seconds()
         self._status = 0
         self._headers: Headers = ()
         self._sent = 0
+        self._reason = ""
         copy_request_attributes(self, exchange)
 
     def __getattr__(self, name: str) -> Any:
@@ -133,6 +151,7 @@ class ObservedExchange:
         def observed(date: bytes, **kwargs: Any) -> bytes:
             response = build(date, **kwargs)
             self._status, self._headers, self._sent = parse_head_headers(response)
+            self._reason = error_reason(self._status, response)
             return response
 
         self._exchange.respond(observed)
@@ -157,6 +176,8 @@ class ObservedExchange:
 
     def take_over(self, protocol: Any, replay_head: bool = False) -> None:
         self._status = self._status or 101
+        if self._tunnel is not None:
+            protocol = self._tunnel(self._exchange.head, protocol)
         self._exchange.take_over(protocol, replay_head)
         self._complete()
 
@@ -176,5 +197,6 @@ class ObservedExchange:
                 started=self._started,
                 ended=self._clock.seconds(),
                 transport=getattr(exchange, "transport", None),
+                reason=self._reason,
             )
         )

@@ -6,7 +6,13 @@ Answers are byte-compatible with Go Piko's gin handlers (see the recorded
 exchanges in ``interop/errors``): ``/health`` and ``/ready`` with empty
 bodies, JSON as gin writes it, and gin's ``404 page not found`` for any
 other path or method.  Beyond Go: the status dashboard on ``/ui`` (see
-:mod:`piko.server.dashboard`), with ``/`` redirecting to it.
+:mod:`piko.server.dashboard`), with ``/`` redirecting to it, and its data under a prefix of
+our own, :data:`DASHBOARD_PREFIX` (Go's routes are left exactly as they are):
+
+* ``/status/dashboard/node``: this node's per-endpoint traffic over the last fifteen minutes
+  (see :mod:`piko.server.traffic`), its upstream sessions and its recent errors.  With
+  ``?forward=<node-id>`` the request goes to that node's admin port, like any admin route, so
+  a browser talking to one node sees the whole cluster.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import datetime
 import math
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from attrs import frozen
@@ -24,6 +31,7 @@ from piko.cluster.state import GossipState, NodeMetadata
 from piko.server.dashboard import PAGE, PAGE_HEADERS
 from piko.server.gojson import GoStruct, go_json
 from piko.server.registry import IUpstreamRegistry
+from piko.server.traffic import Traffic
 
 Headers = tuple[tuple[bytes, bytes], ...]
 
@@ -45,6 +53,8 @@ NOT_FOUND = AdminResponse(404, _TEXT, b"404 page not found")
 DASHBOARD = AdminResponse(200, PAGE_HEADERS, PAGE)
 REDIRECT_TO_DASHBOARD = AdminResponse(302, ((b"Location", b"/ui"),))
 EMPTY_NOT_FOUND = AdminResponse(404)
+#: Our own admin routes (the dashboard's data), apart from Go's ``/status/...`` ones.
+DASHBOARD_PREFIX = "/status/dashboard/"
 
 
 @frozen
@@ -73,6 +83,8 @@ class AdminRoutes:
     :param is_ready: whether ``/ready`` answers 200 (started and not draining).
     :param metrics: renders the Prometheus exposition, if metrics are served.
     :param cluster: the other nodes, listed after this one by the status API.
+    :param traffic: the per-endpoint figures of ``/status/dashboard/node``; without it the
+        route still answers, with no endpoint.
     """
 
     def __init__(
@@ -83,6 +95,7 @@ class AdminRoutes:
         metrics: Callable[[], tuple[bytes, bytes]] | None = None,
         cluster: ClusterState | None = None,
         gossip: Callable[[], GossipState | None] | None = None,
+        traffic: Traffic | None = None,
     ) -> None:
         self.node = node
         self.registry = registry
@@ -90,6 +103,7 @@ class AdminRoutes:
         self.metrics = metrics
         self.cluster = cluster
         self.gossip = gossip
+        self.traffic = traffic
 
     def handle(self, method: bytes, target: bytes) -> AdminResponse | ForwardTo:
         """
@@ -121,6 +135,10 @@ class AdminRoutes:
         if path == "/metrics" and self.metrics is not None:
             content_type, body = self.metrics()
             return AdminResponse(200, ((b"Content-Type", content_type),), body)
+        if path.startswith(DASHBOARD_PREFIX):
+            if path == DASHBOARD_PREFIX + "node":
+                return self._json(self.dashboard_node())
+            return NOT_FOUND
         if path == "/status/upstream/endpoints":
             return self._json(self.registry.endpoints())
         if path == "/status/cluster/nodes":
@@ -147,6 +165,40 @@ class AdminRoutes:
             detail["Entries"] = [_gossip_entry(e) for e in gossip_node.entries] or None
             return self._json(detail)
         return NOT_FOUND
+
+    def dashboard_node(self) -> dict[str, object]:
+        """
+        What the dashboard shows of this node: identity, traffic, upstreams, recent errors.
+
+        Upstreams come from the registry's sessions (``remote_addr``, ``connected_at`` and
+        ``stream_count`` of :class:`~piko.server.upstream_port.UpstreamSession`).
+        """
+        if self.traffic is not None:
+            status = self.traffic.snapshot()
+        else:
+            status = Traffic(lambda: 0.0).snapshot()
+        status["node"] = {
+            "id": self.node.node_id,
+            "proxy_addr": self.node.proxy_addr,
+            "admin_addr": self.node.admin_addr,
+        }
+        upstreams = []
+        pairs: list[tuple[str, Any]] = getattr(self.registry, "all_upstreams", list)()
+        for endpoint_id, session in pairs:
+            connected_at = getattr(session, "connected_at", None)
+            upstreams.append(
+                {
+                    "endpoint": endpoint_id,
+                    "address": getattr(session, "remote_addr", "")
+                    or getattr(session, "client_ip", ""),
+                    "connected_since": go_time(connected_at) if connected_at else None,
+                    "connected_at": connected_at,
+                    "streams": getattr(session, "stream_count", 0),
+                }
+            )
+        upstreams.sort(key=lambda u: (str(u["endpoint"]), str(u["address"])))
+        status["upstreams"] = upstreams
+        return status
 
     def _remotes(self) -> list[Node]:
         return [] if self.cluster is None else self.cluster.nodes()[1:]

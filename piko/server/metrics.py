@@ -7,11 +7,15 @@ several nodes (tests, worker processes) never share counters.  It is served
 by the admin port's ``/metrics`` from our own resource:
 ``prometheus_client.twisted`` imports the global reactor and serves from a
 thread.
+
+Only Go's series are exposed: prometheus_client's ``*_created`` samples (one per counter,
+histogram and label set; Go has none) are left out of the exposition of our registry, without
+touching the process-wide switch the agent's registry also reads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -23,6 +27,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.metrics_core import Metric
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
@@ -31,6 +36,27 @@ from piko.cluster.state import GossipState
 from piko.http.observe import ExchangeOutcome, ObservedExchange
 from piko.http.server import IRequestHandler, IServerExchange
 from piko.server.registry import UpstreamRegistry
+from piko.server.traffic import Traffic
+
+
+class WithoutCreated:
+    """
+    A registry's metrics without prometheus_client's ``<name>_created`` samples.
+
+    Go's client has no such series; ours would add one per counter and histogram child.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        """Each metric of the registry, its ``_created`` samples dropped."""
+        for metric in self.registry.collect():
+            created = metric.name + "_created"
+            if any(sample.name == created for sample in metric.samples):
+                metric.samples = [s for s in metric.samples if s.name != created]
+            yield metric
+
 
 #: Go's ``prometheus.ExponentialBuckets(256, 4, 8)`` for request and response sizes.
 SIZE_BUCKETS = tuple(256 * 4**k for k in range(8))
@@ -177,7 +203,8 @@ class ServerMetrics:
     def render(self) -> tuple[bytes, bytes]:
         """The text exposition: ``(content type, body)``."""
         self._refresh_gossip_entries()
-        return CONTENT_TYPE_LATEST.encode(), generate_latest(self.registry)
+        exposed: Any = WithoutCreated(self.registry)
+        return CONTENT_TYPE_LATEST.encode(), generate_latest(exposed)
 
 
 #: Label combinations whose children a handler keeps at hand.
@@ -199,6 +226,7 @@ class MeteredHandler:
         metrics: ServerMetrics,
         clock: IReactorTime,
         also: Callable[[ExchangeOutcome], None] | None = None,
+        traffic: Traffic | None = None,
     ) -> None:
         self.handler = handler
         self.metrics = metrics
@@ -206,6 +234,8 @@ class MeteredHandler:
         #: Also told every outcome (the access log): one observing wrapper per request
         #: serves both, instead of one each.
         self.also = also
+        #: The dashboard's per-endpoint figures, fed from the same observation.
+        self.traffic = traffic
         #: The labelled ``(requests_total, request_latency)`` children by (status, method):
         #: ``labels()`` costs a lock and a dict lookup per call.
         self.children: dict[tuple[int, bytes], tuple[Any, Any]] = {}
@@ -213,7 +243,10 @@ class MeteredHandler:
     def request_received(self, exchange: IServerExchange) -> None:
         """Count the request in, and observe the exchange to count it out."""
         self.metrics.requests_in_flight.inc()
-        observed = ObservedExchange(exchange, self.clock, self._record)
+        traffic = self.traffic
+        observed = ObservedExchange(
+            exchange, self.clock, self._record, traffic.tunnel if traffic is not None else None
+        )
         self.handler.request_received(observed)  # type: ignore[arg-type]
 
     def _record(self, outcome: ExchangeOutcome) -> None:
@@ -234,5 +267,7 @@ class MeteredHandler:
         children[1].observe(round(outcome.duration, 3))
         metrics.request_size.observe(outcome.request_size)
         metrics.response_size.observe(outcome.sent)
+        if self.traffic is not None:
+            self.traffic.record(outcome)
         if self.also is not None:
             self.also(outcome)

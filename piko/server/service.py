@@ -83,6 +83,7 @@ from piko.server.metrics import MeteredHandler, ServerMetrics
 from piko.server.proxy_port import ProxyPortHandler
 from piko.server.rebalance import Rebalancer
 from piko.server.registry import UpstreamRegistry
+from piko.server.traffic import Traffic
 from piko.server.upstream_port import UpstreamPortHandler, UpstreamSession
 from piko.tls import TLSConfigError, node_tls, server_tls
 from piko.ws.server import WebSocketAcceptor
@@ -202,6 +203,8 @@ class PikoServerService(MultiService):
         self.metrics = ServerMetrics()
         self.metrics.watch(self.registry)
         self.metrics.watch_cluster(self.cluster)
+        #: The dashboard's per-endpoint figures (fed by the proxy port's request observer).
+        self.traffic = Traffic(reactor.seconds)
         # Gossip: what we publish and what we learn go through the syncer.
         gossip = config.cluster.gossip
         self.syncer = Syncer(self.cluster)
@@ -241,6 +244,7 @@ class PikoServerService(MultiService):
             self.metrics.render,
             self.cluster,
             gossip=lambda: self.gossip.state,
+            traffic=self.traffic,
         )
         # Unusable TLS settings raise here, before anything listens: fail closed.
         self.tls = {
@@ -267,6 +271,7 @@ class PikoServerService(MultiService):
                     self.metrics,
                     reactor,
                     also=None if access_log.disabled else access_log.record,
+                    traffic=self.traffic,
                 ),
                 reactor,
                 header_timeout=http.header_timeout(),

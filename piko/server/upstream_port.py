@@ -77,6 +77,8 @@ class UpstreamSession(Session):
 
     :ivar endpoint_id: the endpoint it listens on.
     :ivar client_ip: the upstream's address, for logs and status.
+    :ivar remote_addr: its ``host:port`` (the dashboard's upstream list).
+    :ivar connected_at: when its session connected (``clock.seconds()``), or ``None`` before.
     :ivar expiry: when its token expires (POSIX seconds on ``clock``); the
         session is closed then.  ``None`` never closes it.
     :ivar tenant_id: the tenant that authenticated it, for logs.
@@ -98,6 +100,8 @@ class UpstreamSession(Session):
         self.endpoint_id = endpoint_id
         self.registry = registry
         self.client_ip = ""
+        self.remote_addr = ""
+        self.connected_at: float | None = None
         self.expiry = expiry
         self.tenant_id = tenant_id
         self._expiry_timer: IDelayedCall | None = None
@@ -111,6 +115,14 @@ class UpstreamSession(Session):
         super().connectionMade()
         peer = self.transport.getPeer() if self.transport is not None else None
         self.client_ip = getattr(peer, "host", "")
+        port = getattr(peer, "port", None)
+        if port is None:
+            self.remote_addr = self.client_ip
+        elif ":" in self.client_ip:
+            self.remote_addr = f"[{self.client_ip}]:{port}"
+        else:
+            self.remote_addr = f"{self.client_ip}:{port}"
+        self.connected_at = self.clock.seconds()
         self.registry.add(self.endpoint_id, self)
         self.log.info(
             "upstream connected",
