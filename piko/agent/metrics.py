@@ -37,7 +37,7 @@ from piko.http.observe import ExchangeOutcome, ObservedExchange
 from piko.http.rewrite import go_response_head
 from piko.http.server import IRequestHandler, IServerExchange
 from piko.server.listening import HTTPPortFactory, listen
-from piko.server.metrics import SIZE_BUCKETS
+from piko.server.metrics import SIZE_BUCKETS, WithoutCreated
 
 __all__ = ["AgentMetrics", "AgentMetricsHandler", "AgentMetricsServer", "MeteredListenerHandler"]
 
@@ -90,7 +90,7 @@ class AgentMetrics:
 
     def render(self) -> tuple[bytes, bytes]:
         """The text exposition: ``(content type, body)``."""
-        return CONTENT_TYPE_LATEST.encode(), generate_latest(self.registry)
+        return CONTENT_TYPE_LATEST.encode(), generate_latest(WithoutCreated(self.registry))
 
 
 @implementer(IRequestHandler)

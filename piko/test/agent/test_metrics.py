@@ -94,6 +94,14 @@ class HTTPListenerMetricsTests(SynchronousTestCase):
         self.assertEqual(values[("piko_agent_request_size_bytes_count", (("endpoint", "ep1"),))], 1)
         self.assertEqual(values[("piko_agent_response_size_bytes_sum", (("endpoint", "ep1"),))], 5)
 
+    def test_no_created_series(self):
+        """The agent's /metrics has Go's series only, no prometheus_client ``*_created``."""
+        metrics = AgentMetrics(process=False)
+        self.request(metrics, io.StringIO())
+        _, body = metrics.render()
+        self.assertIn(b"piko_agent_requests_total{", body)
+        self.assertNotIn(b"_created", body)
+
     def test_in_flight_while_waiting(self):
         """A request waiting for the local service is in flight."""
         metrics = AgentMetrics(process=False)
