@@ -18,6 +18,7 @@ directions have ended, or either connection is lost.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -68,7 +69,8 @@ class SpliceProtocol(Protocol):
         """Forward to the other end, or hold the bytes until it is connected."""
         peer = self.peer
         if self._wired and peer is not None and peer.transport is not None:
-            peer.transport.write(data)
+            if not peer._lost:
+                peer.transport.write(data)
             return
         if not self._held:
             self.transport.pauseProducing()  # type: ignore[union-attr]
@@ -84,12 +86,28 @@ class SpliceProtocol(Protocol):
         """Our write half was shut (by :meth:`_forward_eof` of the other end)."""
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
-        """We are gone: close the other end once it has sent what it holds."""
+        """
+        We are gone: close the other end once it has sent what it holds, or at once if we
+        were lost to an error (a reset: whoever the held bytes were for is gone).
+
+        The other end's reading is resumed first: we may have paused it (our write buffer
+        was full) and nothing else would resume it, so a peer blocked writing to it (a local
+        service sending its reply) would hold the connection open for ever.
+        """
         self._lost = True
         peer = self.peer
         if peer is not None and peer.transport is not None and not peer._lost:
-            peer.transport.unregisterProducer()  # type: ignore[attr-defined]
-            peer.transport.loseConnection()
+            transport: Any = peer.transport
+            transport.unregisterProducer()
+            if self._wired and not getattr(transport, "disconnecting", False):
+                # A transport already stopped for good has nothing to resume.
+                with contextlib.suppress(RuntimeError):
+                    transport.resumeProducing()
+            abort = getattr(transport, "abortConnection", None)
+            if abort is not None and reason is not None and not reason.check(ConnectionDone):
+                abort()
+            else:
+                transport.loseConnection()
 
     # -- internals ----------------------------------------------------------
 

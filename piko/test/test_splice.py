@@ -78,6 +78,32 @@ class SpliceTests(SynchronousTestCase):
         a.connectionLost()
         self.assertTrue(tb.disconnecting)
 
+    def test_loss_resumes_a_paused_peer(self) -> None:
+        """
+        When one end is lost while it had paused the other's reading (its buffer was full),
+        the other is read again: nothing else would resume it, and a local service blocked
+        writing to it would keep the connection open for ever (the differential run found
+        agent connections to a TCP service left open after the client went away).
+        """
+        a, ta, b, tb = connected_pair()
+        tb.pauseProducing()  # a's consumer (the stream) was full: b's reading was paused
+        a.connectionLost()
+        self.assertEqual(tb.producerState, "producing")
+        self.assertTrue(tb.disconnecting)
+        b.dataReceived(b"late reply")  # read and dropped: the other end is gone
+        self.assertEqual(ta.value(), b"")
+
+    def test_abnormal_loss_aborts_other_end(self) -> None:
+        """An end lost to an error (reset) aborts the other: no write to flush to anyone."""
+        from twisted.internet.error import ConnectionLost
+        from twisted.python.failure import Failure
+
+        aborted = []
+        a, ta, b, tb = connected_pair()
+        tb.abortConnection = lambda: aborted.append(True)  # type: ignore[method-assign]
+        a.connectionLost(Failure(ConnectionLost("reset")))
+        self.assertEqual(aborted, [True])
+
     def test_over_yamux_stream_half_close(self) -> None:
         """Spliced to a yamux stream, a local EOF becomes a FIN the remote side reads as EOF."""
         pair = SessionPair()
