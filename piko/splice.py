@@ -87,8 +87,7 @@ class SpliceProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
         """
-        We are gone: close the other end once it has sent what it holds, or at once if we
-        were lost to an error (a reset: whoever the held bytes were for is gone).
+        We are gone: close the other end once it has sent what it holds.
 
         The other end's reading is resumed first: we may have paused it (our write buffer
         was full) and nothing else would resume it, so a peer blocked writing to it (a local
@@ -103,11 +102,7 @@ class SpliceProtocol(Protocol):
                 # A transport already stopped for good has nothing to resume.
                 with contextlib.suppress(RuntimeError):
                     transport.resumeProducing()
-            abort = getattr(transport, "abortConnection", None)
-            if abort is not None and reason is not None and not reason.check(ConnectionDone):
-                abort()
-            else:
-                transport.loseConnection()
+            transport.loseConnection()
 
     # -- internals ----------------------------------------------------------
 

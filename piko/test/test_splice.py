@@ -93,17 +93,6 @@ class SpliceTests(SynchronousTestCase):
         b.dataReceived(b"late reply")  # read and dropped: the other end is gone
         self.assertEqual(ta.value(), b"")
 
-    def test_abnormal_loss_aborts_other_end(self) -> None:
-        """An end lost to an error (reset) aborts the other: no write to flush to anyone."""
-        from twisted.internet.error import ConnectionLost
-        from twisted.python.failure import Failure
-
-        aborted = []
-        a, ta, b, tb = connected_pair()
-        tb.abortConnection = lambda: aborted.append(True)  # type: ignore[method-assign]
-        a.connectionLost(Failure(ConnectionLost("reset")))
-        self.assertEqual(aborted, [True])
-
     def test_over_yamux_stream_half_close(self) -> None:
         """Spliced to a yamux stream, a local EOF becomes a FIN the remote side reads as EOF."""
         pair = SessionPair()
