@@ -13,10 +13,11 @@ so the next request does not try it again before gossip says otherwise; a
 ``GET``/``HEAD``/``OPTIONS`` request without a body whose node cannot be
 dialled is retried once on another node that has the endpoint.
 
-A second hop, between our nodes only: a *draining* node that receives a
-forwarded request (``x-piko-forward: true``) after its own upstream moved
-away forwards it once more, to another active node with the endpoint (the
-other nodes' tables lag by a gossip round or two).  That hop is marked
+A second hop, between our nodes only: a node that receives a forwarded
+request (``x-piko-forward: true``) for an endpoint it no longer has a local
+upstream of (the upstream moved away, or the node drains, and the other
+nodes' tables lag by a gossip round or two) forwards it once more, to another
+node with the endpoint, instead of answering 502 ``no available upstreams``.  That hop is marked
 ``x-piko-hops: 2``; a request carrying ``x-piko-hops`` is never forwarded
 again, so there is no loop even between two draining nodes.  The header is
 internal: every forward replaces whatever a client sent in it.  Go nodes
@@ -206,14 +207,14 @@ class RemoteForwarder:
         """
         Send ``exchange`` to a node with upstreams for ``endpoint_id``, if one may be used.
 
-        :return: ``False`` when the request was already forwarded (one hop
-            only; two from a draining node) or no other node has the
-            endpoint; the caller answers then.
+        :return: ``False`` when the request was already forwarded twice or no
+            other node has the endpoint; the caller answers then.
         """
         head = exchange.head
         second = False
         if head.get(b"x-piko-forward") == b"true":
-            if not self.draining or head.get(HOPS_HEADER) is not None:
+            # Our caller found no local upstream: the sender's table is stale.
+            if head.get(HOPS_HEADER) is not None:
                 return False
             second = True
         node = self.cluster.lookup_endpoint(endpoint_id)

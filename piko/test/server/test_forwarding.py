@@ -91,9 +91,10 @@ class ForwardingTests(SynchronousTestCase):
         self.assertTrue(client.value().endswith(b"\r\n\r\nhi"))
 
     def test_already_forwarded_stays_local(self) -> None:
-        """A request already marked x-piko-forward: true is never forwarded again."""
+        """A forwarded request for an endpoint no other node has is answered here."""
         pool = FakePool()
-        _, handler, _, (protocol, _) = setup(pool)
+        cluster, handler, _, (protocol, _) = setup(pool)
+        cluster.remove_node("n2")
         protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\nx-piko-forward: true\r\n\r\n")
         self.assertEqual(handler.forwarded, [False])
         self.assertEqual(pool.transports, [])
@@ -105,6 +106,20 @@ class ForwardingTests(SynchronousTestCase):
         handler.forwarder.draining = True
         protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: ep\r\nx-piko-forward: true\r\n\r\n")
         self.assertEqual(handler.forwarded, [True])
+        [remote] = pool.transports
+        self.assertIn(b"X-Piko-Hops: 2\r\n", remote.value())
+
+    def test_stale_forward_takes_second_hop(self) -> None:
+        """
+        A forwarded request for an endpoint whose upstream just left this node goes once more
+        to a node that has it (the sender's table lagged), not 502 (the chaos run's agent
+        restarts lost requests to this).
+        """
+        pool = FakePool()
+        _, handler, _, (protocol, seen) = setup(pool)
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: ep\r\nx-piko-forward: true\r\n\r\n")
+        self.assertEqual(handler.forwarded, [True])
+        self.assertEqual(seen, ["n2"])
         [remote] = pool.transports
         self.assertIn(b"X-Piko-Hops: 2\r\n", remote.value())
 
