@@ -237,8 +237,12 @@ class HostileHTTPTests(SynchronousTestCase):
 class ForwardHeaderTests(SynchronousTestCase):
     """A client-sent ``x-piko-forward: true`` on the proxy port."""
 
-    def test_forces_local_routing(self) -> None:
-        """It only stops the one hop to another node: with no local upstream, Go's 502."""
+    def test_takes_at_most_one_more_hop(self) -> None:
+        """
+        It is taken as a forward from another node: with no local upstream the request goes
+        once more to a node that has the endpoint (a sender's stale table), marked
+        ``x-piko-hops: 2``, and never further (Go answers 502 here; a loop is impossible).
+        """
         cluster = ClusterState(ClusterNode("n1"), random.Random(1))
         cluster.add_node(ClusterNode("n2", proxy_addr="127.0.0.1:9", endpoints={"ep9": 1}))
         pool = FakePool()
@@ -250,13 +254,19 @@ class ForwardHeaderTests(SynchronousTestCase):
         )
         node.add_upstream("ep1")
         client = node.client()
-        client.send(b"GET / HTTP/1.1\r\nHost: ep9.example.com\r\nx-piko-forward: true\r\n\r\n")
+        client.send(
+            b"GET / HTTP/1.1\r\nHost: ep9.example.com\r\nx-piko-forward: true\r\n"
+            b"x-piko-hops: 2\r\n\r\n"
+        )
         [(status, body)] = client.responses()
         self.assertEqual(status, 502)
         self.assertIn(b"no available upstreams", body)
         self.assertEqual(forwarded, [])
-        node.client().send(b"GET / HTTP/1.1\r\nHost: ep9.example.com\r\n\r\n")
+        node.client().send(
+            b"GET / HTTP/1.1\r\nHost: ep9.example.com\r\nx-piko-forward: true\r\n\r\n"
+        )
         self.assertEqual(forwarded, ["n2"])
+        self.assertIn(b"X-Piko-Hops: 2\r\n", pool.transports[-1].value())
         self.assertTrue(node.good_request_works("ep1"))
 
     def test_never_skips_auth(self) -> None:
