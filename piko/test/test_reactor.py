@@ -365,3 +365,69 @@ class MidBatchFlushTests(_ReactorTestCase):
             self.log,
             ["read 1000", "read 1001", "read 1002", "write 1100", "write 1101", "write 1102"],
         )
+
+
+#: Run in a fresh interpreter: import every piko module (not the tests or
+#: ``python -m piko``), then report which reactor ``twisted.internet.reactor``
+#: gives, the way a program embedding piko would get it.
+_IMPORT_EVERYTHING = """
+import importlib, pkgutil, sys
+import piko
+for module in pkgutil.walk_packages(piko.__path__, "piko."):
+    if module.name.startswith("piko.test") or module.name == "piko.__main__":
+        continue
+    importlib.import_module(module.name)
+installed_by_import = "twisted.internet.reactor" in sys.modules
+from twisted.internet import reactor
+print(installed_by_import, type(reactor).__module__ + "." + type(reactor).__name__)
+"""
+
+
+class LibraryImportTests(SynchronousTestCase):
+    def test_importing_piko_installs_no_reactor(self) -> None:
+        """
+        Importing all of piko as a library leaves the reactor choice to the
+        program: the global reactor is Twisted's default, not piko's (only
+        the ``piko`` command and ``twistd --reactor=piko-epoll`` install it).
+        """
+        import os
+        import subprocess
+        import sys
+
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        result = subprocess.run(
+            [sys.executable, "-c", _IMPORT_EVERYTHING],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        installed_by_import, reactor = result.stdout.split()
+        self.assertNotEqual(reactor, "piko._reactor.PikoEPollReactor")
+        self.assertEqual(installed_by_import, "False", f"importing piko installed {reactor}")
+
+    def test_cli_installs_it(self) -> None:
+        """The ``piko`` command installs piko's reactor when none is installed yet."""
+        import os
+        import subprocess
+        import sys
+
+        code = (
+            "from piko.cli import _install_reactor\n"
+            "_install_reactor()\n"
+            "from twisted.internet import reactor\n"
+            "print(type(reactor).__name__)\n"
+        )
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.strip(), "PikoEPollReactor")
