@@ -136,9 +136,9 @@ def source_hash(name: str) -> str:
     """
     The first 16 hex digits of the SHA-256 of the code of ``name``: its
     ``inspect.getsource``, parsed and unparsed without docstrings, comments
-    and annotations, so that a release that only reformats (autobahn moved to
-    f-strings and type hints between 24.4 and 26.x) still shows, but one that
-    only re-indents or re-documents does not.
+    and annotations: re-indenting, re-wrapping or re-documenting is not a
+    change, rewritten code is (autobahn's move to f-strings between 25.9 and
+    26.x shows).
     """
     source = textwrap.dedent(inspect.getsource(namedAny(name)))
     code = ast.unparse(_CodeOnly().visit(ast.parse(source)))
@@ -152,7 +152,7 @@ _WS_SERVER = "autobahn.websocket.protocol.WebSocketServerProtocol"
 _WS_ADAPTER = "autobahn.twisted.websocket.WebSocketAdapterProtocol"
 
 # Each ``reviewed`` set holds the hash at the minimum versions (Twisted 24.3.0,
-# autobahn 24.4.2) and, where it differs, at Twisted 26.10.0 / autobahn 26.11.1.
+# autobahn 25.9.1) and, where it differs, at Twisted 26.10.0 / autobahn 26.11.1.
 # The differences between those were read: f-strings, ``return None``, Twisted
 # no longer warning about a dataReceived return value, and autobahn's
 # permessage-deflate limits (piko never negotiates compression).
