@@ -44,27 +44,19 @@ _REVIEWED: dict[str, frozenset[str]] = {
         {"804e7d7ce31a10ee", "a8e71caf089ab002"}
     ),
     "autobahn.websocket.protocol.WebSocketServerProtocol.succeedHandshake": frozenset(
-        {"4edec8858c9be9a5", "d80d7bb94434d6b5"}
+        {"d80d7bb94434d6b5"}
     ),
     "autobahn.websocket.protocol.WebSocketServerProtocol.failHandshake": frozenset(
         {"a4f0a0d88f7ebbfe"}
     ),
     "autobahn.websocket.protocol.WebSocketServerProtocol.processHandshake": frozenset(
-        {"7740c536d8ffcec0", "ae2788383c0a63cd"}
+        {"7740c536d8ffcec0"}
     ),
-    "autobahn.websocket.protocol.WebSocketProtocol.processData": frozenset(
-        {"6537ebbb275389c8", "bbdd5aa834dc8b07"}
-    ),
+    "autobahn.websocket.protocol.WebSocketProtocol.processData": frozenset({"6537ebbb275389c8"}),
     "autobahn.websocket.protocol.WebSocketProtocol.onFrameBegin": frozenset({"46d0401fae0a055d"}),
-    "autobahn.websocket.protocol.WebSocketProtocol.onFrameData": frozenset(
-        {"985119e8c5a1e5bd", "b5adf973a3b58a92"}
-    ),
-    "autobahn.websocket.xormasker.XorMaskerNull": frozenset(
-        {"398b2c8d56c296b0", "3f492bf38417fd77"}
-    ),
-    "autobahn.websocket.protocol.WebSocketProtocol.onCloseFrame": frozenset(
-        {"a9b9de18fd72ff3a", "bd4bf895f34761e9"}
-    ),
+    "autobahn.websocket.protocol.WebSocketProtocol.onFrameData": frozenset({"985119e8c5a1e5bd"}),
+    "autobahn.websocket.xormasker.XorMaskerNull": frozenset({"3f492bf38417fd77"}),
+    "autobahn.websocket.protocol.WebSocketProtocol.onCloseFrame": frozenset({"a9b9de18fd72ff3a"}),
     "autobahn.websocket.protocol.WebSocketProtocol._protocol_violation": frozenset(
         {"a2c441d5dc842f59"}
     ),
@@ -75,7 +67,7 @@ _REVIEWED: dict[str, frozenset[str]] = {
         {"1025b05a08bbd565"}
     ),
     "autobahn.websocket.protocol.WebSocketProtocol._fail_connection": frozenset(
-        {"37a99216876e6a1b", "b339971a5a566d74"}
+        {"37a99216876e6a1b"}
     ),
     "autobahn.websocket.protocol.WebSocketProtocol.sendCloseFrame": frozenset({"87263bcf45886d71"}),
     "autobahn.websocket.protocol.WebSocketProtocol.dropConnection": frozenset({"e6c8450f49082095"}),
@@ -137,8 +129,7 @@ def source_hash(name: str) -> str:
     The first 16 hex digits of the SHA-256 of the code of ``name``: its
     ``inspect.getsource``, parsed and unparsed without docstrings, comments
     and annotations: re-indenting, re-wrapping or re-documenting is not a
-    change, rewritten code is (autobahn's move to f-strings between 25.9 and
-    26.x shows).
+    change, rewritten code is (autobahn's move to f-strings in 26.x shows).
     """
     source = textwrap.dedent(inspect.getsource(namedAny(name)))
     code = ast.unparse(_CodeOnly().visit(ast.parse(source)))
@@ -152,10 +143,11 @@ _WS_SERVER = "autobahn.websocket.protocol.WebSocketServerProtocol"
 _WS_ADAPTER = "autobahn.twisted.websocket.WebSocketAdapterProtocol"
 
 # Each ``reviewed`` set holds the hash at the minimum versions (Twisted 24.3.0,
-# autobahn 25.9.1) and, where it differs, at Twisted 26.10.0 / autobahn 26.11.1.
-# The differences between those were read: f-strings, ``return None``, Twisted
-# no longer warning about a dataReceived return value, and autobahn's
-# permessage-deflate limits (piko never negotiates compression).
+# autobahn 26.10.2) and, where it differs, at Twisted 26.10.0 / autobahn 26.11.1.
+# The Twisted differences were read: ``return None`` in doRead, and
+# _dataReceived no longer warning about a protocol's return value.  Autobahn's
+# 24.4.2 and 25.9.1 sources (older minimums) differed from 26.x only by
+# f-strings and permessage-deflate limits (piko never negotiates compression).
 UPSTREAM = (
     # -- piko._reactor ------------------------------------------------------
     Upstream(
