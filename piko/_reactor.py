@@ -3,14 +3,17 @@
 The epoll reactor ``piko`` runs on: Twisted's, with two costs taken out of
 every proxied request.
 
-* **No legacy log context.**  Twisted's ``EPollReactor.doPoll`` wraps every
-  readiness event in ``log.callWithLogger``: it asks the selectable for its
-  ``logPrefix()`` and pushes a ``{"system": prefix}`` context around
-  ``doRead``/``doWrite`` for legacy ``twisted.python.log.msg`` calls made
-  inside.  Piko logs through :mod:`twisted.logger` with its own fields and
-  never reads that context, so events are dispatched directly.
-  ``_doReadOrWrite`` still logs an exception from ``doRead``/``doWrite`` and
-  disconnects that selectable.
+* **The legacy log context, set once per poll.**  Twisted's
+  ``EPollReactor.doPoll`` wraps every readiness event in
+  ``log.callWithLogger``, which copies the current ``ILogContext``, pushes
+  ``{"system": selectable.logPrefix()}`` on the context stack and pops it
+  again, a few microseconds per event.  Here one context dictionary is pushed
+  for the whole poll and only its ``"system"`` entry is set before each event,
+  so legacy ``twisted.python.log.msg`` calls made inside ``doRead``/``doWrite``
+  (and Twisted's ``test_logPrefix``) see the same ``system`` as with stock
+  epoll.  As in ``callWithLogger``, a failing ``logPrefix`` is logged and
+  replaced by ``"(buggy logPrefix method)"``, and an exception escaping
+  ``_doReadOrWrite`` is logged and the next event is still handled.
 
 * **Writes go out in the turn they are made.**  A Twisted transport's
   ``write`` only buffers and calls ``startWriting``; the reactor registers
@@ -26,9 +29,17 @@ every proxied request.
   of writes to one descriptor and all backpressure (``bufferSize``,
   producers) are Twisted's own, since the same ``doWrite`` runs.
 
-``piko`` installs this reactor by default (:func:`install`); with ``twistd``
-choose it with ``--reactor=piko-epoll`` (a reactor plugin in
-``twisted/plugins/piko_reactor.py``).  It is Linux-only, as epoll is.
+The ``piko`` command installs this reactor (:func:`install_if_possible`);
+with ``twistd`` choose it with ``--reactor=piko-epoll`` (a reactor plugin in
+``twisted/plugins/piko_reactor.py``).  Importing :mod:`piko` as a library
+never installs it: a program that embeds piko keeps whatever reactor it chose.
+It is Linux-only, as epoll is.
+
+``doPoll`` is a copy of Twisted's with the two changes above, so
+``piko.test.test_upstream_sources`` fails when Twisted's own ``doPoll`` (or
+``_doReadOrWrite``) changes: re-read it and carry the change over.
+``piko.test.test_twisted_reactor`` runs Twisted's own reactor tests against
+this reactor.
 """
 
 from __future__ import annotations
@@ -39,14 +50,15 @@ from time import perf_counter
 from typing import Any
 
 from twisted.internet.epollreactor import EPollReactor
+from twisted.python import context, log
+from twisted.python.log import ILogContext
 
 
 class PikoEPollReactor(EPollReactor):
     """
-    An :class:`~twisted.internet.epollreactor.EPollReactor` that dispatches
-    readiness events without the legacy per-event log context and writes
-    without waiting for a poll to report writability (see the module
-    docstring).
+    An :class:`~twisted.internet.epollreactor.EPollReactor` that sets the
+    legacy log context once per poll and writes without waiting for a poll to
+    report writability (see the module docstring).
     """
 
     #: Seconds of event handling after which the writes made so far are sent, even in the
@@ -98,12 +110,15 @@ class PikoEPollReactor(EPollReactor):
         removed: list[Any] = super().removeAll()
         return removed + [w for w in pending if w not in removed]
 
-    def _flush_writes(self) -> None:
+    def _flush_writes(self, log_context: dict[str, Any]) -> None:
         """
         Write what connected descriptors buffered, as a writable event would;
         those the socket did not take in full are watched for EPOLLOUT.
+
+        :param log_context: the legacy log context pushed for this poll; its
+            ``"system"`` is set to each writer's ``logPrefix()``.
         """
-        dispatch = self._doReadOrWrite
+        dispatch = self._dispatch
         for _ in range(self._MAX_FLUSH_ROUNDS):
             pending = self._pending_writers
             if not pending:
@@ -116,7 +131,7 @@ class PikoEPollReactor(EPollReactor):
                 self._flushing = writer
                 self._flushed_all = False
                 try:
-                    dispatch(writer, fd, _EPOLLOUT)
+                    dispatch(writer, fd, _EPOLLOUT, log_context)
                 finally:
                     self._flushing = None
                 if not self._flushed_all and getattr(writer, "connected", False):
@@ -124,6 +139,29 @@ class PikoEPollReactor(EPollReactor):
         for writer in self._pending_writers:
             super().addWriter(writer)
         self._pending_writers = {}
+
+    def _dispatch(self, selectable: Any, fd: int, event: int, log_context: dict[str, Any]) -> None:
+        """
+        Handle one event as ``log.callWithLogger(selectable, _doReadOrWrite,
+        ...)`` does, without pushing a context of its own.
+
+        :param log_context: the legacy log context pushed for this poll; its
+            ``"system"`` becomes ``selectable.logPrefix()``.
+        """
+        try:
+            prefix = selectable.logPrefix()
+        except KeyboardInterrupt:
+            raise
+        except BaseException:
+            prefix = "(buggy logPrefix method)"
+            log.err(system=prefix)
+        log_context["system"] = prefix
+        try:
+            self._doReadOrWrite(selectable, fd, event)
+        except KeyboardInterrupt:
+            raise
+        except BaseException:
+            log.err(system=prefix)
 
     def doPoll(self, timeout: float | None) -> None:
         """
@@ -145,8 +183,13 @@ class PikoEPollReactor(EPollReactor):
             calls) are sent first, and the poll then does not wait, since
             what they set off may have scheduled more calls.
         """
+        log_context = dict(context.get(ILogContext) or {})
+        context.call({ILogContext: log_context}, self._poll, timeout, log_context)
+
+    def _poll(self, timeout: float | None, log_context: dict[str, Any]) -> None:
+        """:meth:`doPoll`, run inside the poll's legacy log context."""
         if self._pending_writers:
-            self._flush_writes()
+            self._flush_writes(log_context)
             timeout = 0
         elif timeout is None:
             timeout = -1
@@ -157,19 +200,19 @@ class PikoEPollReactor(EPollReactor):
                 return
             raise
         selectables = self._selectables
-        dispatch = self._doReadOrWrite
+        dispatch = self._dispatch
         interval = self.flush_interval
         clock = perf_counter
         flush_at = clock() + interval
         for fd, event in events:
             selectable = selectables.get(fd)
             if selectable is not None:
-                dispatch(selectable, fd, event)
+                dispatch(selectable, fd, event, log_context)
                 if self._pending_writers and clock() >= flush_at:
-                    self._flush_writes()
+                    self._flush_writes(log_context)
                     flush_at = clock() + interval
         if self._pending_writers:
-            self._flush_writes()
+            self._flush_writes(log_context)
 
     doIteration = doPoll
 

@@ -25,7 +25,12 @@ READ_SIZE = 64 * 1024
 
 
 def _bounded_read(self: tcp.Connection) -> Any:
-    """``tcp.Connection.doRead``, reading at most :data:`READ_SIZE` bytes."""
+    """
+    ``tcp.Connection.doRead``, reading at most :data:`READ_SIZE` bytes.
+
+    A copy of Twisted's method with the read size changed:
+    ``piko.test.test_upstream_sources`` fails when Twisted's changes.
+    """
     try:
         data = self.socket.recv(READ_SIZE)
     except OSError as se:

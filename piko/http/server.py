@@ -261,8 +261,8 @@ class ServerExchange:
         pending, self._pending = self._pending, []
         for data in pending:
             receiver.body_data(data)
-        if self.body_done and not pending:
-            pass
+        if self.body_done and not self.response_done:
+            receiver.body_end()  # the body ended before anyone read it
         self._protocol._process()
 
     def pause_body(self) -> None:

@@ -79,7 +79,6 @@ class ProxyPortHandler:
         self.timeout = timeout or None
         self.auth = auth
         self.forwarder = forwarder
-        self.in_flight = 0
 
     def request_received(self, exchange: IServerExchange) -> None:
         """Send the request to the TCP route or the HTTP proxy."""
@@ -149,11 +148,7 @@ class ProxyPortHandler:
             rewrite,
             timeout=self.timeout,
         )
-        self.in_flight += 1
-        relay.start().addBoth(self._relay_started, relay)
-
-    def _relay_started(self, result: object, relay: ProxyExchange) -> None:
-        self.in_flight -= 1
+        relay.start()
 
     # -- TCP ----------------------------------------------------------------
 

@@ -56,9 +56,7 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
-    DeferredList,
     inlineCallbacks,
-    succeed,
 )
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import deferLater
@@ -434,7 +432,6 @@ class PikoServerService(MultiService):
         if self.gossip.running or self.gossip.state is not None:
             yield self.gossip.stopService()
         yield self._stop_listening("admin")
-        yield DeferredList([succeed(None)])
         self.log.info("shutdown complete")
 
     @inlineCallbacks

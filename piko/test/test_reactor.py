@@ -8,6 +8,8 @@ from typing import Any
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReactorCore
 from twisted.plugin import getPlugins
+from twisted.python import context
+from twisted.python.log import ILogContext
 from twisted.trial.unittest import SynchronousTestCase
 
 try:
@@ -41,13 +43,19 @@ class _FakePoller:
         self.registered[fd] = flags
 
 
+def _system() -> str:
+    """The ``system`` of the legacy log context in force (what ``log.msg`` would use)."""
+    return str(context.get(ILogContext)["system"])
+
+
 class _Selectable:
-    """A readable descriptor that records reads and may fail."""
+    """A readable descriptor that records reads (and the log system they ran in) and may fail."""
 
     def __init__(self, fd: int, fail: bool = False) -> None:
         self.fd = fd
         self.fail = fail
         self.reads = 0
+        self.systems: list[str] = []
         self.lost: list[Any] = []
 
     def fileno(self) -> int:
@@ -55,11 +63,12 @@ class _Selectable:
 
     def doRead(self) -> None:
         self.reads += 1
+        self.systems.append(_system())
         if self.fail:
             raise RuntimeError("broken doRead")
 
     def logPrefix(self) -> str:
-        raise AssertionError("the legacy log context must not be asked for")
+        return f"selectable {self.fd}"
 
     def connectionLost(self, reason: Any) -> None:
         self.lost.append(reason)
@@ -91,19 +100,71 @@ class PikoEPollReactorTests(_ReactorTestCase):
         self.reactor._selectables[selectable.fd] = selectable
         self.reactor._reads.add(selectable.fd)
 
-    def test_dispatches_without_log_context(self) -> None:
+    def test_dispatches_in_log_context(self) -> None:
         """
-        A read event reaches ``doRead`` without asking ``logPrefix``; an
-        event for an unknown descriptor is ignored; the poll is bounded by the
-        number of selectables.
+        A read event reaches ``doRead`` with the selectable's ``logPrefix()``
+        as the legacy log ``system``, as stock epoll's ``callWithLogger``
+        gives it, and the context is gone after the poll; an event for an
+        unknown descriptor is ignored; the poll is bounded by the number of
+        selectables.
         """
-        readable = _Selectable(1000)
-        self._add(readable)
-        poller = _FakePoller([(1000, self.reactor._POLL_IN), (1001, self.reactor._POLL_IN)])
+        first, second = _Selectable(1000), _Selectable(1002)
+        self._add(first)
+        self._add(second)
+        poller = _FakePoller(
+            [
+                (1000, self.reactor._POLL_IN),
+                (1001, self.reactor._POLL_IN),
+                (1002, self.reactor._POLL_IN),
+            ]
+        )
         self.reactor._poller = poller
+        before = _system()
         self.reactor.doPoll(0.5)
-        self.assertEqual(readable.reads, 1)
+        self.assertEqual((first.reads, second.reads), (1, 1))
+        self.assertEqual(first.systems, ["selectable 1000"])
+        self.assertEqual(second.systems, ["selectable 1002"])
+        self.assertEqual(_system(), before)
         self.assertEqual(poller.calls, [(0.5, len(self.reactor._selectables))])
+
+    def test_buggy_log_prefix(self) -> None:
+        """
+        A ``logPrefix`` that raises is logged and replaced by Twisted's
+        ``"(buggy logPrefix method)"``; the event is still handled.
+        """
+
+        class Buggy(_Selectable):
+            def logPrefix(self) -> str:
+                raise ValueError("no prefix")
+
+        buggy = Buggy(1000)
+        self._add(buggy)
+        self.reactor._poller = _FakePoller([(1000, self.reactor._POLL_IN)])
+        self.reactor.doPoll(0)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertEqual(buggy.systems, ["(buggy logPrefix method)"])
+
+    def test_error_escaping_dispatch_is_logged(self) -> None:
+        """
+        An exception that escapes ``_doReadOrWrite`` (here from
+        ``connectionLost``) is logged, as ``callWithLogger`` does, and the
+        next event of the same poll is still handled.
+        """
+
+        class BadLoss(_Selectable):
+            def connectionLost(self, reason: Any) -> None:
+                raise KeyError("broken connectionLost")
+
+        broken, healthy = BadLoss(1000, fail=True), _Selectable(1001)
+        self._add(broken)
+        self._add(healthy)
+        self.reactor._poller = _FakePoller(
+            [(1000, self.reactor._POLL_IN), (1001, self.reactor._POLL_IN)]
+        )
+        self.reactor.doPoll(0)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+        self.assertEqual(healthy.reads, 1)
 
     def test_none_timeout_waits(self) -> None:
         """``None`` becomes epoll's "wait forever" (-1)."""
@@ -157,16 +218,21 @@ class _Writer:
         self.accept = accept
         self.connected = True
         self.writes = 0
+        self.systems: list[str] = []
         self.lost: list[Any] = []
 
     def fileno(self) -> int:
         return self.fd
+
+    def logPrefix(self) -> str:
+        return f"writer {self.fd}"
 
     def write(self) -> None:
         self.reactor.addWriter(self)
 
     def doWrite(self) -> None:
         self.writes += 1
+        self.systems.append(_system())
         if self.writes <= self.accept:
             self.reactor.removeWriter(self)  # everything sent: stopWriting
 
@@ -188,6 +254,7 @@ class EagerWriteTests(_ReactorTestCase):
         self.assertIn(writer, self.reactor.getWriters())
         self.reactor.doPoll(1.0)
         self.assertEqual(writer.writes, 1)
+        self.assertEqual(writer.systems, ["writer 1000"])
         self.assertEqual(self.poller.registered, {})
         self.assertEqual(self.reactor.getWriters(), [])
 
@@ -251,6 +318,9 @@ class _ReadThenWrite:
     def fileno(self) -> int:
         return self.fd
 
+    def logPrefix(self) -> str:
+        return f"reader {self.fd}"
+
     def doRead(self) -> None:
         self.log.append(f"read {self.fd}")
         self.writer.write()
@@ -295,3 +365,69 @@ class MidBatchFlushTests(_ReactorTestCase):
             self.log,
             ["read 1000", "read 1001", "read 1002", "write 1100", "write 1101", "write 1102"],
         )
+
+
+#: Run in a fresh interpreter: import every piko module (not the tests or
+#: ``python -m piko``), then report which reactor ``twisted.internet.reactor``
+#: gives, the way a program embedding piko would get it.
+_IMPORT_EVERYTHING = """
+import importlib, pkgutil, sys
+import piko
+for module in pkgutil.walk_packages(piko.__path__, "piko."):
+    if module.name.startswith("piko.test") or module.name == "piko.__main__":
+        continue
+    importlib.import_module(module.name)
+installed_by_import = "twisted.internet.reactor" in sys.modules
+from twisted.internet import reactor
+print(installed_by_import, type(reactor).__module__ + "." + type(reactor).__name__)
+"""
+
+
+class LibraryImportTests(SynchronousTestCase):
+    def test_importing_piko_installs_no_reactor(self) -> None:
+        """
+        Importing all of piko as a library leaves the reactor choice to the
+        program: the global reactor is Twisted's default, not piko's (only
+        the ``piko`` command and ``twistd --reactor=piko-epoll`` install it).
+        """
+        import os
+        import subprocess
+        import sys
+
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        result = subprocess.run(
+            [sys.executable, "-c", _IMPORT_EVERYTHING],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        installed_by_import, reactor = result.stdout.split()
+        self.assertNotEqual(reactor, "piko._reactor.PikoEPollReactor")
+        self.assertEqual(installed_by_import, "False", f"importing piko installed {reactor}")
+
+    def test_cli_installs_it(self) -> None:
+        """The ``piko`` command installs piko's reactor when none is installed yet."""
+        import os
+        import subprocess
+        import sys
+
+        code = (
+            "from piko.cli import _install_reactor\n"
+            "_install_reactor()\n"
+            "from twisted.internet import reactor\n"
+            "print(type(reactor).__name__)\n"
+        )
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.strip(), "PikoEPollReactor")

@@ -295,12 +295,15 @@ class ByteStreamWebSocketMixin(WebSocketProtocol):
         statistics, five callbacks, a re-slice of its whole buffer); one yamux
         frame is usually one WebSocket frame, so that was a large share of the
         CPU per proxied request.  Here a frame header costs a few byte
-        lookups.  Data frames (binary, continuation) are checked as autobahn
-        checks them (reserved bits, masking direction, opcode against the
-        fragmentation state, minimal length encoding, the frame and message
-        size limits) and fail the connection the same way, through autobahn's
-        own ``_protocol_violation`` and ``_max_message_size_exceeded``; a text
-        frame fails it as :meth:`onMessageBegin` does.  Control frames (ping,
+        lookups.  Frames are checked as autobahn checks them, in the same
+        order (reserved bits, masking direction, control frame rules, opcode
+        against the fragmentation state, all on the first two bytes; then
+        minimal length encoding; then the frame and message size limits) and
+        fail the connection the same way, through autobahn's own
+        ``_protocol_violation`` and ``_max_message_size_exceeded``; a text
+        frame fails it as :meth:`onMessageBegin` does.
+        ``piko.test.ws.test_fast_path_equivalence`` holds this parser and
+        autobahn's to the same outcome on random streams.  Control frames (ping,
         pong, close) are rare: each is buffered whole and handed to autobahn,
         which answers pings and runs the close handshake as before.  So
         autobahn only ever sees complete control frames and stays between
@@ -329,16 +332,18 @@ class ByteStreamWebSocketMixin(WebSocketProtocol):
                 if self.state == _CLOSED:
                     return
                 continue
-            header = _parse_frame_header(data, pos, size)
-            if header is None:
+            if size - pos < 2:
                 self._rx_pending = data[pos:]
                 return
-            first, length, header_size = header
+            # Autobahn's checks, in autobahn's order: those on the first two
+            # bytes fail the connection before the rest of the header arrives.
+            first = data[pos]
+            second = data[pos + 1]
             opcode = first & 0x0F
-            masked = data[pos + 1] & 0x80
             if first & 0x70:
                 self._protocol_violation(f"RSV = {(first & 0x70) >> 4} and no extension negotiated")
                 return
+            masked = second & 0x80
             if self._is_client:
                 if masked:
                     self._protocol_violation("masked server-to-client frame")
@@ -346,36 +351,52 @@ class ByteStreamWebSocketMixin(WebSocketProtocol):
             elif not masked:
                 self._protocol_violation("unmasked client-to-server frame")
                 return
-            if length < 0:
-                self._protocol_violation(
-                    "invalid data frame length (not using minimal length encoding)"
-                )
-                return
             if opcode > 7:
-                if not self._control_frame(data, pos, size, first, length, header_size):
+                if not self._control_frame_allowed(first, second):
                     return
-                pos += header_size + length
-                continue
-            if opcode == 2:
-                if self._rx_in_message:
-                    self._protocol_violation(
-                        "received non-continuation data frame while inside fragmented message"
-                    )
-                    return
-                self._rx_in_message = True
-                self._rx_message_size = 0
+            elif opcode > 2:
+                self._protocol_violation(f"data frame using reserved opcode {opcode}")
+                return
             elif opcode == 0:
                 if not self._rx_in_message:
                     self._protocol_violation(
                         "received continuation data frame outside fragmented message"
                     )
                     return
-            elif opcode == 1:
+            elif self._rx_in_message:
+                self._protocol_violation(
+                    "received non-continuation data frame while inside fragmented message"
+                )
+                return
+            header = _parse_frame_header(data, pos, size)
+            if header is None:
+                self._rx_pending = data[pos:]
+                return
+            _, length, header_size = header
+            if length < 0:
+                self._protocol_violation(
+                    "invalid data frame length (>2^63)"
+                    if second & 0x7F == 127 and data[pos + 2] & 0x80
+                    else "invalid data frame length (not using minimal length encoding)"
+                )
+                return
+            if opcode > 7:
+                end = pos + header_size + length
+                if end > size:
+                    self._rx_pending = data[pos:]
+                    return
+                # A complete control frame: autobahn answers pings and closes.
+                self._dataReceived(data[pos:end])
+                if self.state == _CLOSED:
+                    return
+                pos = end
+                continue
+            if opcode == 1:
                 self._fail(CLOSE_UNSUPPORTED_DATA, _TEXT_REFUSED)
                 return
-            else:
-                self._protocol_violation(f"data frame using reserved opcode {opcode}")
-                return
+            if opcode == 2:
+                self._rx_in_message = True
+                self._rx_message_size = 0
             self._rx_message_size += length
             if not self._within_size_limits(length):
                 return
@@ -386,31 +407,28 @@ class ByteStreamWebSocketMixin(WebSocketProtocol):
             self._rx_mask_offset = 0
             self._rx_remaining = length
 
-    def _control_frame(
-        self, data: bytes, pos: int, size: int, first: int, length: int, header_size: int
-    ) -> bool:
+    def _control_frame_allowed(self, first: int, second: int) -> bool:
         """
-        Hand one complete control frame at ``pos`` to autobahn, or keep it
-        until it is complete.
+        Check a control frame's first two bytes as autobahn does, failing the
+        connection if they are wrong.
 
-        :return: whether to go on parsing after it.
+        :return: whether the frame may be read on.
         """
-        opcode = first & 0x0F
+        length = second & 0x7F
         if not first & 0x80:
             self._protocol_violation("fragmented control frame")
             return False
         if length > 125:
             self._protocol_violation("control frame with payload length > 125 octets")
             return False
+        opcode = first & 0x0F
         if opcode not in (8, 9, 10):
             self._protocol_violation(f"control frame using reserved opcode {opcode}")
             return False
-        end = pos + header_size + length
-        if end > size:
-            self._rx_pending = data[pos:]
+        if opcode == 8 and length == 1:
+            self._protocol_violation("received close control frame with payload len 1")
             return False
-        self._dataReceived(data[pos:end])
-        return self.state != _CLOSED
+        return True
 
     def _within_size_limits(self, length: int) -> bool:
         """Fail the connection, as autobahn would, if a frame or its message is too large."""

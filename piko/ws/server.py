@@ -176,7 +176,13 @@ class _ServerProtocol(ByteStreamWebSocketMixin, WebSocketServerProtocol):  # typ
         return decision
 
     def succeedHandshake(self, res: object) -> None:
-        """Write Go's exact ``101`` and open the WebSocket (no extensions)."""
+        """
+        Write Go's exact ``101`` and open the WebSocket (no extensions).
+
+        Re-implements autobahn's method, minus its headers and extensions;
+        ``piko.test.test_upstream_sources`` fails when autobahn's changes, so
+        that a check or state it adds is carried over here.
+        """
         if self.state != WebSocketProtocol.STATE_CONNECTING:
             return
         self._cancel_open_timer()

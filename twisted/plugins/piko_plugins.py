@@ -28,6 +28,5 @@ pikoForward = ServiceMaker(
     "piko-forward",
 )
 
-# Endpoint-string parsers (``piko:`` client/server endpoints) are registered
-# below this line, as IStreamClientEndpointStringParserWithReactor /
-# IStreamServerEndpointStringParser plugin instances.
+# The ``piko:`` endpoint-string parsers are in piko_endpoints.py, and the
+# ``piko-epoll`` reactor in piko_reactor.py.

@@ -104,6 +104,7 @@ class AgentServiceTests(SynchronousTestCase):
         upstream._dial = dial
         service = make_agent_service(config(HTTP), reactor, upstream=upstream)
         reactor.running = True
+        reactor.hasStopped = False  # Twisted 24.3's MemoryReactor starts "stopped"
         service.startService()
         for _ in range(12):  # well past connect.timeout (30 s) of backoff
             reactor.advance(20)
