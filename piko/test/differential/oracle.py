@@ -71,7 +71,7 @@ def normalise_service(
     out = []
     for record in records:
         headers = normalise_headers(record["headers"], keep_upgrade=exchange.kind == "ws")
-        go_in_path = "go" in (*topology.servers, topology.agent)
+        go_in_path = _go_in_path(topology)
         if go_in_path and not _client_sent(exchange, "accept-encoding"):
             # compatibility.md: Go's server and agent add ``Accept-Encoding: gzip``
             # (net/http's transport); ours passes the request as the client sent it,
@@ -117,6 +117,44 @@ def normalise_client(exchange: Exchange, record: dict[str, Any]) -> Any:
     return out
 
 
+def gin_retypes(exchange: Exchange, client: dict[str, Any]) -> bool:
+    """
+    Whether a Go server or agent in the path replaces the service's
+    ``Content-Type`` with ``text/plain`` in what the client sees.
+
+    compatibility.md: both route every proxied request through gin's
+    ``NoRoute``; when the handler wrote a 404 head but no body byte, gin's
+    ``serveError`` takes the 404 for its own "no route", sets ``Content-Type:
+    text/plain`` and tries to write ``404 page not found`` (refused: the
+    proxied ``Content-Length`` is already sent).  So a 404 the service sent
+    with ``Content-Length`` and no body (length 0, or any ``HEAD``) reaches
+    the client retyped.  A chunked or close-framed empty 404 is not: the
+    proxy flushes its head first, so gin sees it written.
+    """
+    return (
+        exchange.kind == "http"
+        and exchange.status == 404
+        and client.get("status") == 404
+        and any(k.lower() == "content-type" for k, _ in exchange.response_headers)
+        and (
+            exchange.method == "HEAD"
+            or (exchange.response_framing == "length" and exchange.response_size == 0)
+        )
+    )
+
+
+def _go_in_path(topology: TopologySpec) -> bool:
+    """Whether an HTTP request of ``topology`` passes a Go server or a Go agent."""
+    return "go" in (*topology.servers, topology.agent)
+
+
+def _as_service_typed(exchange: Exchange, want: dict[str, Any]) -> dict[str, Any]:
+    """``want`` with the ``Content-Type`` the service sent in place of Go's."""
+    typed = [(k.lower(), v) for k, v in exchange.response_headers if k.lower() == "content-type"]
+    headers = [f for f in want.get("headers", []) if f[0] != "content-type"] + typed
+    return {**want, "headers": sorted(headers, key=lambda field: field[0])}
+
+
 def full_echo(exchange: Exchange) -> dict[str, Any]:
     """The client record of a TCP exchange whose echo arrived whole."""
     line = len(exchange.key) + 1
@@ -156,6 +194,8 @@ def compare(
     want = normalise_client(exchange, reference["client"])
     if reference_failed(exchange, reference):
         return problems  # nothing to compare with; counted in the report
+    if gin_retypes(exchange, want) and not _go_in_path(topology):
+        want = _as_service_typed(exchange, want)
     if exchange.kind == "http" and exchange.service in ("early", "cut"):
         problems += _judge_partial(exchange, got, want)
     elif got != want:
