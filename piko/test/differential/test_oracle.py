@@ -116,3 +116,49 @@ class GinRetypedEmpty404Tests(SynchronousTestCase):
             self.assertNotEqual(
                 oracle.compare(exchange, TOPOLOGIES["ours"], ours, go), [], exchange
             )
+
+
+class EmptyUnsizedBodyTests(SynchronousTestCase):
+    """
+    An empty response the service sent chunked or close-delimited reaches a
+    client of Go as ``Content-Length: 0`` or as an empty chunked body, run to
+    run (seed 1139911386 exchange 146): the same message, no mismatch.
+    """
+
+    def _client(self, framing: str, body_len: int = 0) -> dict[str, Any]:
+        observed = _observed("application/x-y", body_len, status=302)
+        client = observed["client"]
+        client["framing"] = framing
+        if framing == "chunked":
+            client["headers"] = [f for f in client["headers"] if f[0] != "Content-Length"]
+        return observed
+
+    def test_length_zero_or_empty_chunked(self) -> None:
+        """Either form of the empty body matches the other."""
+        for response_framing in ("close", "chunked"):
+            exchange = _exchange(status=302, response_framing=response_framing)
+            for name in ("ours-cluster", "mixed-cluster"):
+                problems = oracle.compare(
+                    exchange, TOPOLOGIES[name], self._client("chunked"), self._client("length")
+                )
+                self.assertEqual(problems, [])
+
+    def test_not_a_sized_or_nonempty_body(self) -> None:
+        """
+        A service's ``Content-Length: 0`` must stay that, and a body the
+        service sent must arrive, whatever its framing.
+        """
+        sized = _exchange(status=302)
+        self.assertNotEqual(
+            oracle.compare(
+                sized, TOPOLOGIES["ours"], self._client("chunked"), self._client("length")
+            ),
+            [],
+        )
+        unsized = _exchange(status=302, response_framing="close", response_size=5)
+        self.assertNotEqual(
+            oracle.compare(
+                unsized, TOPOLOGIES["ours"], self._client("chunked"), self._client("length", 5)
+            ),
+            [],
+        )
