@@ -51,6 +51,13 @@ from piko.http.rewrite import BodyFraming, body_allowed, go_response_head
 # Go's http.Server reads at most this much of an unread request body to keep a connection alive.
 MAX_DISCARD = 256 * 1024
 
+#: Go's ``rstAvoidanceDelay``: after answering a request whose body it did not read whole,
+#: net/http half-closes and waits this long before closing.  Closing a socket at once while
+#: the body still arrives makes the kernel answer with a reset, which can destroy the answer
+#: in the peer's receive buffer before it is read (a Go proxy in front then reports ``write:
+#: broken pipe`` and sends its client a 502 instead of the answer).
+LINGER = 0.5
+
 #: Bytes of each request head that never count against a :class:`HeadBudget`, so ordinary
 #: requests are never refused by it.
 FREE_HEAD_BYTES = 16 * 1024
@@ -636,6 +643,10 @@ class HTTPServerProtocol(Protocol):
                 self._tx.loseConnection()
             return
         self.read_eof = True
+        if self._timer_kind == "linger":
+            self._cancel_timer()
+            self._tx.loseConnection()
+            return
         self.reader.feed_eof()
         if self.current is None:
             self._closed = True
@@ -753,8 +764,7 @@ class HTTPServerProtocol(Protocol):
                 if current.response_done:
                     current.discarded += len(ev.data)
                     if current.discarded > MAX_DISCARD:
-                        self._closed = True
-                        self._tx.loseConnection()
+                        self._close_unread()
                         return
                 else:
                     current._deliver(ev.data)
@@ -771,12 +781,37 @@ class HTTPServerProtocol(Protocol):
         if exchange is not self.current:
             return
         if close:
-            self._closed = True
-            self._tx.loseConnection()
+            if exchange.body_done or self.read_eof:
+                self._closed = True
+                self._tx.loseConnection()
+            else:
+                self._close_unread()
             return
         if exchange.body_done:
             self._next_request()
         self._process()
+
+    def _close_unread(self) -> None:
+        """
+        Close after an answer while the request body still arrives, as Go does: half-close
+        (the answer, then a FIN), keep reading and discarding, and close for good when the
+        peer closes or after :data:`LINGER`; so the close does not reset the connection
+        under an answer the peer has not read yet.  A transport that cannot half-close
+        closes at once.
+        """
+        lose_write = getattr(self._tx, "loseWriteConnection", None)
+        self._cancel_timer()
+        self._cancel_progress_timers()
+        self._charge(0)
+        if lose_write is None:
+            self._closed = True
+            self._tx.loseConnection()
+            return
+        self._resume_reading()
+        self._closed = True
+        lose_write()
+        self._timer_kind = "linger"
+        self._timer = self.clock.callLater(LINGER, self._tx.loseConnection)
 
     def _next_request(self) -> None:
         self._cancel_progress_timers()

@@ -252,6 +252,8 @@ class Runner:
         clients = await asyncio.gather(
             *(run_exchange(e, topology.entry_port, topology.forward_port) for e in batch.exchanges)
         )
+        self.http.end_round()
+        self.tcp.end_round()
         if await self._settle():
             keys = sorted(self.http.open_keys() | self.tcp.open_keys())
             self.http.quarantine()

@@ -19,8 +19,12 @@ from typing import Any
 from piko.test.differential import wire
 from piko.test.differential.spec import Exchange, body_bytes
 
-#: How long a kept-alive connection may sit idle before the service closes it,
-#: so the agents' idle pools (and their file descriptors) drain between rounds.
+#: How long a kept-alive connection may sit idle between rounds before the
+#: service closes it, so the agents' idle pools (and their file descriptors)
+#: drain.  Never during a round: an origin that closes an idle connection races
+#: the proxy's next request on it, which Go's transport and ours fail alike
+#: (``502``, ``http: server closed idle connection``) unless the request is
+#: replayable, and which of them loses the race differs run to run.
 IDLE_CLOSE = 0.5
 KEY_HEADER = "X-Diff-Key"
 RESPONSE_CHUNKS = [1000, 65536, 7, 16384, 100000]
@@ -34,6 +38,7 @@ class _Service:
         self.open: dict[int, str] = {}  # open connection -> key of its last exchange
         self.leaked: set[int] = set()  # reported already: not blamed on later rounds
         self.port = 0
+        self.in_round = False  # idle connections are closed only while False
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._guarded, "127.0.0.1", 0, limit=wire.MAX_HEAD)
@@ -50,6 +55,11 @@ class _Service:
         """Forget earlier records and learn how to answer the next batch."""
         self.exchanges = {e.key: e for e in exchanges}
         self.records = {}
+        self.in_round = True
+
+    def end_round(self) -> None:
+        """Every client of the round has ended: idle connections may now be closed."""
+        self.in_round = False
 
     def record(self, key: str, entry: dict[str, Any]) -> dict[str, Any]:
         self.records.setdefault(key, []).append(entry)
@@ -86,14 +96,24 @@ class LocalHTTPService(_Service):
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
-            try:
-                head = await asyncio.wait_for(wire.read_head(reader), IDLE_CLOSE)
-            except TimeoutError:
-                return
+            head = await self._next_head(reader)
             if head is None:
                 return
             if not await self._one(head, reader, writer):
                 return
+
+    async def _next_head(self, reader: asyncio.StreamReader) -> wire.Head | None:
+        """The next request head; ``None`` at EOF, or once idle ``IDLE_CLOSE`` between rounds."""
+        reading = asyncio.ensure_future(wire.read_head(reader))
+        while True:
+            done, _ = await asyncio.wait({reading}, timeout=IDLE_CLOSE)
+            if done:
+                return reading.result()
+            if not self.in_round:
+                reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reading
+                return None
 
     async def _one(
         self, head: wire.Head, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

@@ -11,6 +11,8 @@ from zope.interface.verify import verifyObject
 from piko.http import errors
 from piko.http.server import (
     FREE_HEAD_BYTES,
+    LINGER,
+    MAX_DISCARD,
     PROCESS_HEAD_BUDGET,
     HeadBudget,
     HTTPServerProtocol,
@@ -559,3 +561,78 @@ class ResumeDeliversAtOnceTests(SynchronousTestCase):
         t.arrive(b"789")
         exchange.resume_body()
         self.assertEqual((b"".join(receiver.data), receiver.ended), (b"123456789", True))
+
+
+class HalfClosingTransport(StringTransport):
+    """A StringTransport that can half-close, as a TCP transport can."""
+
+    write_closed = False
+
+    def loseWriteConnection(self):
+        self.write_closed = True
+
+
+class LingerTests(SynchronousTestCase):
+    """
+    An answer given before the request body was read whole closes as Go's does: a
+    half-close, then the close after LINGER or the peer's own close; an immediate close
+    would reset the connection under the answer (seed 1139911386 exchange 29: a Go node in
+    front saw ``write: broken pipe`` and answered 502).
+    """
+
+    def connect(self, handler):
+        clock = Clock()
+        proto = HTTPServerProtocol(handler, clock, date=lambda: b"D")
+        transport = HalfClosingTransport()
+        proto.makeConnection(transport)
+        return proto, transport, clock
+
+    def test_close_answer_lingers(self):
+        """An answer that closes, body unread: half-close first, close after LINGER."""
+        handler = Handler(auto=False)
+        proto, t, clock = self.connect(handler)
+        proto.dataReceived(b"POST / HTTP/1.1\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n")
+        handler.exchanges[0].respond(errors.not_found)
+        self.assertIn(b"Connection: close\r\n", t.value())
+        self.assertEqual((t.write_closed, t.disconnecting), (True, False))
+        self.assertEqual(t.producerState, "producing")
+        proto.dataReceived(b"0123456789")
+        clock.advance(LINGER - 0.01)
+        self.assertFalse(t.disconnecting)
+        clock.advance(0.01)
+        self.assertTrue(t.disconnecting)
+
+    def test_discard_limit_lingers(self):
+        """Past Go's discard limit of an unread body, the close lingers too."""
+        handler = Handler(auto=False)
+        proto, t, clock = self.connect(handler)
+        size = MAX_DISCARD * 4
+        proto.dataReceived(b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % size)
+        exchange = handler.exchanges[0]
+        exchange.start_response(500, ((b"Content-Length", b"2"),))
+        exchange.write(b"no")
+        exchange.finish()
+        proto.dataReceived(b"x" * (MAX_DISCARD + 1))
+        self.assertEqual((t.write_closed, t.disconnecting), (True, False))
+        proto.dataReceived(b"x" * 1000)  # still read, and dropped
+        clock.advance(LINGER)
+        self.assertTrue(t.disconnecting)
+
+    def test_peer_close_ends_linger(self):
+        """The peer's own close ends the linger at once."""
+        handler = Handler(auto=False)
+        proto, t, clock = self.connect(handler)
+        proto.dataReceived(b"POST / HTTP/1.1\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n")
+        handler.exchanges[0].respond(errors.not_found)
+        proto.readConnectionLost()
+        self.assertTrue(t.disconnecting)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_read_body_closes_at_once(self):
+        """A body read whole leaves nothing to reset: the close is immediate."""
+        handler = Handler(auto=False, read_body=True)
+        proto, t, _ = self.connect(handler)
+        proto.dataReceived(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx")
+        self.assertTrue(handler.receivers[0].ended)
+        handler.exchanges[0].respond(errors.not_found)
+        self.assertTrue(t.disconnecting)
