@@ -237,3 +237,16 @@ class NodeConnectionPoolTests(SynchronousTestCase):
             pool.release(user, True)
         closed = [t for t in endpoint.transports if t.disconnecting]
         self.assertEqual((len(endpoint.transports), len(closed)), (5, 3))
+
+    def test_idle_connection_closed_before_the_other_node_would(self) -> None:
+        """An idle node connection is kept 5 s, not the agent pool's 90 s."""
+        clock = Clock()
+        endpoint = FakeEndpoint()
+        pool = NodeConnectionPool(clock, endpoint)
+        user = HalfCloseRecorder()
+        pool.connect(user)
+        pool.release(user, True)
+        clock.advance(4.9)
+        self.assertFalse(endpoint.transports[0].disconnecting)
+        clock.advance(0.2)
+        self.assertTrue(endpoint.transports[0].disconnecting)
