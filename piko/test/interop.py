@@ -84,3 +84,35 @@ def websocket_payloads(raw: bytes, head_len: int) -> bytes:
         if opcode in (0, 2):
             out += payload
     return bytes(out)
+
+
+def go_piko_binary() -> Path | None:
+    """
+    The real Go Piko v0.9.0 binary: ``$PIKO_GO_BINARY``, else ``shared/tools/go-piko/piko``
+    beside the checkout (CI has it there); ``None`` when neither is an executable file.
+    """
+    env = os.environ.get("PIKO_GO_BINARY")
+    candidates = [Path(env)] if env else []
+    repo_root = Path(__file__).resolve().parents[2]
+    candidates.append(repo_root.parent / "shared" / "tools" / "go-piko" / "piko")
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def require_go_piko() -> Path:
+    """
+    The Go Piko binary for a test that runs against it.
+
+    :raises SkipTest: when it is absent, on a developer's machine.
+    :raises RuntimeError: when it is absent under ``CI=true``: CI has it, and a check that
+        quietly skipped there would prove nothing.
+    """
+    binary = go_piko_binary()
+    if binary is not None:
+        return binary
+    reason = "Go Piko binary not found at ../shared/tools/go-piko/piko: set PIKO_GO_BINARY"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        raise RuntimeError(reason)
+    raise SkipTest(reason)

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import asyncio
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from piko.test.differential import client
 from piko.test.differential.runner import run
-from piko.test.differential.topology import go_binary
+from piko.test.interop import require_go_piko
 
 #: The fixed master seed of the short run and the batch sizes it forces: a
 #: first (cold) round of 20, then 50 at once on warm agents, then 5.
@@ -39,10 +39,7 @@ TOPOLOGIES = (
 
 class ShortDifferentialRun(SynchronousTestCase):
     def setUp(self) -> None:
-        if go_binary() is None:
-            raise SkipTest(
-                "Go Piko binary not found at ../shared/tools/go-piko/piko: set PIKO_GO_BINARY"
-            )
+        require_go_piko()
         bound = client.BASE_BOUND
         client.BASE_BOUND = SHORT_BOUND
         self.addCleanup(setattr, client, "BASE_BOUND", bound)

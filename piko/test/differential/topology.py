@@ -27,20 +27,15 @@ from pathlib import Path
 
 import piko
 from piko.test.differential.spec import HTTP_ENDPOINT, TCP_ENDPOINT
+from piko.test.interop import go_piko_binary
 
 REPO_ROOT = Path(piko.__file__).resolve().parents[1]
 START_BOUND = 30.0
 
 
 def go_binary() -> Path | None:
-    """The Go Piko v0.9.0 binary: ``$PIKO_GO_BINARY`` or ``../shared/tools/go-piko/piko``."""
-    env = os.environ.get("PIKO_GO_BINARY")
-    candidates = [Path(env)] if env else []
-    candidates.append(REPO_ROOT.parent / "shared" / "tools" / "go-piko" / "piko")
-    for candidate in candidates:
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    """The Go Piko v0.9.0 binary (:func:`piko.test.interop.go_piko_binary`)."""
+    return go_piko_binary()
 
 
 def free_port() -> int:

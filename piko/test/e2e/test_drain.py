@@ -11,7 +11,6 @@ when told to (Go agents ignore GoAway), idle or answering a request.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from attrs import evolve
@@ -20,7 +19,6 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, c
 from twisted.internet.error import ProcessDone
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SkipTest
 from twisted.web import resource, server
 
 from piko.client import Dialer
@@ -32,6 +30,7 @@ from piko.test.e2e.test_gossip_cluster import status_of, wait_cluster
 from piko.test.e2e.test_http import Echo, get
 from piko.test.e2e.test_tcp_ws import Collector
 from piko.test.e2e.test_tcp_ws import Echo as TCPEcho
+from piko.test.interop import require_go_piko
 
 #: The configured grace period, and the bound on a stop with nothing in flight.
 GRACE = 30.0
@@ -49,16 +48,9 @@ def go_piko() -> str:
     The Go Piko v0.9.0 binary: ``$PIKO_GO_BINARY``, else ``shared/tools/go-piko/piko``
     beside the checkout.
 
-    :raises SkipTest: when it cannot be found.
+    :raises SkipTest: when it cannot be found (fails instead under ``CI=true``).
     """
-    env = os.environ.get("PIKO_GO_BINARY")
-    candidates = [Path(env)] if env else []
-    repo_root = Path(__file__).resolve().parents[3]
-    candidates.append(repo_root.parent / "shared" / "tools" / "go-piko" / "piko")
-    for candidate in candidates:
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    raise SkipTest("Go Piko binary not found: set PIKO_GO_BINARY to shared/tools/go-piko/piko")
+    return str(require_go_piko())
 
 
 class UpgradingEcho(Protocol):
