@@ -17,7 +17,7 @@ from attrs import evolve
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.error import ProcessDone
-from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
@@ -28,7 +28,7 @@ from piko.server.service import PikoServerService
 from piko.test.e2e.harness import E2ETestCase, reactor, server_config, wait_for_count
 from piko.test.e2e.test_gossip_cluster import status_of, wait_cluster
 from piko.test.e2e.test_http import Echo, get
-from piko.test.e2e.test_tcp_ws import Collector
+from piko.test.e2e.test_tcp_ws import Collector, UpgradingEcho
 from piko.test.e2e.test_tcp_ws import Echo as TCPEcho
 from piko.test.interop import require_go_piko
 
@@ -41,32 +41,6 @@ WEBSOCKET_UPGRADE = (
     b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 )
-
-
-def go_piko() -> str:
-    """
-    The Go Piko v0.9.0 binary: ``$PIKO_GO_BINARY``, else ``shared/tools/go-piko/piko``
-    beside the checkout.
-
-    :raises SkipTest: when it cannot be found (fails instead under ``CI=true``).
-    """
-    return str(require_go_piko())
-
-
-class UpgradingEcho(Protocol):
-    """Answers the first request with 101, then echoes upper-cased."""
-
-    upgraded = False
-
-    def dataReceived(self, data: bytes) -> None:
-        if not self.upgraded:
-            self.upgraded = True
-            self.transport.write(
-                b"HTTP/1.1 101 Switching Protocols\r\n"
-                b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
-            )
-            return
-        self.transport.write(data.upper())
 
 
 class HeldResource(resource.Resource):
@@ -210,7 +184,7 @@ class UnmovingUpstreamDrainTests(DrainTestCase):
     @inlineCallbacks
     def go_agent(self, node: PikoServerService, local_port: int) -> Any:
         """Connect a Go agent for endpoint ``ep`` to ``node``; stopped at cleanup."""
-        binary = go_piko()
+        binary = str(require_go_piko())
         process = AgentProcess()
         args = [binary, "agent", "http", "ep", str(local_port)]
         args += ["--connect.url", f"http://127.0.0.1:{self.port_of('upstream', node)}"]

@@ -16,6 +16,22 @@ from piko.test.e2e.harness import E2ETestCase
 from piko.ws.client import WebSocketDialError
 
 
+class UpgradingEcho(Protocol):
+    """A local service that answers the first request with 101, then echoes upper-cased."""
+
+    upgraded = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.upgraded:
+            self.upgraded = True
+            self.transport.write(
+                b"HTTP/1.1 101 Switching Protocols\r\n"
+                b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+            )
+            return
+        self.transport.write(data.upper())
+
+
 @implementer(IHalfCloseableProtocol)
 class Echo(Protocol):
     """Echoes bytes; answers a half-close by closing."""
@@ -166,19 +182,6 @@ class UpgradeTests(E2ETestCase):
         yield self.start_server()
         clock = Clock()
         self.server.proxy_handler.clock = clock
-
-        class UpgradingEcho(Protocol):
-            upgraded = False
-
-            def dataReceived(self, data: bytes) -> None:
-                if not self.upgraded:
-                    self.upgraded = True
-                    self.transport.write(
-                        b"HTTP/1.1 101 Switching Protocols\r\n"
-                        b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
-                    )
-                    return
-                self.transport.write(data.upper())
 
         yield self.listen("ws-ep", Factory.forProtocol(UpgradingEcho))
         from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
