@@ -857,19 +857,20 @@ class HTTPServerProtocol(Protocol):
         abort would throw away a head still in the write buffer, and the client would see a
         reset instead of the status it was about to get).
         """
-        self._closed = True
-        self._cancel_timer()
-        self._cancel_progress_timers()
-        self._charge(0)
+        self._end()
         self._tx.loseConnection()
 
     def _abort(self) -> None:
-        self._closed = True
-        self._cancel_timer()
-        self._cancel_progress_timers()
-        self._charge(0)
+        self._end()
         abort = getattr(self.transport, "abortConnection", None)
         if abort is not None:
             abort()
         else:
             self._tx.loseConnection()
+
+    def _end(self) -> None:
+        """No more processing on this connection: timers off, head memory released."""
+        self._closed = True
+        self._cancel_timer()
+        self._cancel_progress_timers()
+        self._charge(0)
