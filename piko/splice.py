@@ -87,7 +87,15 @@ class SpliceProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
         """
-        We are gone: close the other end once it has sent what it holds.
+        We are gone: close the other end once it has sent what it holds, or reset it if we
+        were reset.
+
+        A clean end (``ConnectionDone``: a FIN, a normal WebSocket close, a yamux stream
+        closed both ways) closes the other end gracefully, so a reply still on its way (a
+        local service's last bytes waiting for yamux window) is delivered.  An abrupt one
+        (a TCP reset, a stream reset, a timeout) is passed on as one, as a TCP proxy passes
+        a reset on: what the other end held for us is of no use, and a peer that ignores
+        EOF would otherwise keep it open until a close timeout.
 
         The other end's reading is resumed first: we may have paused it (our write buffer
         was full) and nothing else would resume it, so a peer blocked writing to it (a local
@@ -102,7 +110,11 @@ class SpliceProtocol(Protocol):
                 # A transport already stopped for good has nothing to resume.
                 with contextlib.suppress(RuntimeError):
                     transport.resumeProducing()
-            transport.loseConnection()
+            abort = getattr(transport, "abortConnection", None)
+            if abort is not None and not reason.check(ConnectionDone):
+                abort()
+            else:
+                transport.loseConnection()
 
     # -- internals ----------------------------------------------------------
 

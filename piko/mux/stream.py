@@ -112,6 +112,8 @@ class Stream:
         self._fin_sent = False
         self._fin_received = False
         self._eof_delivered = False
+        #: stopProducing was called: nothing reads what arrives from now on.
+        self._reader_gone = False
         self.disconnecting = False
         self.connected = False
         self.finished = False
@@ -276,8 +278,29 @@ class Stream:
         self._deliver()
 
     def stopProducing(self) -> None:
-        """The consumer of our data is gone: reset the stream."""
-        self.abortConnection()
+        """
+        The consumer of our data is gone for good: close, as a TCP transport does.
+
+        Twisted's transports answer ``stopProducing`` with ``loseConnection``
+        (``FileDescriptor.stopProducing``), and a TCP transport calls it on its
+        registered producer when it is lost.  So a splice whose local connection
+        closes right after the local service's last write stops the stream that
+        feeds it; a reset here would discard what the stream still holds for the
+        peer (written, waiting for window) and the peer would see a reply cut at
+        a window boundary.  Instead what was written is still sent, then the FIN.
+
+        Data that arrives from now on has no reader: it is dropped, with its
+        window granted back so the peer is not stalled before our FIN is out;
+        data arriving after our FIN resets the stream, as TCP answers data for a
+        closed socket with a reset, so an endless sender is stopped.
+        """
+        if self.finished:
+            return
+        self._reader_gone = True
+        self._reading_paused = False
+        self._recv_buffer = []
+        self._recv_buffered = 0
+        self.loseConnection()
 
     # -- flow control: output -----------------------------------------------
 
@@ -381,6 +404,12 @@ class Stream:
             )
         self._recv_window -= size
         if self._fin_received or self.finished:
+            return
+        if self._reader_gone:
+            if self._fin_sent:
+                self.abortConnection()
+            else:
+                self._grant_window()
             return
         protocol = self.protocol
         if protocol is None or self._reading_paused or self._recv_buffer:

@@ -1,6 +1,9 @@
 """Tests for :mod:`piko.splice`, without sockets."""
 
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.protocol import Protocol
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from piko.splice import SpliceProtocol, join
@@ -78,6 +81,23 @@ class SpliceTests(SynchronousTestCase):
         a.connectionLost()
         self.assertTrue(tb.disconnecting)
 
+    def test_abrupt_loss_resets_other_end(self) -> None:
+        """A reset on one end is passed on as a reset (abort), not a graceful close."""
+        a, ta, b, tb = connected_pair()
+        aborted: list[bool] = []
+        tb.abortConnection = lambda: aborted.append(True)  # type: ignore[method-assign]
+        a.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(aborted, [True])
+
+    def test_clean_loss_closes_other_end_gracefully(self) -> None:
+        """A clean end closes the other end gracefully: what it holds is still sent."""
+        a, ta, b, tb = connected_pair()
+        aborted: list[bool] = []
+        tb.abortConnection = lambda: aborted.append(True)  # type: ignore[method-assign]
+        a.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(aborted, [])
+        self.assertTrue(tb.disconnecting)
+
     def test_loss_resumes_a_paused_peer(self) -> None:
         """
         When one end is lost while it had paused the other's reading (its buffer was full),
@@ -115,3 +135,68 @@ class SpliceTests(SynchronousTestCase):
         pair.pump()
         self.assertEqual(local_transport.value(), b"reply")
         self.assertTrue(local_transport.disconnecting)
+
+    def test_local_close_keeps_reply_waiting_for_window(self) -> None:
+        """
+        A local service that writes its reply and closes at once: the stream still sends
+        all of it, though the window held part of it back when the local connection was
+        lost.
+
+        A TCP transport, when lost, calls ``stopProducing`` on its registered producer
+        (``FileDescriptor.connectionLost``), here the yamux stream.  That used to reset the
+        stream, discarding the part of the reply waiting for window: the client read a clean
+        EOF after a cut at a window boundary (issue 11, found by the differential run with
+        TCP half-close through ``forward``).
+        """
+        pair = SessionPair()
+        remote = RecorderFactory(HalfCloseRecorder)
+        pair.client.listen(remote)
+        local, stream_end = SpliceProtocol(), SpliceProtocol()
+        local_transport = TCPLikeTransport(local)
+        join(local, stream_end)
+        local.makeConnection(local_transport)
+        pair.server.open_stream(stream_end)
+        local.dataReceived(b"q")
+        pair.pump()
+        [client] = remote.built
+        assert isinstance(client, HalfCloseRecorder)
+        client.transport.loseConnection()  # the client half-closes: EOF to the local service
+        client.transport.pauseProducing()  # and reads slowly: the window runs out
+        pair.pump()
+        self.assertTrue(local_transport.write_closed)
+        reply = bytes(range(256)) * 4096  # 1 MiB: four windows
+        local.dataReceived(reply)
+        local.readConnectionLost()  # the local service closed right after its last write
+        self.assertTrue(local_transport.lost)
+        pair.pump()
+        client.transport.resumeProducing()
+        pair.pump()
+        self.assertEqual(bytes(client.received), b"q" + reply)
+        client.lost.trap(ConnectionDone)  # a clean end, no reset
+
+
+class TCPLikeTransport(HalfCloseTransport):
+    """
+    Closes as a TCP transport does: once lost it stops its registered producer, then
+    tells its protocol (``twisted.internet.abstract.FileDescriptor.connectionLost``).
+    """
+
+    lost = False
+
+    def __init__(self, protocol: Protocol) -> None:
+        super().__init__()
+        self.protocol = protocol
+
+    def loseConnection(self) -> None:
+        if self.lost:
+            return
+        super().loseConnection()
+        self.lost = True
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            producer.stopProducing()
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+
+    def unregisterProducer(self) -> None:
+        # As FileDescriptor's: no error when none is registered.
+        self.producer = None

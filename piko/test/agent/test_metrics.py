@@ -10,9 +10,10 @@ import io
 import json
 
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from piko.agent.http_listener import HTTPListenerFactory, Target
@@ -148,7 +149,7 @@ class TCPAccessTests(SynchronousTestCase):
         recorder.transport.loseConnection()
         pair.pump()
         endpoint.transports[0].loseConnection()
-        endpoint.protocols[0].connectionLost(None)
+        endpoint.protocols[0].connectionLost(Failure(ConnectionDone()))
         pair.pump()
         return records(stream)
 

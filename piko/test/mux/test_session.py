@@ -509,6 +509,79 @@ class CloseTests(SynchronousTestCase):
         [agent] = accepted.built
         self.assertIsInstance(agent.lost.value, StreamReset)
 
+    def test_stop_producing_still_sends_what_was_written(self) -> None:
+        """
+        ``stopProducing`` closes as TCP's does: data waiting for window is still
+        sent, then FIN, and the peer reads all of it and a clean EOF.
+
+        A TCP transport calls ``stopProducing`` on its registered producer when it
+        is lost; a splice whose local service wrote its last bytes and closed thus
+        stopped the stream feeding the other side, and a reset there cut the reply
+        at a window boundary (issue 11, the TCP half-close through ``forward``).
+        """
+        pair = SessionPair()
+        accepted = RecorderFactory(HalfCloseRecorder)
+        pair.client.listen(accepted)
+        opener = HalfCloseRecorder()
+        stream = pair.server.open_stream(opener)
+        stream.write(b"q")
+        pair.pump()
+        [agent] = accepted.built
+        assert isinstance(agent, HalfCloseRecorder)
+        agent.transport.pauseProducing()  # a slow reader: the window runs out
+        payload = bytes(range(256)) * 4096  # 1 MiB, four windows
+        stream.write(payload)
+        pair.pump()
+        self.assertGreater(len(stream._send_buffer), 0)
+        stream.stopProducing()
+        pair.pump()
+        agent.transport.resumeProducing()
+        pair.pump()
+        self.assertEqual(bytes(agent.received), b"q" + payload)
+        self.assertTrue(agent.read_closed)
+        self.assertIsNone(agent.lost)
+
+    def test_stop_producing_then_data_resets(self) -> None:
+        """After ``stopProducing`` and our FIN, data from the peer has no reader: RST."""
+        pair = SessionPair()
+        accepted = RecorderFactory(HalfCloseRecorder)
+        pair.client.listen(accepted)
+        opener = HalfCloseRecorder()
+        stream = pair.server.open_stream(opener)
+        stream.write(b"q")
+        pair.pump()
+        [agent] = accepted.built
+        assert isinstance(agent, HalfCloseRecorder)
+        stream.stopProducing()
+        pair.pump()
+        self.assertTrue(agent.read_closed)
+        agent.transport.write(b"more")
+        pair.pump()
+        self.assertEqual(bytes(opener.received), b"")
+        self.assertIsInstance(opener.lost.value, StreamReset)
+        self.assertIsInstance(agent.lost.value, StreamReset)
+        self.assertEqual((pair.server.stream_count, pair.client.stream_count), (0, 0))
+
+    def test_stop_producing_after_peer_fin_ends_the_stream(self) -> None:
+        """With the peer's FIN in, ``stopProducing`` ends the stream once our FIN is out."""
+        pair = SessionPair()
+        accepted = RecorderFactory(HalfCloseRecorder)
+        pair.client.listen(accepted)
+        opener = HalfCloseRecorder()
+        stream = pair.server.open_stream(opener)
+        stream.write(b"q")
+        pair.pump()
+        [agent] = accepted.built
+        agent.transport.write(b"answer")
+        agent.transport.loseConnection()
+        pair.pump()
+        self.assertTrue(opener.read_closed)
+        stream.stopProducing()
+        pair.pump()
+        opener.lost.trap(ConnectionDone)
+        agent.lost.trap(ConnectionDone)
+        self.assertEqual((pair.server.stream_count, pair.client.stream_count), (0, 0))
+
     def test_close_timeout_resets(self) -> None:
         """A half-closed stream whose peer never FINs is reset after the close timeout."""
         pair = SessionPair()
