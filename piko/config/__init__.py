@@ -11,15 +11,6 @@ on the command line (Go lets the YAML win; we do not, see
 :mod:`piko.config._programs`).
 """
 
-from piko.config._addr import (
-    ip_version,
-    is_endpoint_description,
-    join_host_port,
-    listen_endpoint_description,
-    local_host,
-    local_url,
-    split_host_port,
-)
 from piko.config._duration import format_duration, parse_duration
 from piko.config._errors import ConfigError, ConfigLoadError, ConfigValidationError, FlagError
 from piko.config._expand import expand_env
@@ -91,6 +82,15 @@ from piko.config._validate import (
     validate_agent,
     validate_forward,
     validate_server,
+)
+from piko.net import (
+    ip_version,
+    is_endpoint_description,
+    join_host_port,
+    listen_endpoint_description,
+    local_host,
+    local_url,
+    split_host_port,
 )
 
 __all__ = [

@@ -71,12 +71,13 @@ from piko.cluster.syncer import Syncer
 from piko.cluster.transport import TLSTransport, cluster_tls_options
 from piko.config import ServerConfig
 from piko.http.access_log import AccessLog
+from piko.http.listening import HTTPPortFactory
 from piko.logging import kept_from
 from piko.mux.session import SessionConfig
+from piko.net import listen
 from piko.server.admin import AdminRoutes, LocalNode
 from piko.server.admin_port import AdminPortHandler
 from piko.server.forwarding import RemoteForwarder
-from piko.server.listening import HTTPPortFactory, listen
 from piko.server.metrics import MeteredHandler, ServerMetrics
 from piko.server.proxy_port import ProxyPortHandler
 from piko.server.rebalance import Rebalancer

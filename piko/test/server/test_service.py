@@ -1,5 +1,5 @@
 """
-Tests for the drain of :mod:`piko.server.service` and :mod:`piko.server.listening`, without sockets.
+Tests for the drain of :mod:`piko.server.service` and :mod:`piko.http.listening`, without sockets.
 
 A stop must end as soon as nothing is in flight: each wait fires on an event
 (a request answered, a connection closed, an upstream answering GoAway or
@@ -20,9 +20,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from piko.http import errors
+from piko.http.listening import HTTPPortFactory, TrackedHTTPServerProtocol
 from piko.http.server import IRequestHandler, IServerExchange
 from piko.mux.frames import Flag, FrameType, GoAwayCode, encode_frame
-from piko.server.listening import HTTPPortFactory, TrackedHTTPServerProtocol
 from piko.server.registry import UpstreamRegistry
 from piko.server.service import _HandOff, _within
 from piko.server.upstream_port import UpstreamSession

@@ -8,7 +8,7 @@ finished HTTP/1.1 connections idle for the next request (``idle_conn_timeout``, 
 :class:`~piko.http.proxy.IUpstreamConnector`: :class:`~piko.http.proxy.ProxyExchange` asks it
 for a connection and releases it after the response, saying whether it may be reused.
 
-Each TCP connection is owned by a :class:`_PooledConnection` protocol that stays with it for
+Each TCP connection is owned by a :class:`PooledConnection` protocol that stays with it for
 its whole life; the request's protocol gets a :class:`_Lease`, a thin transport that forwards
 to the TCP transport only while the request holds it.  A stale lease (a late timeout, a
 downstream stream that calls ``stopProducing`` when it ends) therefore cannot close a
@@ -65,8 +65,8 @@ class _Lease:
     once released.
     """
 
-    def __init__(self, conn: _PooledConnection) -> None:
-        self._conn: _PooledConnection | None = conn
+    def __init__(self, conn: PooledConnection) -> None:
+        self._conn: PooledConnection | None = conn
 
     @property
     def _tx(self) -> Any:
@@ -136,7 +136,7 @@ class _Lease:
 
 
 @implementer(IHalfCloseableProtocol)
-class _PooledConnection(Protocol):
+class PooledConnection(Protocol):
     """Owns one TCP connection to the local service for its whole life."""
 
     def __init__(self, pool: ConnectionPool) -> None:
@@ -239,15 +239,15 @@ class _PooledConnection(Protocol):
         user.connectionLost(reason)
 
 
-class _ConnectionFactory(Factory):
+class ConnectionFactory(Factory):
     #: One factory per connection made: no "Starting factory" line for each.
     noisy = False
 
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
 
-    def buildProtocol(self, addr: Any) -> _PooledConnection:
-        return _PooledConnection(self.pool)
+    def buildProtocol(self, addr: Any) -> PooledConnection:
+        return PooledConnection(self.pool)
 
 
 @implementer(IUpstreamConnector)
@@ -279,9 +279,9 @@ class ConnectionPool:
         self.idle_timeout = idle_timeout
         self.max_idle = max_idle
         #: Idle connections, oldest first (reuse takes the newest, as Go does).
-        self.idle: deque[_PooledConnection] = deque()
-        self._factory = _ConnectionFactory(self)
-        self._leased: dict[int, _PooledConnection] = {}
+        self.idle: deque[PooledConnection] = deque()
+        self._factory = ConnectionFactory(self)
+        self._leased: dict[int, PooledConnection] = {}
         self._closed = False
 
     # -- IUpstreamConnector
@@ -333,20 +333,20 @@ class ConnectionPool:
         while self.idle:
             self.idle[0].discard()
 
-    def _lease(self, conn: _PooledConnection, protocol: IProtocol) -> None:
+    def _lease(self, conn: PooledConnection, protocol: IProtocol) -> None:
         self._leased[id(protocol)] = conn
         conn.attach(protocol)
 
-    def _idle_expired(self, conn: _PooledConnection) -> None:
+    def _idle_expired(self, conn: PooledConnection) -> None:
         conn.idle_timer = None
         conn.discard()
 
-    def _cancel_idle_timer(self, conn: _PooledConnection) -> None:
+    def _cancel_idle_timer(self, conn: PooledConnection) -> None:
         if conn.idle_timer is not None and conn.idle_timer.active():
             conn.idle_timer.cancel()
         conn.idle_timer = None
 
-    def _forget(self, conn: _PooledConnection) -> None:
+    def _forget(self, conn: PooledConnection) -> None:
         self._cancel_idle_timer(conn)
         with contextlib.suppress(ValueError):
             self.idle.remove(conn)
