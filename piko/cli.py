@@ -28,6 +28,9 @@ from twisted.internet.defer import Deferred, maybeDeferred
 import piko
 from piko.config import (
     AGENT_COMMAND,
+    CLUSTER_CERTS_OPTIONS,
+    CLUSTER_COMMAND,
+    CLUSTER_NODES_OPTIONS,
     FORWARD_COMMAND,
     SERVER_COMMAND,
     STATUS_OPTIONS,
@@ -43,7 +46,6 @@ from piko.config import (
     format_help,
     resolve_command,
 )
-from piko.config._programs import CLUSTER_CERTS_OPTIONS, CLUSTER_COMMAND, CLUSTER_NODES_OPTIONS
 from piko.run import run_service
 
 if TYPE_CHECKING:

@@ -58,12 +58,16 @@ from piko.config._options import (
     format_help,
     parse_args,
     resolve_command,
+    visible_options,
 )
 from piko.config._programs import (
     AGENT_COMMAND,
     AGENT_HTTP_OPTIONS,
     AGENT_OPTIONS,
     AGENT_TCP_OPTIONS,
+    CLUSTER_CERTS_OPTIONS,
+    CLUSTER_COMMAND,
+    CLUSTER_NODES_OPTIONS,
     FORWARD_COMMAND,
     FORWARD_OPTIONS,
     LOAD_OPTIONS,
@@ -98,6 +102,9 @@ __all__ = [
     "AGENT_HTTP_OPTIONS",
     "AGENT_OPTIONS",
     "AGENT_TCP_OPTIONS",
+    "CLUSTER_CERTS_OPTIONS",
+    "CLUSTER_COMMAND",
+    "CLUSTER_NODES_OPTIONS",
     "FORWARD_COMMAND",
     "FORWARD_OPTIONS",
     "LOAD_OPTIONS",
@@ -171,4 +178,5 @@ __all__ = [
     "validate_agent",
     "validate_forward",
     "validate_server",
+    "visible_options",
 ]
