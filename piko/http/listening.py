@@ -13,6 +13,7 @@ from twisted.python.failure import Failure
 
 from piko._tcp import tune
 from piko.http.server import HTTPServerProtocol, IRequestHandler
+from piko.interfaces import abort
 
 #: Connections per port that may be waiting for their first request head.
 DEFAULT_MAX_PENDING = 4096
@@ -30,8 +31,7 @@ class TrackedHTTPServerProtocol(HTTPServerProtocol):
         if len(factory.pending) >= factory.max_pending:
             factory.refuse_pending()
             self._closed = True
-            abort = getattr(self.transport, "abortConnection", None)
-            (abort or self._tx.loseConnection)()
+            abort(self.transport)
             return
         factory.connections.add(self)
         factory.pending.add(self)

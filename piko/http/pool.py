@@ -47,6 +47,8 @@ from zope.interface import implementer
 
 from piko._tcp import tune
 from piko.http.proxy import IUpstreamConnector
+from piko.interfaces import IAbortableTransport, IHalfCloseableTransport
+from piko.interfaces import abort as abort_transport
 
 __all__ = ["ConnectionPool", "StaleConnection"]
 
@@ -58,7 +60,7 @@ class StaleConnection(ConnectionDone):
     """
 
 
-@implementer(ITransport, IPushProducer)
+@implementer(ITransport, IPushProducer, IAbortableTransport, IHalfCloseableTransport)
 class _Lease:
     """
     The transport a request's protocol sees: the pooled TCP transport while leased, inert
@@ -188,8 +190,8 @@ class PooledConnection(Protocol):
             return
         self.closed = True
         self.discarded = True
-        if abort and hasattr(self.transport, "abortConnection"):
-            self.transport.abortConnection()
+        if abort:
+            abort_transport(self.transport)
         else:
             self.transport.loseConnection()
 

@@ -26,7 +26,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 #: Bottom first.  Each line of ``docs/how-it-works.md``'s layer table is one entry.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("piko", "piko._deadlines", "piko._tcp", "piko._reactor"),
+    ("piko", "piko._deadlines", "piko._tcp", "piko._reactor", "piko.interfaces"),
     ("piko.net", "piko.splice", "piko.metrics"),
     ("piko.config",),
     ("piko.logging", "piko.tls"),

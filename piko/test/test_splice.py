@@ -2,11 +2,14 @@
 
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
+from piko.interfaces import IHalfCloseableTransport
 from piko.splice import SpliceProtocol, join
 from piko.test.mux.helpers import HalfCloseRecorder, RecorderFactory, SessionPair
 
 
+@implementer(IHalfCloseableTransport)
 class HalfCloseTransport(StringTransport):
     """A StringTransport that records write-half shutdowns like a TCP transport."""
 
