@@ -17,12 +17,13 @@ checkout, default this one).
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 #: Bottom first.  Each line of ``docs/how-it-works.md``'s layer table is one entry.
 LAYERS: tuple[tuple[str, ...], ...] = (
@@ -192,6 +193,18 @@ class LayerTests(SynchronousTestCase):
     def test_no_layer_violation(self) -> None:
         """No package imports one of its own layer or above, or another's private module or name."""
         self.assertEqual(violations(imports(HERE)), [])
+
+    def test_written_down(self) -> None:
+        """``docs/how-it-works.md``'s layer table names the units of each layer, as here."""
+        docs = HERE / "docs" / "how-it-works.md"
+        if not docs.exists():
+            raise SkipTest("docs/ is not next to this checkout")
+        table = {}
+        for line in docs.read_text().splitlines():
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if len(cells) == 3 and cells[0].isdigit():
+                table[int(cells[0])] = set(re.findall(r"`([\w.]+)`", cells[1]))
+        self.assertEqual(table, {number: set(layer) for number, layer in enumerate(LAYERS)})
 
     def test_catches_a_cycle(self) -> None:
         """Two units importing each other, even through a third, are a cycle."""
