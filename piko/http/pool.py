@@ -1,6 +1,7 @@
-# -*- test-case-name: piko.test.agent.test_pool -*-
+# -*- test-case-name: piko.test.http.test_pool -*-
 """
-A keep-alive connection pool to the local service: the agent's ``http.Transport``.
+A keep-alive connection pool to a local service: the agent's ``http.Transport`` (and, subclassed,
+the server's connections to other nodes in :mod:`piko.server.forwarding`).
 
 Go's agent proxies every request through one ``http.Transport`` per listener, which keeps
 finished HTTP/1.1 connections idle for the next request (``idle_conn_timeout``, at most
