@@ -245,7 +245,7 @@ def patch_nodelay() -> None:
     delayed ACKs (~40 ms).  This mimics the proposed fix in piko/ from the
     benchmark side only.
     """
-    from piko.server.listening import TrackedHTTPServerProtocol
+    from piko.http.listening import TrackedHTTPServerProtocol
     from piko.ws.client import _ClientProtocol
 
     def nodelay(transport) -> None:

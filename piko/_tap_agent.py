@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from piko._twistd import make_options_class
 from piko.config import AGENT_COMMAND, AgentConfig, Invocation, build_agent_config
-from piko.config._twistd import make_options_class
 
 if TYPE_CHECKING:
     from twisted.application.service import IService

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from piko._twistd import make_options_class
 from piko.config import (
     SERVER_COMMAND,
     Invocation,
     ServerConfig,
     build_server_config,
 )
-from piko.config._twistd import make_options_class
 
 if TYPE_CHECKING:
     from twisted.application.service import IService

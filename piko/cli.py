@@ -8,14 +8,12 @@ under the reactor, logging to stderr; ``piko server status ...`` queries the
 admin port with treq and prints YAML like Go.  Errors are printed on stderr
 in Go's words and give exit status 1.
 
-This module and ``piko._tap_*`` are the only places that import the global
+This module, :mod:`piko.run` and ``piko._tap_*`` are the only places that import the global
 reactor, always inside functions.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import posixpath
 import re
@@ -30,6 +28,9 @@ from twisted.internet.defer import Deferred, maybeDeferred
 import piko
 from piko.config import (
     AGENT_COMMAND,
+    CLUSTER_CERTS_OPTIONS,
+    CLUSTER_COMMAND,
+    CLUSTER_NODES_OPTIONS,
     FORWARD_COMMAND,
     SERVER_COMMAND,
     STATUS_OPTIONS,
@@ -37,7 +38,6 @@ from piko.config import (
     ConfigError,
     FlagError,
     Invocation,
-    LogConfig,
     StatusConfig,
     apply_values,
     build_agent_config,
@@ -46,10 +46,10 @@ from piko.config import (
     format_help,
     resolve_command,
 )
-from piko.config._programs import CLUSTER_CERTS_OPTIONS, CLUSTER_COMMAND, CLUSTER_NODES_OPTIONS
+from piko.run import run_service
 
 if TYPE_CHECKING:
-    from twisted.application.service import IService
+    pass
 
 __all__ = ["PIKO_COMMAND", "main"]
 
@@ -60,129 +60,7 @@ PIKO_COMMAND = CommandSpec(
     children=(SERVER_COMMAND, AGENT_COMMAND, FORWARD_COMMAND, CLUSTER_COMMAND),
 )
 
-#: program -> (module, factory) of the service the lead's packages provide.
-SERVICE_FACTORIES: dict[str, tuple[str, str]] = {
-    "server": ("piko.server.service", "make_server_service"),
-    "agent": ("piko.agent.service", "make_agent_service"),
-    "forward": ("piko.forward.service", "make_forward_service"),
-}
-
 _STATUS_TIMEOUT = 15.0
-
-
-def _load_factory(program: str) -> Callable[[Any, Any], IService]:
-    """
-    Import the service factory of ``program`` lazily (tests replace this).
-    """
-    import importlib
-
-    module_name, attribute = SERVICE_FACTORIES[program]
-    factory: Callable[[Any, Any], IService] = getattr(
-        importlib.import_module(module_name), attribute
-    )
-    return factory
-
-
-def _start_logging(config: LogConfig, stream: IO[str]) -> None:
-    """
-    Send twisted.logger events to ``stream`` through the setup the twistd
-    plugins share (:func:`piko.logging.start_logging`): console lines on a
-    terminal, Go's JSON lines otherwise (``log.format`` chooses), filtered by
-    ``log.level`` and ``log.subsystems``.
-    """
-    from piko.logging import start_logging
-
-    start_logging(config, stream)
-
-
-#: Seconds after start-up before the heap is frozen (imports and start-up work are done).
-_FREEZE_AFTER = 1.0
-
-
-def _freeze_heap() -> None:
-    """
-    Collect once, then move every surviving object (modules, classes, configuration, the
-    services) out of the cyclic collector's reach with :func:`gc.freeze`.
-
-    Each request allocates enough to trigger young collections, and the older generations
-    would otherwise traverse this long-lived start-up heap again and again: frozen, it is
-    never traversed, which saves several percent of CPU per proxied request.
-    """
-    gc.collect()
-    gc.freeze()
-
-
-def _install_reactor() -> None:
-    """Install piko's epoll reactor if no reactor is installed yet (and epoll exists)."""
-    try:
-        from piko._reactor import install_if_possible
-    except ImportError:  # pragma: no cover - no epoll on this platform
-        return
-    install_if_possible()
-
-
-def _run_service(
-    program: str,
-    config: Any,
-    log_config: LogConfig,
-    stderr: IO[str],
-    factory: Callable[[Any, Any], IService] | None = None,
-) -> int:
-    """
-    Run the ``program`` service under the global reactor until a signal.
-
-    SIGINT/SIGTERM make the reactor stop, which first waits for
-    ``service.stopService()`` (a "before shutdown" trigger), as twistd does.
-    The reactor is :class:`piko._reactor.PikoEPollReactor` unless one was
-    installed already.
-    """
-    _install_reactor()
-    from twisted.internet import reactor
-    from twisted.internet.error import ReactorNotRunning
-    from twisted.logger import Logger
-
-    log = Logger(namespace="main")
-    if factory is None:
-        factory = _load_factory(program)
-    try:
-        service = factory(config, reactor)
-    except ConfigError as e:
-        stderr.write(f"{e}\n")
-        return 1
-    _start_logging(log_config, stderr)
-    status = [0]
-
-    def start() -> None:
-        log.info("starting piko", program=program, version=piko.__version__)
-        try:
-            service.startService()
-        except Exception:
-            log.failure("failed to run", program=program)
-            status[0] = 1
-            reactor.stop()
-            return
-        reactor.callLater(_FREEZE_AFTER, _freeze_heap)
-
-    failed = getattr(service, "failed", None)
-    if failed is not None:
-        # Services that can fail after starting (an agent listener whose first
-        # connection is refused) fire ``failed``; the program then exits 1.
-        def fail(_: object) -> None:
-            status[0] = 1
-            with contextlib.suppress(ReactorNotRunning):
-                reactor.stop()
-
-        failed.addCallback(fail)
-    started = getattr(service, "started", None)
-    if started is not None:
-        # The service logs why it could not start; ``failed`` sets the exit status.
-        started.addErrback(lambda _: None)
-    reactor.callWhenRunning(start)
-    reactor.addSystemEventTrigger(
-        "before", "shutdown", lambda: service.stopService() if service.running else None
-    )
-    reactor.run()
-    return status[0]
 
 
 def _http_get(reactor: Any, url: str, headers: Mapping[str, str]) -> Deferred[tuple[int, bytes]]:
@@ -352,13 +230,13 @@ def _dispatch(argv: Sequence[str], out: IO[str], err: IO[str]) -> int:
                 from piko.server.workers import run_workers
 
                 return run_workers(server, err)
-            return _run_service("server", server, server.log, err)
+            return run_service("server", server, server.log, err)
         if names[0] == "agent":
             agent = build_agent_config(names[1], parsed.positionals, parsed.values)
-            return _run_service("agent", agent, agent.log, err)
+            return run_service("agent", agent, agent.log, err)
         if names[0] == "forward":
             forward = build_forward_config(names[1], parsed.positionals, parsed.values)
-            return _run_service("forward", forward, forward.log, err)
+            return run_service("forward", forward, forward.log, err)
     except ConfigError as e:
         err.write(f"{e}\n")
         return 1

@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from piko._tcp import tune
+from piko.interfaces import lose_write
 
 
 @implementer(IHalfCloseableProtocol)
@@ -144,11 +145,7 @@ class SpliceProtocol(Protocol):
             transport.loseConnection()
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
-        half_close = getattr(transport, "loseWriteConnection", None)
-        if half_close is not None:
-            half_close()
-        else:
-            transport.loseConnection()
+        lose_write(transport)
 
 
 def _wire(a: SpliceProtocol, b: SpliceProtocol) -> None:

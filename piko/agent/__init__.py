@@ -6,6 +6,6 @@ services.
   CLI and ``twistd piko-agent`` run;
 - :mod:`piko.agent.http_listener` - HTTP listeners (reverse proxy per yamux stream);
 - :mod:`piko.agent.tcp_listener` - TCP listeners (splice per yamux stream);
-- :mod:`piko.agent.pool` - keep-alive connections to the local HTTP service;
+- :mod:`piko.http.pool` (shared with the server) - keep-alive connections to the local HTTP service;
 - :mod:`piko.tls` - client TLS from configuration.
 """

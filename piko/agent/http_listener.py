@@ -6,7 +6,7 @@ Go's agent serves the Piko listener with an ``http.Server`` whose handler is
 ``httputil.NewSingleHostReverseProxy(target)``.  Here every accepted stream runs
 :class:`~piko.http.server.HTTPServerProtocol` (no header or idle timeout, as Go's server has
 none), and every request starts a :class:`~piko.http.proxy.ProxyExchange` to the listener's
-:class:`~piko.agent.pool.ConnectionPool`:
+:class:`~piko.http.pool.ConnectionPool`:
 
 * the request keeps its ``Host``; ``X-Forwarded-For`` gets the stream's peer IP appended (the
   Piko server's address, Go's ``RemoteAddr``); the target URL's path prefix and query are
@@ -34,9 +34,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from piko.agent.metrics import AgentMetrics, MeteredListenerHandler
-from piko.agent.pool import ConnectionPool, StaleConnection
 from piko.http.access_log import AccessLog, AccessLoggedHandler
 from piko.http.head import header_get
+from piko.http.pool import ConnectionPool, StaleConnection
 from piko.http.proxy import ProxyExchange
 from piko.http.rewrite import rewrite_request
 from piko.http.server import HTTPServerProtocol, IRequestHandler, IServerExchange

@@ -33,11 +33,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from piko.http.listening import HTTPPortFactory
 from piko.http.observe import ExchangeOutcome, ObservedExchange
 from piko.http.rewrite import go_response_head
 from piko.http.server import IRequestHandler, IServerExchange
-from piko.server.listening import HTTPPortFactory, listen
-from piko.server.metrics import SIZE_BUCKETS, WithoutCreated
+from piko.metrics import SIZE_BUCKETS, WithoutCreated
+from piko.net import listen
 
 __all__ = ["AgentMetrics", "AgentMetricsHandler", "AgentMetricsServer", "MeteredListenerHandler"]
 

@@ -37,11 +37,11 @@ from twisted.python.failure import Failure
 
 from piko.agent.http_listener import HTTPListenerFactory, parse_target
 from piko.agent.metrics import AgentMetrics, AgentMetricsServer
-from piko.agent.pool import ConnectionPool
 from piko.agent.tcp_listener import TCPListenerFactory
 from piko.client.upstream import PikoListeningPort, Upstream
 from piko.config import AgentConfig, ListenerConfig, split_host_port
 from piko.http.access_log import AccessLog
+from piko.http.pool import ConnectionPool
 from piko.logging import kept_from
 from piko.tls import client_tls, tls_for_url
 

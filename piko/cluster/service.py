@@ -29,7 +29,7 @@ from __future__ import annotations
 import random
 import secrets
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from attrs import frozen
 from twisted.application.service import Service
@@ -78,10 +78,7 @@ from piko.cluster.transport import (
     IGossipReceiver,
     IGossipTransport,
 )
-from piko.config._addr import ip_version, join_host_port, split_host_port
-
-if TYPE_CHECKING:
-    from piko.server.metrics import ServerMetrics
+from piko.net import ip_version, join_host_port, split_host_port
 
 __all__ = [
     "DEFAULT_INTERVAL",
@@ -241,7 +238,10 @@ class GossipService(Service):
     :param reactor: provides TCP, UDP, time and name resolution.
     :param settings: node id, addresses, interval, packet size.
     :param watcher: told of remote nodes' changes on the next reactor turn.
-    :param metrics: the ``piko_gossip_*`` counters, if any.
+    :param metrics: the ``piko_gossip_*`` counters, if any: an object with a
+        ``gossip_<name>`` counter per :meth:`count` name, as
+        ``piko.server.metrics.ServerMetrics`` has (typed loosely so that the
+        cluster layer does not import the server above it).
     :param advertise: infers the advertise address from the bound TCP port
         when none is configured.
     :param connect: dials a peer for the default transport (tests replace it).
@@ -262,7 +262,7 @@ class GossipService(Service):
         settings: GossipSettings,
         watcher: IGossipWatcher,
         *,
-        metrics: ServerMetrics | None = None,
+        metrics: Any = None,
         advertise: Callable[[IListeningPort], str] | None = None,
         connect: Connect | None = None,
         transport: IGossipTransport | None = None,

@@ -11,15 +11,6 @@ on the command line (Go lets the YAML win; we do not, see
 :mod:`piko.config._programs`).
 """
 
-from piko.config._addr import (
-    ip_version,
-    is_endpoint_description,
-    join_host_port,
-    listen_endpoint_description,
-    local_host,
-    local_url,
-    split_host_port,
-)
 from piko.config._duration import format_duration, parse_duration
 from piko.config._errors import ConfigError, ConfigLoadError, ConfigValidationError, FlagError
 from piko.config._expand import expand_env
@@ -67,12 +58,16 @@ from piko.config._options import (
     format_help,
     parse_args,
     resolve_command,
+    visible_options,
 )
 from piko.config._programs import (
     AGENT_COMMAND,
     AGENT_HTTP_OPTIONS,
     AGENT_OPTIONS,
     AGENT_TCP_OPTIONS,
+    CLUSTER_CERTS_OPTIONS,
+    CLUSTER_COMMAND,
+    CLUSTER_NODES_OPTIONS,
     FORWARD_COMMAND,
     FORWARD_OPTIONS,
     LOAD_OPTIONS,
@@ -92,12 +87,24 @@ from piko.config._validate import (
     validate_forward,
     validate_server,
 )
+from piko.net import (
+    ip_version,
+    is_endpoint_description,
+    join_host_port,
+    listen_endpoint_description,
+    local_host,
+    local_url,
+    split_host_port,
+)
 
 __all__ = [
     "AGENT_COMMAND",
     "AGENT_HTTP_OPTIONS",
     "AGENT_OPTIONS",
     "AGENT_TCP_OPTIONS",
+    "CLUSTER_CERTS_OPTIONS",
+    "CLUSTER_COMMAND",
+    "CLUSTER_NODES_OPTIONS",
     "FORWARD_COMMAND",
     "FORWARD_OPTIONS",
     "LOAD_OPTIONS",
@@ -171,4 +178,5 @@ __all__ = [
     "validate_agent",
     "validate_forward",
     "validate_server",
+    "visible_options",
 ]

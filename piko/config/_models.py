@@ -399,7 +399,7 @@ class ListenerConfig:
         The HTTP target URL (``3000`` -> ``http://localhost:3000``), or
         ``None`` if ``addr`` is invalid.
         """
-        from piko.config._addr import local_url
+        from piko.net import local_url
 
         return local_url(self.addr)
 
@@ -408,7 +408,7 @@ class ListenerConfig:
         The TCP target ``host:port`` (``3000`` -> ``localhost:3000``), or
         ``None`` if ``addr`` is invalid.
         """
-        from piko.config._addr import local_host
+        from piko.net import local_host
 
         return local_host(self.addr)
 
@@ -467,7 +467,7 @@ class PortConfig:
         The local ``host:port`` to listen on (``3000`` -> ``localhost:3000``),
         or ``None`` if ``addr`` is invalid.
         """
-        from piko.config._addr import local_host
+        from piko.net import local_host
 
         return local_host(self.addr)
 
@@ -477,7 +477,7 @@ class PortConfig:
 
         :raises ValueError: if ``addr`` is invalid.
         """
-        from piko.config._addr import listen_endpoint_description
+        from piko.net import listen_endpoint_description
 
         host = self.host()
         return listen_endpoint_description(host if host is not None else self.addr)

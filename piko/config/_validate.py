@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from piko.config._addr import listen_endpoint_description
 from piko.config._errors import ConfigValidationError
 from piko.config._models import (
     AccessLogConfig,
@@ -33,6 +32,7 @@ from piko.config._models import (
     ServerConfig,
     ServerTLSConfig,
 )
+from piko.net import listen_endpoint_description
 
 __all__ = [
     "LOG_LEVELS",

@@ -43,6 +43,8 @@ from piko.http.parser import (
 )
 from piko.http.rewrite import BodyFraming, response_headers_for_relay, upgrade_response_head
 from piko.http.server import IRequestReceiver, IServerExchange
+from piko.interfaces import ICorkableTransport, IUnwaitedCloseTransport, lose_write
+from piko.interfaces import abort as abort_transport
 from piko.splice import OneProtocolFactory
 
 
@@ -82,8 +84,10 @@ class EndpointConnector:
         if transport is not None:
             # The agent FINs after its response; our FIN only completes the stream, so a
             # yamux stream may send it with the next frame (see Stream.loseConnectionUnwaited).
-            close = getattr(transport, "loseConnectionUnwaited", transport.loseConnection)
-            close()
+            if IUnwaitedCloseTransport.providedBy(transport):
+                transport.loseConnectionUnwaited()
+            else:
+                transport.loseConnection()
 
 
 @implementer(IPushProducer)
@@ -114,11 +118,7 @@ class _DownstreamSplice(Protocol):
         self.upstream.write(data)
 
     def readConnectionLost(self) -> None:
-        lose_write = getattr(self.upstream, "loseWriteConnection", None)
-        if lose_write is not None:
-            lose_write()
-        else:
-            self.upstream.loseConnection()
+        lose_write(self.upstream)
 
     def writeConnectionLost(self) -> None:
         pass
@@ -216,8 +216,8 @@ class ProxyExchange(Protocol):
     def _close_upstream(self, abort: bool = False) -> None:
         if self.transport is None:
             return
-        if abort and hasattr(self.transport, "abortConnection"):
-            self._tx.abortConnection()
+        if abort:
+            abort_transport(self._tx)
         else:
             self._tx.loseConnection()
 
@@ -245,15 +245,14 @@ class ProxyExchange(Protocol):
         # A yamux stream downstream (the agent) holds what this read produces (head, body,
         # FIN) and sends it as one frame.
         downstream = self.exchange.transport
-        cork = getattr(downstream, "cork", None)
-        if cork is None:
+        if not ICorkableTransport.providedBy(downstream):
             self._process()
             return
-        cork()
+        downstream.cork()
         try:
             self._process()
         finally:
-            downstream.uncork()  # type: ignore[attr-defined]
+            downstream.uncork()
 
     def _process(self) -> None:
         while not self._relaying:
@@ -330,12 +329,7 @@ class ProxyExchange(Protocol):
 
     def readConnectionLost(self) -> None:
         if self._relaying:
-            downstream: Any = self.exchange.transport
-            lose_write = getattr(downstream, "loseWriteConnection", None)
-            if lose_write is not None:
-                lose_write()
-            else:
-                downstream.loseConnection()
+            lose_write(self.exchange.transport)
             return
         self.reader.feed_eof()
         self._process()

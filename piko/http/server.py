@@ -47,6 +47,7 @@ from piko.http.parser import (
     RequestReader,
 )
 from piko.http.rewrite import BodyFraming, body_allowed, go_response_head
+from piko.interfaces import abort, can_half_close
 
 # Go's http.Server reads at most this much of an unread request body to keep a connection alive.
 MAX_DISCARD = 256 * 1024
@@ -799,17 +800,16 @@ class HTTPServerProtocol(Protocol):
         under an answer the peer has not read yet.  A transport that cannot half-close
         closes at once.
         """
-        lose_write = getattr(self._tx, "loseWriteConnection", None)
         self._cancel_timer()
         self._cancel_progress_timers()
         self._charge(0)
-        if lose_write is None:
+        if not can_half_close(self._tx):
             self._closed = True
             self._tx.loseConnection()
             return
         self._resume_reading()
         self._closed = True
-        lose_write()
+        self._tx.loseWriteConnection()
         self._timer_kind = "linger"
         self._timer = self.clock.callLater(LINGER, self._tx.loseConnection)
 
@@ -862,11 +862,7 @@ class HTTPServerProtocol(Protocol):
 
     def _abort(self) -> None:
         self._end()
-        abort = getattr(self.transport, "abortConnection", None)
-        if abort is not None:
-            abort()
-        else:
-            self._tx.loseConnection()
+        abort(self._tx)
 
     def _end(self) -> None:
         """No more processing on this connection: timers off, head memory released."""

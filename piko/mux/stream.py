@@ -37,6 +37,12 @@ from twisted.internet.interfaces import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from piko.interfaces import (
+    IAbortableTransport,
+    ICorkableTransport,
+    IHalfCloseableTransport,
+    IUnwaitedCloseTransport,
+)
 from piko.mux.errors import StreamReset
 from piko.mux.frames import Flag, FrameType
 
@@ -74,6 +80,9 @@ class StreamAddress:
     address: IAddress | None
 
 
+@implementer(
+    IHalfCloseableTransport, IAbortableTransport, ICorkableTransport, IUnwaitedCloseTransport
+)
 @implementer(ITransport, IConsumer, IPushProducer)
 class Stream:
     """

@@ -16,10 +16,10 @@ from zope.interface import implementer
 
 from piko.auth.http import RequestAuthenticator
 from piko.auth.token import Token
-from piko.config._addr import split_host_port
 from piko.http.proxy import EndpointConnector, IUpstreamConnector, ProxyExchange
 from piko.http.rewrite import go_response_head, rewrite_request
 from piko.http.server import IRequestHandler, IServerExchange
+from piko.net import split_host_port
 from piko.server.admin import EMPTY_NOT_FOUND, AdminResponse, AdminRoutes, ForwardTo
 
 #: Go's admin forwarding timeout.

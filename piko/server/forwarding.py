@@ -46,10 +46,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from piko.agent.pool import ConnectionPool, _ConnectionFactory, _PooledConnection
 from piko.cluster.nodes import ClusterState, Node
 from piko.config import split_host_port
 from piko.http.head import RequestHead
+from piko.http.pool import ConnectionFactory, ConnectionPool, PooledConnection
 from piko.http.proxy import IUpstreamConnector, ProxyExchange
 from piko.http.rewrite import BodyFraming, rewrite_request
 from piko.http.server import IServerExchange
@@ -117,7 +117,7 @@ def _bodiless(head: RequestHead) -> bool:
     return head.get(b"content-length") in (None, b"0") and head.get(b"upgrade") is None
 
 
-class _NodeConnection(_PooledConnection):
+class _NodeConnection(PooledConnection):
     """
     A pooled connection to another node's proxy port, closed once both halves are shut.
 
@@ -147,7 +147,7 @@ class _NodeConnection(_PooledConnection):
             self.transport.loseConnection()
 
 
-class _NodeConnectionFactory(_ConnectionFactory):
+class _NodeConnectionFactory(ConnectionFactory):
     def buildProtocol(self, addr: Any) -> _NodeConnection:
         return _NodeConnection(self.pool)
 

@@ -15,7 +15,7 @@ touching the process-wide switch the agent's registry also reads.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import (
@@ -27,7 +27,6 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.metrics_core import Metric
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
@@ -35,31 +34,9 @@ from piko.cluster.nodes import ClusterState, NodeStatus
 from piko.cluster.state import GossipState
 from piko.http.observe import ExchangeOutcome, ObservedExchange
 from piko.http.server import IRequestHandler, IServerExchange
+from piko.metrics import SIZE_BUCKETS, WithoutCreated
 from piko.server.registry import UpstreamRegistry
 from piko.server.traffic import Traffic
-
-
-class WithoutCreated:
-    """
-    A registry's metrics without prometheus_client's ``<name>_created`` samples.
-
-    Go's client has no such series; ours would add one per counter and histogram child.
-    """
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-
-    def collect(self) -> Iterator[Metric]:
-        """Each metric of the registry, its ``_created`` samples dropped."""
-        for metric in self.registry.collect():
-            created = metric.name + "_created"
-            if any(sample.name == created for sample in metric.samples):
-                metric.samples = [s for s in metric.samples if s.name != created]
-            yield metric
-
-
-#: Go's ``prometheus.ExponentialBuckets(256, 4, 8)`` for request and response sizes.
-SIZE_BUCKETS = tuple(256 * 4**k for k in range(8))
 
 
 class ServerMetrics:

@@ -48,6 +48,7 @@ mean upstream count sheds some every second (:mod:`piko.server.rebalance`).
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -58,6 +59,7 @@ from twisted.internet.defer import (
     Deferred,
     inlineCallbacks,
 )
+from twisted.internet.error import DNSLookupError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -69,14 +71,15 @@ from piko.cluster.nodes import ClusterState, Node
 from piko.cluster.service import GossipService, GossipSettings
 from piko.cluster.syncer import Syncer
 from piko.cluster.transport import TLSTransport, cluster_tls_options
-from piko.config import ServerConfig
+from piko.config import ServerConfig, listen_endpoint_description
 from piko.http.access_log import AccessLog
+from piko.http.listening import HTTPPortFactory
 from piko.logging import kept_from
 from piko.mux.session import SessionConfig
+from piko.net import listen
 from piko.server.admin import AdminRoutes, LocalNode
 from piko.server.admin_port import AdminPortHandler
 from piko.server.forwarding import RemoteForwarder
-from piko.server.listening import HTTPPortFactory, listen
 from piko.server.metrics import MeteredHandler, ServerMetrics
 from piko.server.proxy_port import ProxyPortHandler
 from piko.server.rebalance import Rebalancer
@@ -103,26 +106,64 @@ JOIN_BACKOFF_MIN = 1.0
 JOIN_BACKOFF_MAX = 60.0
 
 
-def advertise_addr(configured: str, port: IListeningPort) -> str:
+#: A listening address's host that means "every interface".
+_ANY_HOST = ("", "0.0.0.0", "::")
+
+
+def advertise_addr(configured: str, port: IListeningPort, own_host: str = "127.0.0.1") -> str:
     """
     The ``host:port`` other nodes and tools should use for ``port``.
 
     The configured advertise address if any; else the bound address, with a
-    wildcard host replaced by this machine's address (Go panics when it finds
-    no private IP; we fall back to loopback).
+    wildcard host replaced by ``own_host``, this machine's address as
+    :func:`resolve_own_host` found it (Go panics when it finds no private IP;
+    we fall back to loopback).
     """
     if configured:
         return configured
     address = port.getHost()
     host = getattr(address, "host", "")
-    if host in ("", "0.0.0.0", "::"):
-        try:
-            host = socket.gethostbyname(socket.gethostname())
-        except OSError:
-            host = "127.0.0.1"
+    if host in _ANY_HOST:
+        host = own_host
     if ":" in host:
         host = f"[{host}]"
     return f"{host}:{getattr(address, 'port', 0)}"
+
+
+def resolve_own_host(reactor: Any) -> Deferred[str]:
+    """
+    This machine's address by its host name, ``127.0.0.1`` if it has none.
+
+    Resolved by the reactor's resolver (:meth:`IReactorCore.resolve
+    <twisted.internet.interfaces.IReactorCore.resolve>`, a thread by default),
+    so a slow or broken DNS delays only this node's start, never the reactor
+    (``socket.gethostbyname`` here blocked every connection in the process).
+    """
+    d: Deferred[str] = reactor.resolve(socket.gethostname())
+
+    def loopback(failure: Failure) -> str:
+        failure.trap(DNSLookupError, OSError)
+        return "127.0.0.1"
+
+    return d.addErrback(loopback)
+
+
+def may_bind_any(bind_addr: str) -> bool:
+    """
+    Whether listening on ``bind_addr`` may bind every interface (or no IP at all).
+
+    Only then does :func:`advertise_addr` need this machine's address; an
+    address that names its interface (``127.0.0.1:8000``,
+    ``tcp:8000:interface=10.0.0.1``) never does.
+    """
+    try:
+        description = listen_endpoint_description(bind_addr)
+    except ValueError:
+        return True
+    interface = re.search(r"(?:^|:)interface=((?:\\.|[^:])*)", description)
+    if interface is None:
+        return True
+    return interface.group(1).replace("\\", "") in _ANY_HOST
 
 
 class PikoServerService(MultiService):
@@ -161,6 +202,9 @@ class PikoServerService(MultiService):
         self.registry: UpstreamRegistry[UpstreamSession] = UpstreamRegistry()
         self.ready = False
         self.ports: dict[str, IListeningPort] = {}
+        #: This machine's address, advertised for a port bound to every interface
+        #: (resolved at start when one may be, see :func:`resolve_own_host`).
+        self.own_host = "127.0.0.1"
         self.started: Deferred[None] = Deferred()
         # Configured but unusable auth raises here, before anything listens: fail closed.
         self.auth: dict[str, RequestAuthenticator | None] = {
@@ -227,7 +271,7 @@ class PikoServerService(MultiService):
             ),
             self.syncer,
             metrics=self.metrics,
-            advertise=lambda port: advertise_addr(gossip.advertise_addr, port),
+            advertise=lambda port: advertise_addr(gossip.advertise_addr, port, self.own_host),
             transport=gossip_transport,
         )
         self.metrics.watch_gossip(lambda: self.gossip.state)
@@ -297,6 +341,15 @@ class PikoServerService(MultiService):
     @inlineCallbacks
     def _start(self) -> Any:
         config = self.config
+        if any(
+            not advertise and may_bind_any(bind_addr)
+            for advertise, bind_addr in (
+                (config.admin.advertise_addr, config.admin.bind_addr),
+                (config.cluster.gossip.advertise_addr, config.cluster.gossip.bind_addr),
+                (config.proxy.advertise_addr, config.proxy.bind_addr),
+            )
+        ):
+            self.own_host = yield resolve_own_host(self.reactor)
         for name, bind_addr in (
             ("admin", config.admin.bind_addr),
             ("gossip", config.cluster.gossip.bind_addr),
@@ -330,8 +383,8 @@ class PikoServerService(MultiService):
                 )
         self.routes.node = LocalNode(
             config.cluster.node_id,
-            advertise_addr(config.proxy.advertise_addr, self.ports["proxy"]),
-            advertise_addr(config.admin.advertise_addr, self.ports["admin"]),
+            advertise_addr(config.proxy.advertise_addr, self.ports["proxy"], self.own_host),
+            advertise_addr(config.admin.advertise_addr, self.ports["admin"], self.own_host),
         )
         self.cluster.local.proxy_addr = self.routes.node.proxy_addr
         self.cluster.local.admin_addr = self.routes.node.admin_addr

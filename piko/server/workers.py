@@ -192,7 +192,7 @@ def worker_main(stdin: IO[bytes]) -> int:
     config: ServerConfig
     shared: dict[str, tuple[int, int]]
     config, shared = pickle.load(stdin)
-    from piko.cli import _run_service
+    from piko.run import run_service
     from piko.server.service import PikoServerService
 
     def factory(config: ServerConfig, reactor: Any) -> PikoServerService:
@@ -200,7 +200,7 @@ def worker_main(stdin: IO[bytes]) -> int:
             config, reactor, stop_reactor_on_failure=True, shared_sockets=shared
         )
 
-    return _run_service("server", config, config.log, sys.stderr, factory)
+    return run_service("server", config, config.log, sys.stderr, factory)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from twisted.internet.defer import fail, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
 import piko
-from piko import cli
+from piko import cli, run
 from piko.config import AgentConfig, ForwardConfig, ServerConfig
 from piko.test.config.test_twistd import fake_module
 
@@ -39,7 +39,7 @@ class CLITestMixin:
             d = run(object())
             return self.successResultOf(d)
 
-        self.patch(cli, "_run_service", run_service)
+        self.patch(cli, "run_service", run_service)
         self.patch(cli, "_http_get", http_get)
         self.patch(cli, "_react", react)
 
@@ -123,7 +123,7 @@ class LoadFactoryTests(SynchronousTestCase):
     def test_lazy_lookup(self):
         """The service factory is looked up by its module and name when needed."""
         fake_module(self, "piko.agent.service", make_agent_service="factory")
-        self.assertEqual(cli._load_factory("agent"), "factory")
+        self.assertEqual(run.load_factory("agent"), "factory")
 
 
 class StatusTests(CLITestMixin, SynchronousTestCase):
@@ -208,5 +208,5 @@ class FreezeHeapTests(SynchronousTestCase):
     def test_freezes_the_start_up_heap(self) -> None:
         """After start-up, the surviving heap is moved out of the cyclic collector's reach."""
         self.addCleanup(gc.unfreeze)
-        cli._freeze_heap()
+        run.freeze_heap()
         self.assertGreater(gc.get_freeze_count(), 0)

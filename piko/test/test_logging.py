@@ -332,7 +332,7 @@ class PooledConnectionNoiseTests(SynchronousTestCase):
         from twisted.internet.endpoints import TCP4ClientEndpoint
         from twisted.logger import globalLogPublisher
 
-        from piko.agent.pool import ConnectionPool
+        from piko.http.pool import ConnectionPool
 
         events: list[dict[str, Any]] = []
         globalLogPublisher.addObserver(events.append)  # type: ignore[arg-type]
@@ -350,13 +350,13 @@ class PooledConnectionNoiseTests(SynchronousTestCase):
     def test_per_connection_factories_are_quiet(self) -> None:
         """Every factory made per connection or per listener has ``noisy = False``."""
         from piko.agent.http_listener import HTTPListenerFactory
-        from piko.agent.pool import _ConnectionFactory
         from piko.agent.tcp_listener import TCPListenerFactory
         from piko.client.upstream import _SessionFactory
         from piko.forward.service import ForwardFactory
+        from piko.http.pool import ConnectionFactory
 
         for cls in (
-            _ConnectionFactory,
+            ConnectionFactory,
             _SessionFactory,
             HTTPListenerFactory,
             TCPListenerFactory,

@@ -415,8 +415,8 @@ class LibraryImportTests(SynchronousTestCase):
         import sys
 
         code = (
-            "from piko.cli import _install_reactor\n"
-            "_install_reactor()\n"
+            "from piko.run import install_reactor\n"
+            "install_reactor()\n"
             "from twisted.internet import reactor\n"
             "print(type(reactor).__name__)\n"
         )

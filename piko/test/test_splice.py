@@ -5,11 +5,14 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
+from piko.interfaces import IHalfCloseableTransport
 from piko.splice import SpliceProtocol, join
 from piko.test.mux.helpers import HalfCloseRecorder, RecorderFactory, SessionPair
 
 
+@implementer(IHalfCloseableTransport)
 class HalfCloseTransport(StringTransport):
     """A StringTransport that records write-half shutdowns like a TCP transport."""
 

@@ -54,6 +54,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from piko._tcp import WEBSOCKET_BUFFER_SIZE, tune
+from piko.interfaces import IAbortableTransport, IHalfCloseableTransport
 from piko.ws._frames import binary_frame_header, mask_payload, new_mask_key
 from piko.ws._frames import parse_frame_header as _parse_frame_header
 from piko.ws._options import WebSocketOptions
@@ -89,7 +90,7 @@ class WebSocketProtocolError(Exception):
     """
 
 
-@implementer(ITransport, IPushProducer, IConsumer)
+@implementer(ITransport, IPushProducer, IConsumer, IHalfCloseableTransport, IAbortableTransport)
 class WebSocketStreamTransport:
     """
     The transport an inner protocol sees: a byte stream carried in binary

@@ -11,9 +11,11 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
+from piko.interfaces import IAbortableTransport, IHalfCloseableTransport
 from piko.test.mux.helpers import HalfCloseRecorder, SessionPair
 
 
+@implementer(IHalfCloseableTransport, IAbortableTransport)
 class HalfCloseTransport(StringTransport):
     """A StringTransport that records loseWriteConnection and abortConnection."""
 

@@ -9,7 +9,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from piko.agent.http_listener import HTTPListenerFactory, Target, parse_target
-from piko.agent.pool import ConnectionPool
+from piko.http.pool import ConnectionPool
 from piko.mux.frames import Flag, FrameType
 from piko.test.agent.helpers import FakeEndpoint, ListenerPair, mask_date, take
 from piko.test.interop import read_bytes

@@ -18,12 +18,12 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from piko.agent.http_listener import HTTPListenerFactory, Target
 from piko.agent.metrics import AgentMetrics, AgentMetricsHandler, AgentMetricsServer
-from piko.agent.pool import ConnectionPool
 from piko.agent.service import make_agent_service
 from piko.agent.tcp_listener import TCPListenerFactory
 from piko.client.upstream import Upstream
 from piko.config import AccessLogConfig, AgentConfig, AgentServerConfig, ListenerConfig
 from piko.http.access_log import AccessLog
+from piko.http.pool import ConnectionPool
 from piko.http.server import HTTPServerProtocol
 from piko.logging import go_json_observer
 from piko.test.agent.helpers import FakeEndpoint, ListenerPair

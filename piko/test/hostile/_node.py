@@ -16,10 +16,10 @@ from twisted.test import iosim
 from zope.interface import implementer
 
 from piko.http.head import ResponseHead
+from piko.http.listening import HTTPPortFactory, TrackedHTTPServerProtocol
 from piko.http.parser import NEED_DATA, PAUSED, BodyChunk, HeadEvent, MessageEnd, ResponseReader
 from piko.http.server import HTTPServerProtocol, IRequestHandler, IServerExchange
 from piko.mux.session import Session, SessionConfig
-from piko.server.listening import HTTPPortFactory, TrackedHTTPServerProtocol
 from piko.server.proxy_port import ProxyPortHandler
 from piko.server.registry import UpstreamRegistry
 from piko.server.upstream_port import UpstreamSession

@@ -17,8 +17,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from piko.http.listening import HTTPPortFactory
 from piko.mux.frames import HEADER, Flag, FrameType
-from piko.server.listening import HTTPPortFactory
 from piko.server.registry import UpstreamRegistry
 from piko.server.upstream_port import UpstreamPortHandler
 from piko.test.ws.test_server import KEY, client_frame

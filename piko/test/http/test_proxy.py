@@ -14,10 +14,12 @@ from zope.interface.verify import verifyObject
 from piko.http.proxy import EndpointConnector, IUpstreamConnector, ProxyExchange
 from piko.http.rewrite import rewrite_request
 from piko.http.server import HTTPServerProtocol, IRequestHandler
+from piko.interfaces import IAbortableTransport, IHalfCloseableTransport
 from piko.mux.endpoints import StreamClientEndpoint
 from piko.test.mux.helpers import HalfCloseRecorder, RecorderFactory, SessionPair
 
 
+@implementer(IHalfCloseableTransport)
 class HalfCloseTransport(StringTransport):
     """A StringTransport that records loseWriteConnection (like a yamux stream)."""
 
@@ -233,6 +235,7 @@ def _proxy(server):
     return server.handler.proxies[-1]
 
 
+@implementer(IAbortableTransport)
 class AbortRecordingTransport(HalfCloseTransport):
     """The client's transport: records an abort (a TCP reset) apart from a clean close."""
 

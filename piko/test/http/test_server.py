@@ -21,6 +21,7 @@ from piko.http.server import (
     IServerExchange,
     service_unavailable,
 )
+from piko.interfaces import IHalfCloseableTransport
 
 
 @implementer(IRequestReceiver)
@@ -563,6 +564,7 @@ class ResumeDeliversAtOnceTests(SynchronousTestCase):
         self.assertEqual((b"".join(receiver.data), receiver.ended), (b"123456789", True))
 
 
+@implementer(IHalfCloseableTransport)
 class HalfClosingTransport(StringTransport):
     """A StringTransport that can half-close, as a TCP transport can."""
 

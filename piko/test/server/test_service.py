@@ -1,5 +1,5 @@
 """
-Tests for the drain of :mod:`piko.server.service` and :mod:`piko.server.listening`, without sockets.
+Tests for the drain of :mod:`piko.server.service` and :mod:`piko.http.listening`, without sockets.
 
 A stop must end as soon as nothing is in flight: each wait fires on an event
 (a request answered, a connection closed, an upstream answering GoAway or
@@ -20,11 +20,17 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from piko.http import errors
+from piko.http.listening import HTTPPortFactory, TrackedHTTPServerProtocol
 from piko.http.server import IRequestHandler, IServerExchange
 from piko.mux.frames import Flag, FrameType, GoAwayCode, encode_frame
-from piko.server.listening import HTTPPortFactory, TrackedHTTPServerProtocol
 from piko.server.registry import UpstreamRegistry
-from piko.server.service import _HandOff, _within
+from piko.server.service import (
+    _HandOff,
+    _within,
+    advertise_addr,
+    may_bind_any,
+    resolve_own_host,
+)
 from piko.server.upstream_port import UpstreamSession
 
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -199,3 +205,69 @@ class WithinTests(SynchronousTestCase):
         self.assertEqual(result, [False])
         event.callback(None)
         self.assertEqual(result, [False])
+
+
+class OwnHostTests(SynchronousTestCase):
+    """The advertised address of a wildcard-bound port, found without blocking the reactor."""
+
+    def test_wildcard_takes_own_host(self) -> None:
+        """A port bound to every interface advertises the resolved host; a named one itself."""
+        from twisted.internet.address import IPv4Address
+
+        class Port:
+            def __init__(self, host: str) -> None:
+                self.host = host
+
+            def getHost(self) -> IPv4Address:
+                return IPv4Address("TCP", self.host, 8000)
+
+        self.assertEqual(advertise_addr("", Port("0.0.0.0"), "10.1.2.3"), "10.1.2.3:8000")  # type: ignore[arg-type]
+        self.assertEqual(advertise_addr("", Port("10.0.0.5"), "10.1.2.3"), "10.0.0.5:8000")  # type: ignore[arg-type]
+        self.assertEqual(advertise_addr("a:1", Port("0.0.0.0"), "10.1.2.3"), "a:1")  # type: ignore[arg-type]
+
+    def test_resolved_by_the_reactor(self) -> None:
+        """The look-up is the reactor's (asynchronous); ``socket.gethostbyname`` is not called."""
+        import socket
+
+        def blocking(name: str) -> str:
+            raise AssertionError("blocking look-up")
+
+        self.patch(socket, "gethostbyname", blocking)
+        pending: Deferred[str] = Deferred()
+
+        class Reactor:
+            def resolve(self, name: str) -> Deferred[str]:
+                self.name = name
+                return pending
+
+        fake = Reactor()
+        d = resolve_own_host(fake)
+        self.assertNoResult(d)
+        self.assertEqual(fake.name, socket.gethostname())
+        pending.callback("10.1.2.3")
+        self.assertEqual(self.successResultOf(d), "10.1.2.3")
+
+    def test_unresolvable_is_loopback(self) -> None:
+        """A host name that does not resolve advertises loopback, as before."""
+        from twisted.internet.defer import fail
+        from twisted.internet.error import DNSLookupError
+
+        class Reactor:
+            def resolve(self, name: str) -> Deferred[str]:
+                return fail(DNSLookupError(name))
+
+        self.assertEqual(self.successResultOf(resolve_own_host(Reactor())), "127.0.0.1")
+
+    def test_may_bind_any(self) -> None:
+        """Only an address that names no interface needs this machine's address."""
+        for addr in (
+            ":8000",
+            "0.0.0.0:8000",
+            "[::]:8000",
+            "tcp:8000",
+            "unix:/tmp/s",
+            "tcp6:1:interface=\\:\\:",
+        ):
+            self.assertTrue(may_bind_any(addr), addr)
+        for addr in ("127.0.0.1:8000", "[::1]:8000", "tcp:8000:interface=10.0.0.1"):
+            self.assertFalse(may_bind_any(addr), addr)

@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 import attrs
 from twisted.python import usage
 
-from piko.config._errors import ConfigError
-from piko.config._options import (
+from piko.config import (
     CommandSpec,
+    ConfigError,
     Invocation,
     format_help,
     resolve_command,

@@ -1,22 +1,19 @@
 # -*- test-case-name: piko.test.server.test_service -*-
-"""Listening on an endpoint string, and the HTTP connections of a port, tracked for draining."""
+"""The HTTP connections of a listening port, tracked for draining."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
-from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from piko._tcp import tune
-from piko.config import listen_endpoint_description
 from piko.http.server import HTTPServerProtocol, IRequestHandler
+from piko.interfaces import abort
 
 #: Connections per port that may be waiting for their first request head.
 DEFAULT_MAX_PENDING = 4096
@@ -34,8 +31,7 @@ class TrackedHTTPServerProtocol(HTTPServerProtocol):
         if len(factory.pending) >= factory.max_pending:
             factory.refuse_pending()
             self._closed = True
-            abort = getattr(self.transport, "abortConnection", None)
-            (abort or self._tx.loseConnection)()
+            abort(self.transport)
             return
         factory.connections.add(self)
         factory.pending.add(self)
@@ -200,20 +196,3 @@ class HTTPPortFactory(Factory):
         if self.draining:
             return not self.connections
         return not self.busy_count()
-
-
-def listen(
-    reactor: Any, bind_addr: str, factory: Factory, tls: CertificateOptions | None = None
-) -> Deferred[IListeningPort]:
-    """
-    Listen on a Go-style ``host:port`` or a Twisted endpoint string, with TLS if given.
-
-    TLS wraps whatever the endpoint is (TCP, UNIX, systemd), so every listen
-    form can serve TLS.
-
-    :raises ValueError: for an address that is neither.
-    """
-    endpoint = serverFromString(reactor, listen_endpoint_description(bind_addr))
-    if tls is None:
-        return endpoint.listen(factory)
-    return endpoint.listen(TLSMemoryBIOFactory(tls, False, factory))

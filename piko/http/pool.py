@@ -1,6 +1,7 @@
-# -*- test-case-name: piko.test.agent.test_pool -*-
+# -*- test-case-name: piko.test.http.test_pool -*-
 """
-A keep-alive connection pool to the local service: the agent's ``http.Transport``.
+A keep-alive connection pool to a local service: the agent's ``http.Transport`` (and, subclassed,
+the server's connections to other nodes in :mod:`piko.server.forwarding`).
 
 Go's agent proxies every request through one ``http.Transport`` per listener, which keeps
 finished HTTP/1.1 connections idle for the next request (``idle_conn_timeout``, at most
@@ -8,7 +9,7 @@ finished HTTP/1.1 connections idle for the next request (``idle_conn_timeout``, 
 :class:`~piko.http.proxy.IUpstreamConnector`: :class:`~piko.http.proxy.ProxyExchange` asks it
 for a connection and releases it after the response, saying whether it may be reused.
 
-Each TCP connection is owned by a :class:`_PooledConnection` protocol that stays with it for
+Each TCP connection is owned by a :class:`PooledConnection` protocol that stays with it for
 its whole life; the request's protocol gets a :class:`_Lease`, a thin transport that forwards
 to the TCP transport only while the request holds it.  A stale lease (a late timeout, a
 downstream stream that calls ``stopProducing`` when it ends) therefore cannot close a
@@ -47,6 +48,8 @@ from zope.interface import implementer
 
 from piko._tcp import tune
 from piko.http.proxy import IUpstreamConnector
+from piko.interfaces import IAbortableTransport, IHalfCloseableTransport
+from piko.interfaces import abort as abort_transport
 
 __all__ = ["ConnectionPool", "StaleConnection"]
 
@@ -58,15 +61,15 @@ class StaleConnection(ConnectionDone):
     """
 
 
-@implementer(ITransport, IPushProducer)
+@implementer(ITransport, IPushProducer, IAbortableTransport, IHalfCloseableTransport)
 class _Lease:
     """
     The transport a request's protocol sees: the pooled TCP transport while leased, inert
     once released.
     """
 
-    def __init__(self, conn: _PooledConnection) -> None:
-        self._conn: _PooledConnection | None = conn
+    def __init__(self, conn: PooledConnection) -> None:
+        self._conn: PooledConnection | None = conn
 
     @property
     def _tx(self) -> Any:
@@ -136,7 +139,7 @@ class _Lease:
 
 
 @implementer(IHalfCloseableProtocol)
-class _PooledConnection(Protocol):
+class PooledConnection(Protocol):
     """Owns one TCP connection to the local service for its whole life."""
 
     def __init__(self, pool: ConnectionPool) -> None:
@@ -188,8 +191,8 @@ class _PooledConnection(Protocol):
             return
         self.closed = True
         self.discarded = True
-        if abort and hasattr(self.transport, "abortConnection"):
-            self.transport.abortConnection()
+        if abort:
+            abort_transport(self.transport)
         else:
             self.transport.loseConnection()
 
@@ -239,15 +242,15 @@ class _PooledConnection(Protocol):
         user.connectionLost(reason)
 
 
-class _ConnectionFactory(Factory):
+class ConnectionFactory(Factory):
     #: One factory per connection made: no "Starting factory" line for each.
     noisy = False
 
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
 
-    def buildProtocol(self, addr: Any) -> _PooledConnection:
-        return _PooledConnection(self.pool)
+    def buildProtocol(self, addr: Any) -> PooledConnection:
+        return PooledConnection(self.pool)
 
 
 @implementer(IUpstreamConnector)
@@ -279,9 +282,9 @@ class ConnectionPool:
         self.idle_timeout = idle_timeout
         self.max_idle = max_idle
         #: Idle connections, oldest first (reuse takes the newest, as Go does).
-        self.idle: deque[_PooledConnection] = deque()
-        self._factory = _ConnectionFactory(self)
-        self._leased: dict[int, _PooledConnection] = {}
+        self.idle: deque[PooledConnection] = deque()
+        self._factory = ConnectionFactory(self)
+        self._leased: dict[int, PooledConnection] = {}
         self._closed = False
 
     # -- IUpstreamConnector
@@ -333,20 +336,20 @@ class ConnectionPool:
         while self.idle:
             self.idle[0].discard()
 
-    def _lease(self, conn: _PooledConnection, protocol: IProtocol) -> None:
+    def _lease(self, conn: PooledConnection, protocol: IProtocol) -> None:
         self._leased[id(protocol)] = conn
         conn.attach(protocol)
 
-    def _idle_expired(self, conn: _PooledConnection) -> None:
+    def _idle_expired(self, conn: PooledConnection) -> None:
         conn.idle_timer = None
         conn.discard()
 
-    def _cancel_idle_timer(self, conn: _PooledConnection) -> None:
+    def _cancel_idle_timer(self, conn: PooledConnection) -> None:
         if conn.idle_timer is not None and conn.idle_timer.active():
             conn.idle_timer.cancel()
         conn.idle_timer = None
 
-    def _forget(self, conn: _PooledConnection) -> None:
+    def _forget(self, conn: PooledConnection) -> None:
         self._cancel_idle_timer(conn)
         with contextlib.suppress(ValueError):
             self.idle.remove(conn)

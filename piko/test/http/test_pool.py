@@ -1,5 +1,5 @@
 # -*- test-case-name: piko.test.agent.test_pool -*-
-"""Tests for :class:`piko.agent.pool.ConnectionPool`."""
+"""Tests for :class:`piko.http.pool.ConnectionPool`."""
 
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.internet.task import Clock
@@ -7,7 +7,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from piko.agent.pool import ConnectionPool, StaleConnection
+from piko.http.pool import ConnectionPool, StaleConnection
 from piko.http.proxy import IUpstreamConnector
 from piko.test.agent.helpers import FakeEndpoint
 from piko.test.mux.helpers import HalfCloseRecorder

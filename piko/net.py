@@ -1,7 +1,7 @@
 # -*- test-case-name: piko.test.config.test_addr -*-
 """
-Address helpers: Go ``host:port`` strings, agent/forward targets and Twisted
-endpoint strings.
+Network helpers: Go ``host:port`` strings, agent/forward targets, Twisted
+endpoint strings, and listening on any of them.
 
 Go Piko takes ``--proxy.bind-addr :8000``-style addresses; Twisted listens on
 endpoint descriptions (``tcp:8000:interface=127.0.0.1``).  Every bind address
@@ -13,13 +13,22 @@ turns it into the one form the services hand to
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 from urllib.parse import urlsplit
+
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory
+from twisted.internet.ssl import CertificateOptions
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
 __all__ = [
     "ENDPOINT_TYPES",
     "ip_version",
     "is_endpoint_description",
     "join_host_port",
+    "listen",
     "listen_endpoint_description",
     "local_host",
     "local_url",
@@ -172,3 +181,20 @@ def listen_endpoint_description(bind_addr: str) -> str:
         ip = None
     kind = "tcp6" if ip is not None and ip.version == 6 else "tcp"
     return f"{kind}:{port}:interface={_escape(host)}"
+
+
+def listen(
+    reactor: Any, bind_addr: str, factory: Factory, tls: CertificateOptions | None = None
+) -> Deferred[IListeningPort]:
+    """
+    Listen on a Go-style ``host:port`` or a Twisted endpoint string, with TLS if given.
+
+    TLS wraps whatever the endpoint is (TCP, UNIX, systemd), so every listen
+    form can serve TLS.
+
+    :raises ValueError: for an address that is neither.
+    """
+    endpoint = serverFromString(reactor, listen_endpoint_description(bind_addr))
+    if tls is None:
+        return endpoint.listen(factory)
+    return endpoint.listen(TLSMemoryBIOFactory(tls, False, factory))
