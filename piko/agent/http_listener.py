@@ -16,7 +16,9 @@ none), and every request starts a :class:`~piko.http.proxy.ProxyExchange` to the
   does), so the stream FINs after the response;
 * the local service refusing or breaking before a head gives 502 ``upstream unreachable``;
   no head within the listener timeout gives 504 ``upstream timeout`` (not applied to
-  ``Upgrade: websocket``, which passes through).
+  ``Upgrade: websocket``, which passes through);
+* the Piko server closing the stream (FIN) before the answer is complete abandons the request:
+  the stream is reset and the local connection closed (see :class:`StreamServerProtocol`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,13 @@ from piko.http.proxy import ProxyExchange
 from piko.http.rewrite import rewrite_request
 from piko.http.server import HTTPServerProtocol, IRequestHandler, IServerExchange
 
-__all__ = ["AgentProxyExchange", "HTTPListenerFactory", "Target", "parse_target"]
+__all__ = [
+    "AgentProxyExchange",
+    "HTTPListenerFactory",
+    "StreamServerProtocol",
+    "Target",
+    "parse_target",
+]
 
 # Go's Request.isReplayable: these methods with no body may be sent again.
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
@@ -126,6 +134,37 @@ class AgentProxyExchange(ProxyExchange):
         super().connectionLost(reason)
 
 
+class StreamServerProtocol(HTTPServerProtocol):
+    """
+    Serves one stream from the Piko server: an end of the stream (FIN) before the answer is
+    complete means the server gave the request up.
+
+    Go's server proxies with an ``http.Transport``, which never half-closes: it closes a
+    stream (FIN) only when it is done with it, after the response or when its own client
+    went away (the request's context cancelled), and then reads from the stream no more, so
+    no window is granted for the rest of the answer.  (Our server resets the stream when
+    its client goes away, which ends the exchange here anyway.)
+    Go's agent serves the stream with ``http.Server``, whose background read sees the EOF and
+    cancels the request's context, so its ``ReverseProxy`` closes the local connection.  An
+    answer that went on here would stall for good once the stream's window is spent, holding
+    the local connection (and the service's worker) until Go's 5-minute stream close timeout.
+
+    So the answer is dropped: the stream is reset (RST; Go's side forgets it at once instead
+    of after that timeout) and the request's :class:`~piko.http.proxy.ProxyExchange` hears
+    the connection lost and closes its local connection, never returned to the pool, as its
+    response was not read to the end.  A local connection whose response was complete before
+    the FIN was already released to the pool (if reusable) and is not touched.
+    """
+
+    def readConnectionLost(self) -> None:
+        current = self.current
+        if self._taken is None and current is not None and not current.response_done:
+            self.log.debug("stream closed by the server before the answer: request abandoned")
+            self._abort()
+            return
+        super().readConnectionLost()
+
+
 @implementer(IRequestHandler)
 class _ProxyHandler:
     """Starts one :class:`AgentProxyExchange` per request read from a stream."""
@@ -190,4 +229,6 @@ class HTTPListenerFactory(Factory):
         self._handler = handler
 
     def buildProtocol(self, addr: Any) -> HTTPServerProtocol:
-        return HTTPServerProtocol(self._handler, self.clock, header_timeout=None, idle_timeout=None)
+        return StreamServerProtocol(
+            self._handler, self.clock, header_timeout=None, idle_timeout=None
+        )

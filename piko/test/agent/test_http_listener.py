@@ -265,6 +265,86 @@ class ColdAgentBodyTests(SynchronousTestCase):
         self.assertEqual(received, payload)
 
 
+class AbandonedStreamTests(SynchronousTestCase):
+    """
+    Go's server, when its client goes away mid-answer, closes the stream (FIN) and reads no
+    more from it.  The agent drops the answer: it resets the stream and closes the local
+    connection; a connection whose response was already complete stays pooled.
+    """
+
+    request = b"OPTIONS /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+    big_head = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5806327\r\n\r\n"
+
+    def gone_server(self, pair):
+        """Open a stream and send the request as Go's server does; it then reads no more."""
+        recorder = pair.open()
+        recorder.transport.write(self.request)
+        recorder.transport.pauseProducing()  # no window granted from now on
+        pair.pump()
+        return recorder
+
+    def assert_dropped(self, pair, recorder, local, pool):
+        self.assertTrue(local.disconnecting, "the local connection is still open")
+        self.assertEqual(list(pool.idle), [])
+        self.assertEqual(pair.client.stream_count, 0, "the agent still holds the stream")
+        self.assertEqual(pair.server.stream_count, 0, "the server's stream was not reset")
+
+    def test_fin_mid_response_drops_local_connection(self):
+        """
+        The FIN arrives while a 5.8 MB answer is being relayed and the stream's window is
+        spent: the local connection is closed (it was open for good before), the stream reset.
+        """
+        pair, endpoint, pool = setup()
+        recorder = self.gone_server(pair)
+        local = endpoint.transports[0]
+        endpoint.protocols[0].dataReceived(self.big_head + b"x" * 400_000)
+        pair.pump()
+        self.assertEqual(local.producerState, "paused")  # the window (256 KiB) is spent
+        recorder.transport.loseConnection()
+        pair.pump()
+        self.assert_dropped(pair, recorder, local, pool)
+        self.assertIsNotNone(recorder.lost)
+
+    def test_fin_before_head_drops_local_connection(self):
+        """A FIN before the local service answered drops the request too: nothing is relayed."""
+        pair, endpoint, pool = setup()
+        recorder = self.gone_server(pair)
+        local = endpoint.transports[0]
+        received = bytes(recorder.received)
+        recorder.transport.loseConnection()
+        pair.pump()
+        self.assert_dropped(pair, recorder, local, pool)
+        endpoint.protocols[0].dataReceived(self.big_head + b"x" * 1000)
+        pair.pump()
+        self.assertEqual(bytes(recorder.received), received)
+
+    def test_fin_before_connect_drops_local_connection(self):
+        """A FIN while the agent still connects to the local service closes that connection."""
+        pair, endpoint, pool = setup("later")
+        recorder = self.gone_server(pair)
+        recorder.transport.loseConnection()
+        pair.pump()
+        local = endpoint.complete()
+        pair.pump()
+        self.assert_dropped(pair, recorder, local, pool)
+
+    def test_fin_after_complete_response_keeps_connection_pooled(self):
+        """
+        A response read whole from the local service before the FIN (it fit in the window)
+        leaves its connection reusable in the pool; the stream then ends as usual.
+        """
+        pair, endpoint, pool = setup()
+        recorder = self.gone_server(pair)
+        local = endpoint.transports[0]
+        endpoint.protocols[0].dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        pair.pump()
+        recorder.transport.loseConnection()
+        pair.pump()
+        self.assertFalse(local.disconnecting)
+        self.assertEqual(len(pool.idle), 1)
+        self.assertEqual(pair.client.stream_count, 0)
+
+
 class ParseTargetTests(SynchronousTestCase):
     def test_forms(self):
         """Target URLs split into host, port (defaulted by scheme), TLS, path and query."""

@@ -196,8 +196,8 @@ class Runner:
                 ):
                     self.report.reference_failures += 1
                 if name == topology.spec.reference:
-                    # Go against itself: only a hang counts (seen: Go ends an early
-                    # answer after 32 KiB as if whole; that is Go's, not ours to fail on).
+                    # Go against itself: only a hang counts (Go ends some early answers
+                    # short as if whole, see oracle.go_completes_cut_early_answer).
                     problems = [
                         p
                         for p in oracle.compare(exchange, topology.spec, mine, mine)

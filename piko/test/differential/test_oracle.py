@@ -12,8 +12,9 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from piko.test.differential import oracle
-from piko.test.differential.spec import Exchange
+from piko.test.differential.spec import Exchange, body_bytes
 from piko.test.differential.topology import TOPOLOGIES
+from piko.test.differential.wire import digest
 
 _EMPTY = "e3b0c44298fc1c14"
 
@@ -162,3 +163,77 @@ class EmptyUnsizedBodyTests(SynchronousTestCase):
             ),
             [],
         )
+
+
+class GoCompletesCutEarlyAnswerTests(SynchronousTestCase):
+    """
+    With Go in the path, an early answer whose upload Go cut may reach the
+    client short yet ended by ``0\\r\\n\\r\\n`` (seed 731690393 exchange 178):
+    Go's recovery middleware finishes the aborted handler's answer.
+    """
+
+    size = 586307
+
+    def _exchange(self) -> Exchange:
+        return _exchange(
+            method="POST",
+            status=200,
+            framing="chunked",
+            body_size=507108,
+            service="early",
+            response_framing="chunked",
+            response_size=self.size,
+        )
+
+    def _observed(self, body_len: int, upload_complete: bool) -> dict[str, Any]:
+        exchange = self._exchange()
+        sent = body_bytes(exchange.key, exchange.response_size, "r")
+        client = {
+            "end": "complete",
+            "status": 200,
+            "headers": [("Content-Type", "application/x-y"), ("X-Resp", "v")],
+            "interim": [],
+            "framing": "chunked",
+            "body_len": body_len,
+            "body": digest(sent[:body_len]),
+            "trailers": [],
+        }
+        service = [
+            {
+                "method": "POST",
+                "target": "/",
+                "version": "HTTP/1.1",
+                "headers": [("Host", "diff.test")],
+                "early": True,
+                "body_len": 281930 if not upload_complete else 507108,
+                "body_complete": upload_complete,
+            }
+        ]
+        return {"client": client, "service": service, "topology": TOPOLOGIES["go"]}
+
+    def test_go_in_path_and_upload_cut(self) -> None:
+        """A Go server or agent in the path, the upload cut at the service: allowed."""
+        go = self._observed(self.size, upload_complete=True)
+        cut = self._observed(193484, upload_complete=False)
+        for name in ("go-server+ours-agent", "ours-server+go-agent", "mixed-cluster"):
+            self.assertEqual(oracle.compare(self._exchange(), TOPOLOGIES[name], cut, go), [])
+
+    def test_all_ours_path(self) -> None:
+        """An all-ours path has no such excuse: cut but complete is a mismatch."""
+        go = self._observed(self.size, upload_complete=True)
+        cut = self._observed(193484, upload_complete=False)
+        for name in ("ours", "ours-cluster"):
+            problems = oracle.compare(self._exchange(), TOPOLOGIES[name], cut, go)
+            self.assertEqual(len(problems), 1, problems)
+            self.assertIn("cut but marked complete", problems[0])
+
+    def test_upload_whole(self) -> None:
+        """
+        With the upload whole at the service, nothing started Go's race: a cut
+        answer marked complete is a mismatch even with Go in the path.
+        """
+        go = self._observed(self.size, upload_complete=True)
+        cut = self._observed(193484, upload_complete=True)
+        problems = oracle.compare(self._exchange(), TOPOLOGIES["go-server+ours-agent"], cut, go)
+        self.assertEqual(len(problems), 1, problems)
+        self.assertIn("cut but marked complete", problems[0])
