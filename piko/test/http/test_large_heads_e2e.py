@@ -68,7 +68,10 @@ class LargeHeadsTests(E2ETestCase):
         # Server and agent share this process, and so its head budget, which in real use
         # each has for itself: give the shared one room for both.
         self.patch(http_server.PROCESS_HEAD_BUDGET, "limit", 2 * http_server.DEFAULT_HEAD_BUDGET)
-        yield self.start_server()
+        # Everything (clients, server, agent, service) shares one reactor on a shared machine
+        # here, so the last answers can take longer than the default 30 s proxy timeout
+        # (504); a torn-down session (502) is what this test is about.
+        yield self.start_server(timeout=150.0)
         site = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
             Factory.forProtocol(CountingService)
         )
