@@ -17,6 +17,8 @@ All functions are pure: heads and parameters in, heads or bytes out.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import compress
+from operator import not_
 
 from attrs import frozen
 
@@ -24,10 +26,10 @@ from piko.http.head import (
     Headers,
     RequestHead,
     ResponseHead,
+    canonical_columns,
     canonical_key,
     header_get,
     header_tokens,
-    header_values,
     serialize_headers,
     status_text,
 )
@@ -52,6 +54,28 @@ _REQUEST_SELF_WRITTEN = frozenset(
     {b"Host", b"User-Agent", b"Content-Length", b"Transfer-Encoding", b"Trailer"}
 )
 
+#: The keys :func:`rewrite_request` reads values of.
+_REQUEST_LOOKUPS = frozenset(
+    {
+        b"Host",
+        b"Connection",
+        b"Upgrade",
+        b"Te",
+        b"X-Forwarded-For",
+        b"User-Agent",
+        b"Accept-Encoding",
+        b"Range",
+    }
+)
+_CONNECTION = frozenset({b"Connection"})
+_CRLF = b"\r\n"
+_COLON_SP = b": "
+#: The keys :func:`go_response_head` reads values of, and those it leaves out of the block.
+_RESPONSE_LOOKUPS = frozenset({b"Connection", b"Content-Length", b"Date"})
+_RESPONSE_EXCLUDED = frozenset({b"Transfer-Encoding", b"Trailer"})
+_RESPONSE_EXCLUDED_CHUNKED = _RESPONSE_EXCLUDED | {b"Content-Length"}
+_UPGRADE_EXCLUDED = frozenset({b"Content-Length", b"Transfer-Encoding", b"Trailer"})
+
 
 @frozen
 class BodyFraming:
@@ -75,38 +99,81 @@ class BodyFraming:
 NO_BODY = BodyFraming(length=0)
 
 
-def canonical_groups(headers: Sequence[tuple[bytes, bytes]]) -> dict[bytes, list[bytes]]:
-    """Group header values under Go's canonical keys, keeping value order (Go's ``http.Header``)."""
+def canonical_pairs(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """
+    ``(canonical key, value)`` for every header, in wire order (see
+    :func:`~piko.http.head.canonical_columns`).
+    """
+    keys, values, _ = canonical_columns(headers)
+    return list(zip(keys, values, strict=True))
+
+
+def _collect(
+    keys: list[bytes], values: list[bytes], wanted: frozenset[bytes]
+) -> dict[bytes, list[bytes]]:
+    """The values of the few ``wanted`` keys a rewrite looks at, in one pass over ``keys``."""
     out: dict[bytes, list[bytes]] = {}
-    for n, v in headers:
-        out.setdefault(canonical_key(n), []).append(v)
+    for i in compress(range(len(keys)), map(wanted.__contains__, keys)):
+        out.setdefault(keys[i], []).append(values[i])
     return out
 
 
-def _sorted_lines(
-    groups: dict[bytes, list[bytes]], exclude: frozenset[bytes] = frozenset()
-) -> list[tuple[bytes, bytes]]:
-    # Go's Header.writeSubset: keys sorted, values in order, newlines folded to spaces, trimmed.
-    out = []
-    for key in sorted(groups):
-        if key in exclude:
-            continue
-        for v in groups[key]:
-            if b"\r" in v or b"\n" in v:
-                v = v.replace(b"\r", b" ").replace(b"\n", b" ")
-            out.append((key, v.strip(b" \t")))
-    return out
+def _clean_value(v: bytes) -> bytes:
+    # Go's Header.writeSubset: newlines folded to spaces, then trimmed.
+    if b"\r" in v or b"\n" in v:
+        v = v.replace(b"\r", b" ").replace(b"\n", b" ")
+    return v.strip(b" \t")
 
 
-def remove_hop_by_hop(groups: dict[bytes, list[bytes]]) -> None:
-    """Delete hop-by-hop headers and those named in ``Connection``, as Go's ReverseProxy does."""
-    for v in groups.get(b"Connection", []):
+def _sorted_block(
+    keys: list[bytes],
+    values: list[bytes],
+    exclude: frozenset[bytes] | set[bytes],
+    clean: bool,
+    extra: Sequence[tuple[bytes, bytes]] = (),
+) -> bytes:
+    """
+    Go's ``Header.writeSubset``: the header lines (each ending CRLF) sorted by key, a key's
+    values in order, less the keys in ``exclude``; all in C but the sort's key lookups.
+
+    :param clean: True when every value is known trimmed and free of line breaks, which
+        spares a pass over them.
+    :param extra: pairs added after the exclusion (keys set anew), values already clean.
+    """
+    count = len(keys)
+    kept = list(compress(range(count), map(not_, map(exclude.__contains__, keys))))
+    if extra:
+        keys = keys + [k for k, _ in extra]
+        values = values + [v for _, v in extra]
+        kept.extend(range(count, len(keys)))
+    # sort() is stable: a key's values keep their wire order, as in Go's http.Header.
+    kept.sort(key=keys.__getitem__)
+    order = kept
+    if not order:
+        return b""
+    if not clean:
+        values = [_clean_value(v) for v in values]
+    # Key, ": ", value, CRLF, interleaved by slice assignment and joined once.
+    n = len(order)
+    parts: list[bytes] = [_CRLF] * (4 * n)
+    parts[0::4] = map(keys.__getitem__, order)
+    parts[1::4] = [_COLON_SP] * n
+    parts[2::4] = map(values.__getitem__, order)
+    return b"".join(parts)
+
+
+def _hop_by_hop(connection: list[bytes] | None) -> set[bytes]:
+    """
+    The keys Go's ReverseProxy removes: those named in ``Connection`` (its ``connection``
+    values) and the hop-by-hop ones.
+    """
+    drop = set(HOP_BY_HOP)
+    for v in connection or ():
         for name in v.split(b","):
             name = name.strip(b" \t")
             if name:
-                groups.pop(canonical_key(name), None)
-    for name in HOP_BY_HOP:
-        groups.pop(name, None)
+                drop.add(canonical_key(name))
+    return drop
 
 
 def _tokens(values: list[bytes] | None) -> list[bytes]:
@@ -177,34 +244,38 @@ def rewrite_request(
     :param target_query: the agent target URL's raw query (merged before the request query).
     :returns: the head bytes, ending with the blank line.
     """
-    groups = canonical_groups(head.headers)
-    host = groups.pop(b"Host", [b""])[0]
-    # From the groups (each name's values, in order, under its canonical key) rather than
-    # more passes over the headers: the same values as upgrade_type and header_tokens see.
+    keys, values, clean = canonical_columns(head.headers)
+    found = _collect(keys, values, _REQUEST_LOOKUPS)
+    host = found.get(b"Host", [b""])[0]
     up_type = None
-    if b"upgrade" in _tokens(groups.get(b"Connection")):
-        upgrade = groups.get(b"Upgrade")
+    if b"upgrade" in _tokens(found.get(b"Connection")):
+        upgrade = found.get(b"Upgrade")
         up_type = upgrade[0] if upgrade else None
-    te_trailers = b"trailers" in _tokens(groups.get(b"Te"))
-    remove_hop_by_hop(groups)
+    te_trailers = b"trailers" in _tokens(found.get(b"Te"))
+    # Go's ReverseProxy deletes these from its copy of the header, then sets a few again.
+    removed = _hop_by_hop(found.get(b"Connection"))
+    for key in removed:
+        found.pop(key, None)
+    added: list[tuple[bytes, bytes]] = []
     if te_trailers:
-        groups[b"Te"] = [b"trailers"]
+        added.append((b"Te", b"trailers"))
     if up_type is not None:
-        groups[b"Connection"] = [b"Upgrade"]
-        groups[b"Upgrade"] = [up_type]
+        added.append((b"Connection", b"Upgrade"))
+        added.append((b"Upgrade", _clean_value(up_type)))
     if client_ip is not None:
-        prior = groups.get(b"X-Forwarded-For")
-        groups[b"X-Forwarded-For"] = [
-            b", ".join([*prior, client_ip.encode()]) if prior else client_ip.encode()
-        ]
-    groups[b"X-Piko-Forward"] = [b"true"]
+        removed.add(b"X-Forwarded-For")
+        prior = found.get(b"X-Forwarded-For")
+        xff = b", ".join([*prior, client_ip.encode()]) if prior else client_ip.encode()
+        added.append((b"X-Forwarded-For", _clean_value(xff)))
+    removed.add(b"X-Piko-Forward")
+    added.append((b"X-Piko-Forward", b"true"))
 
     target = head.target
     if target_path or target_query:
         target = join_target(target_path, target_query, target)
 
     lines: list[tuple[bytes, bytes]] = [(b"Host", host)]
-    user_agent = groups.get(b"User-Agent", [b""])[0].strip(b" \t")
+    user_agent = found.get(b"User-Agent", [b""])[0].strip(b" \t")
     if user_agent:
         lines.append((b"User-Agent", user_agent))
     if framing.chunked:
@@ -213,38 +284,46 @@ def rewrite_request(
         lines.append((b"Content-Length", b"%d" % framing.length))
     elif head.method in (b"POST", b"PUT", b"PATCH"):
         lines.append((b"Content-Length", b"0"))
-    lines.extend(_sorted_lines(groups, _REQUEST_SELF_WRITTEN))
+    removed.update(_REQUEST_SELF_WRITTEN)
+    block = _sorted_block(keys, values, removed, clean, added)
     extra: list[tuple[bytes, bytes]] = []
     if (
         add_accept_encoding
-        and b"Accept-Encoding" not in groups
-        and b"Range" not in groups
+        and b"Accept-Encoding" not in found
+        and b"Range" not in found
         and head.method != b"HEAD"
     ):
         extra.append((b"Accept-Encoding", b"gzip"))
     if close and up_type is None:
         extra.append((b"Connection", b"close"))
-    lines.extend(extra)
-    return b"%s %s HTTP/1.1\r\n" % (head.method, target) + serialize_headers(lines) + b"\r\n"
+    return (
+        b"%s %s HTTP/1.1\r\n" % (head.method, target)
+        + serialize_headers(lines)
+        + block
+        + serialize_headers(extra)
+        + b"\r\n"
+    )
 
 
 def response_headers_for_relay(head: ResponseHead) -> Headers:
     """
     The headers a Go ReverseProxy copies from an upstream response: canonical keys, hop-by-hop
-    removed (kept for ``101``, which Go relays as is).
+    removed (kept for ``101``, which Go relays as is), in wire order (whoever writes them
+    sorts them by key, each key's values in this order, as Go's ``http.Header`` does).
     """
-    groups = canonical_groups(head.headers)
-    if head.status != 101:
-        remove_hop_by_hop(groups)
-    return tuple((k, v) for k, vs in groups.items() for v in vs)
+    keys, values, _ = canonical_columns(head.headers)
+    if head.status == 101:
+        return tuple(zip(keys, values, strict=True))
+    removed = _hop_by_hop(_collect(keys, values, _CONNECTION).get(b"Connection"))
+    return tuple(p for p in zip(keys, values, strict=True) if p[0] not in removed)
 
 
 def upgrade_response_head(head: ResponseHead) -> bytes:
     """The ``101`` head Go's ReverseProxy writes to the client: peer's reason, headers sorted."""
-    groups = canonical_groups(head.headers)
-    lines = _sorted_lines(groups, frozenset({b"Content-Length", b"Transfer-Encoding", b"Trailer"}))
+    keys, values, clean = canonical_columns(head.headers)
+    block = _sorted_block(keys, values, _UPGRADE_EXCLUDED, clean)
     reason = head.reason or status_text(head.status)
-    return b"HTTP/1.1 %d %s\r\n" % (head.status, reason) + serialize_headers(lines) + b"\r\n"
+    return b"HTTP/1.1 %d %s\r\n" % (head.status, reason) + block + b"\r\n"
 
 
 def body_allowed(status: int, method: bytes = b"GET") -> bool:
@@ -274,21 +353,23 @@ def go_response_head(
         ``Connection`` header; the connection closes after the body).
     :param content_length: a length Go computed itself (set only when ``headers`` has none).
     """
-    groups = canonical_groups(headers)
+    keys, values, clean = canonical_columns(headers)
+    found = _collect(keys, values, _RESPONSE_LOOKUPS)
+    exclude = _RESPONSE_EXCLUDED
     if chunked:
-        groups.pop(b"Content-Length", None)
-    lines = _sorted_lines(groups, frozenset({b"Transfer-Encoding", b"Trailer"}))
-    if b"Date" not in groups:
+        found.pop(b"Content-Length", None)
+        exclude = _RESPONSE_EXCLUDED_CHUNKED
+    block = _sorted_block(keys, values, exclude, clean)
+    lines: list[tuple[bytes, bytes]] = []
+    if b"Date" not in found:
         lines.append((b"Date", date))
-    if content_length is not None and b"Content-Length" not in groups:
+    if content_length is not None and b"Content-Length" not in found:
         lines.append((b"Content-Length", b"%d" % content_length))
     if (
         close
         and http11
         and b"close"
-        not in [
-            t.strip().lower() for v in header_values(headers, b"connection") for t in v.split(b",")
-        ]
+        not in [t.strip().lower() for v in found.get(b"Connection", ()) for t in v.split(b",")]
     ):
         lines.append((b"Connection", b"close"))
     if chunked and http11:
@@ -296,6 +377,7 @@ def go_response_head(
     version = b"1.1" if http11 else b"1.0"
     return (
         b"HTTP/%s %d %s\r\n" % (version, status, status_text(status))
+        + block
         + serialize_headers(lines)
         + b"\r\n"
     )

@@ -63,8 +63,11 @@ LINGER = 0.5
 #: requests are never refused by it.
 FREE_HEAD_BYTES = 16 * 1024
 
-#: The default budget of one process (see :data:`PROCESS_HEAD_BUDGET`).
-DEFAULT_HEAD_BUDGET = 64 << 20
+#: The default budget of one process (see :data:`PROCESS_HEAD_BUDGET`): room for 50 heads just
+#: under the 1 MiB limit at once, each charged twice (:func:`head_cost`); 64 MiB refused 6 of
+#: 50 concurrent 770 KB heads.  (Go has no such budget; its per-name accounting refuses heads
+#: of more than about 4,900 distinct names, see ``docs/performance.md``.)
+DEFAULT_HEAD_BUDGET = 128 << 20
 
 
 class HeadBudget:

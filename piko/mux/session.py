@@ -201,6 +201,11 @@ class Session(Protocol):
         self._ping_timer: IDelayedCall | None = None
         self._ping_waiters: dict[int, tuple[float, list[Deferred[float]]]] = {}
         self._keepalive_call: IDelayedCall | None = None
+        # Reads from the peer so far, and how many there had been when the ping timer was
+        # armed; whether the timer has had its one extra reactor turn (see _ping_timed_out).
+        self._reads = 0
+        self._reads_at_ping = 0
+        self._ping_grace = False
         self.local_go_away = False
         self.remote_go_away = False
         self.closed = False
@@ -230,6 +235,7 @@ class Session(Protocol):
         """
         if self.closed:
             return
+        self._reads += 1  # liveness for the keepalive (see _ping_timed_out)
         try:
             offset = 0
             end = len(data)
@@ -804,13 +810,38 @@ class Session(Protocol):
         self._ping_id = (ping_id + 1) & 0xFFFFFFFF
         self._ping_waiters[ping_id] = (self.clock.seconds(), [waiter] if waiter else [])
         if self._ping_timer is None:
-            self._ping_timer = self.clock.callLater(
-                self.config.keepalive_timeout, self._ping_timed_out
-            )
+            self._arm_ping_timer()
         self.send_frame(FrameType.PING, _SYN, 0, ping_id)
 
+    def _arm_ping_timer(self) -> None:
+        self._reads_at_ping = self._reads
+        self._ping_grace = False
+        self._ping_timer = self.clock.callLater(
+            self.config.keepalive_timeout, self._ping_timed_out
+        )
+
     def _ping_timed_out(self) -> None:
+        """
+        The ping has not been answered in ``keepalive_timeout``: end the session, unless the
+        peer has shown it is alive some other way.
+
+        Go's yamux reads in a goroutine of its own, so only a silent peer lets its ping time
+        out.  Here one reactor reads and also does everything else: after a busy spell (a few
+        dozen large heads to rewrite) the timer can fire before the reactor has read the
+        answer waiting in the socket, or the answer can sit behind megabytes of stream data
+        the peer sent first.  So any bytes received since the ping count as liveness (the
+        timer is armed again, and a silent peer still ends the session one timeout later),
+        and before giving up the timer waits one more reactor turn, in which bytes that
+        arrived during the busy spell are read.  Nothing changes on the wire.
+        """
         self._ping_timer = None
+        if self._reads != self._reads_at_ping:
+            self._arm_ping_timer()
+            return
+        if not self._ping_grace:
+            self._ping_grace = True
+            self._ping_timer = self.clock.callLater(0, self._ping_timed_out)
+            return
         self.log.warn("yamux keepalive timeout")
         self._terminate(Failure(KeepAliveTimeout("keepalive timeout")))
 

@@ -1,10 +1,15 @@
 """Tests for :mod:`piko.http.head`."""
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from piko.http.head import (
+    PACK_ABOVE,
+    PackedHeaders,
     RequestHead,
     canonical_key,
+    canonical_keys,
     endpoint_id_from_request,
     http_date,
     status_text,
@@ -75,3 +80,46 @@ class HelperTests(SynchronousTestCase):
         self.assertEqual(http_date(1795700650.9), b"Thu, 26 Nov 2026 13:44:10 GMT")
         self.assertEqual(http_date(1795700651.0), b"Thu, 26 Nov 2026 13:44:11 GMT")
         self.assertEqual(http_date(-0.5), b"Wed, 31 Dec 1969 23:59:59 GMT")
+
+
+_NAME_BYTES = st.sampled_from(list(b"aZz-09_.~!x\n :\t\xe9"))
+_NAMES = st.lists(
+    st.binary(max_size=0) | st.lists(_NAME_BYTES, max_size=10).map(bytes), max_size=60
+)
+
+
+class BulkHeaderTests(SynchronousTestCase):
+    """The bulk helpers of the head rewrite give exactly what the per-header ones give."""
+
+    @given(_NAMES)
+    @settings(max_examples=100, deadline=None)
+    def test_canonical_keys_as_canonical_key(self, names: list[bytes]) -> None:
+        """canonical_keys is canonical_key of each name, whatever the names."""
+        self.assertEqual(canonical_keys(names), [canonical_key(n) for n in names])
+
+    def test_canonical_keys_go_cases(self) -> None:
+        """Letters after digits stay lower, as Go's textproto leaves them."""
+        names = [b"x-h1a", b"X-B3-TRACEID", b"a_b.c", b"-x", b"x--y", b"content-type"] * 2
+        self.assertEqual(
+            canonical_keys(names),
+            [b"X-H1a", b"X-B3-Traceid", b"A_b.c", b"-X", b"X--Y", b"Content-Type"] * 2,
+        )
+
+    @given(
+        st.lists(
+            st.tuples(
+                st.lists(st.sampled_from(list(b"aB-1")), min_size=1, max_size=6).map(bytes),
+                st.lists(st.sampled_from(list(b"v :\t,")), max_size=6).map(bytes),
+            ),
+            min_size=PACK_ABOVE + 1,
+            max_size=80,
+        )
+    )
+    @settings(max_examples=100, deadline=None)
+    def test_columns_as_iteration(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        """PackedHeaders.columns gives the names and values iteration gives, blanks trimmed."""
+        wire = b"".join(b"%s:%s\r\n" % p for p in pairs)
+        raw = b"GET / HTTP/1.1\r\n" + wire + b"\r\n"
+        packed = PackedHeaders(raw, raw.index(b"\r\n") + 2, len(raw) - 4)
+        names, values = packed.columns()
+        self.assertEqual(list(zip(names, values, strict=True)), list(packed))

@@ -866,6 +866,36 @@ class KeepaliveTests(SynchronousTestCase):
         self.assertIsInstance(opener.lost.value, SessionClosed)
         self.assertIsInstance(self.successResultOf(pair.server.when_closed()), KeepAliveTimeout)
 
+    def test_keepalive_survives_busy_peer_that_sends(self) -> None:
+        """
+        A ping whose answer is late while the peer's bytes keep arriving (its reactor, or
+        ours, busy with large heads) does not end the session: the bytes count as liveness.
+        """
+        pair = SessionPair()
+        pair.clock.advance(30)
+        self.assertEqual(pair.take_server_output(), encode_frame(FrameType.PING, Flag.SYN, 0, 0))
+        pair.clock.advance(5)
+        # Stream data from the peer, not the answer.
+        pair.server.dataReceived(encode_frame(FrameType.WINDOW_UPDATE, Flag.SYN, 1, 0))
+        pair.clock.advance(5)
+        self.assertFalse(pair.server.closed)
+        pair.clock.advance(4)
+        pair.server.dataReceived(encode_frame(FrameType.PING, Flag.ACK, 0, 0))
+        pair.clock.advance(30)
+        self.assertFalse(pair.server.closed)
+
+    def test_keepalive_still_ends_silent_peer(self) -> None:
+        """Once the peer's bytes stop, the unanswered ping ends the session one timeout later."""
+        pair = SessionPair()
+        pair.clock.advance(30)
+        pair.clock.advance(5)
+        pair.server.dataReceived(encode_frame(FrameType.WINDOW_UPDATE, Flag.SYN, 1, 0))
+        pair.clock.advance(5)
+        self.assertFalse(pair.server.closed)
+        pair.clock.advance(10)
+        self.assertTrue(pair.server.closed)
+        self.assertIsInstance(self.successResultOf(pair.server.when_closed()), KeepAliveTimeout)
+
     def test_unacknowledged_open_kills_session(self) -> None:
         """A stream not acknowledged within 75 s closes the whole session, as Go does."""
         pair = SessionPair(SessionConfig(keepalive_interval=None))
