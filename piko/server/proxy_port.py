@@ -4,9 +4,13 @@ The proxy port: downstream HTTP requests, and raw TCP through ``/_piko/v1/tcp/<e
 
 HTTP requests name their endpoint by ``x-piko-endpoint`` or the first label
 of ``Host``; each is relayed on a new yamux stream to an upstream chosen
-round robin, rewritten as Go's ReverseProxy does.  ``GET /_piko/v1/tcp/<id>``
-opens the stream first (failures are answered with 502 JSON before any
-upgrade), then upgrades to a WebSocket spliced to the stream.
+round robin, rewritten as Go's ReverseProxy does; with no local upstream, it goes
+to another node that has one (:mod:`piko.server.forwarding`).  A request whose
+upstream or node fails before answering is sent again when that is safe, after
+waiting for the endpoint to come back if need be (:mod:`piko.server.retry`).
+
+``GET /_piko/v1/tcp/<id>`` opens the stream first (failures are answered with
+502 JSON before any upgrade), then upgrades to a WebSocket spliced to the stream.
 
 With auth on, every request is authenticated before routing (Go's
 ``router.Use``); once the endpoint is known it must be in the token's

@@ -40,6 +40,7 @@ sees one answer: the one of the attempt that got a response.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Hashable
 from collections.abc import Set as AbstractSet
 from functools import partial
@@ -113,6 +114,7 @@ class UpstreamWaiters:
     def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
         self._waiting: dict[str, dict[int, Callable[[], object]]] = {}
+        self._tokens = itertools.count()
 
     def __len__(self) -> int:
         return sum(len(waiters) for waiters in self._waiting.values())
@@ -123,7 +125,7 @@ class UpstreamWaiters:
 
         :return: cancels the wait.
         """
-        token = id(wake)
+        token = next(self._tokens)
         self._waiting.setdefault(endpoint_id, {})[token] = wake
 
         def cancel() -> None:
@@ -168,6 +170,8 @@ class _AttemptExchange:
         self._exchange = exchange
         self.live = True
         copy_request_attributes(self, exchange)
+        # Read for every response chunk (its cork): kept here rather than forwarded each time.
+        self.transport = exchange.transport
 
     def __getattr__(self, name: str) -> Any:
         return forward_attribute(self, self._exchange, name)
