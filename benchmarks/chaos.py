@@ -824,15 +824,19 @@ class Chaos:
         return bool(status == 200)
 
     async def wait_serving(self, endpoint: str, streak: int, timeout: float) -> float | None:
-        """Seconds until ``endpoint`` answered ``streak`` fresh requests in a row, or ``None``."""
+        """
+        Seconds until ``endpoint`` answered the first of ``streak`` fresh requests in a row that
+        all got a 200, or ``None``.  Counted to the first answer, not to its sending: a
+        request that arrives while the endpoint has no upstream may wait for one and then
+        succeed (the server's retry), and its wait is part of the time to serve again.
+        """
         began = time.monotonic()
         run_began: float | None = None
         run = 0
         while time.monotonic() - began < timeout:
-            at = time.monotonic()
             if await self.serves(endpoint):
                 if run == 0:
-                    run_began = at
+                    run_began = time.monotonic()
                 run += 1
                 if run >= streak:
                     assert run_began is not None

@@ -15,7 +15,7 @@ endpoint, so load follows capacity.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from enum import StrEnum
 
 from attrs import define, field
@@ -75,16 +75,18 @@ class ClusterState:
             return self.local
         return self._remote.get(node_id)
 
-    def lookup_endpoint(self, endpoint_id: str) -> Node | None:
+    def lookup_endpoint(self, endpoint_id: str, exclude: Container[str] = ()) -> Node | None:
         """
         A remote active node with upstreams for ``endpoint_id``, weighted by their count.
 
+        :param exclude: ids of nodes not to pick (a request's retry skips the nodes that
+            already failed it).
         :return: ``None`` when no other node has one.
         """
         candidates = [
             (node, node.endpoints.get(endpoint_id, 0))
             for node in self._remote.values()
-            if node.status is NodeStatus.ACTIVE and node.proxy_addr
+            if node.status is NodeStatus.ACTIVE and node.proxy_addr and node.id not in exclude
         ]
         candidates = [(node, count) for node, count in candidates if count > 0]
         if not candidates:

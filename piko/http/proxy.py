@@ -142,6 +142,11 @@ class ProxyExchange(Protocol):
         None disables it.
     :param unreachable: builds the 502 answered when the upstream fails before a head.
     :param timed_out: builds the 504.
+    :param retry: asked, when the upstream connection failed or broke before any byte of
+        the response arrived, whether the request is sent again elsewhere; it gets whether
+        the request was written to this connection.  ``True``: this exchange ends without
+        answering (the caller answers through its next attempt); ``None`` or ``False``:
+        the 502 as usual.  Never asked on a timeout or for a response that began.
     """
 
     log = Logger()
@@ -156,6 +161,7 @@ class ProxyExchange(Protocol):
         timeout: float | None = 30.0,
         unreachable: Callable[..., bytes] = errors.upstream_unreachable,
         timed_out: Callable[..., bytes] = errors.upstream_timeout,
+        retry: Callable[[bool], bool] | None = None,
     ) -> None:
         self.exchange = exchange
         self.connector = connector
@@ -164,6 +170,7 @@ class ProxyExchange(Protocol):
         self.timeout = timeout
         self.unreachable = unreachable
         self.timed_out = timed_out
+        self.retry = retry
         self.reader = ResponseReader()
         self.reader.expect(exchange.head.method)
         self._timer: IDelayedCall | None = None
@@ -173,6 +180,10 @@ class ProxyExchange(Protocol):
         self._reusable = False
         self._request_done = False
         self._released = False
+        #: The request head was written to the upstream connection.
+        self._written = False
+        #: Some byte of the response arrived (a retry could duplicate a response).
+        self._response_bytes = False
 
     @property
     def _tx(self) -> Any:
@@ -203,6 +214,8 @@ class ProxyExchange(Protocol):
             return
         self._done = True
         self._cancel_timer()
+        if self.retry is not None and not self._response_bytes and self.retry(self._written):
+            return
         self.exchange.respond(self.unreachable)
 
     def _on_timeout(self) -> None:
@@ -228,6 +241,7 @@ class ProxyExchange(Protocol):
             self._close_upstream()
             return
         framing = self.exchange.framing
+        self._written = True
         self._tx.write(self.rewrite(self.exchange.head, framing))
         self._tx.registerProducer(_BodyProducer(self.exchange), True)
         self.exchange.register_producer(self._tx)
@@ -241,6 +255,7 @@ class ProxyExchange(Protocol):
             return
         if self._done and not self._got_head:
             return
+        self._response_bytes = True
         self.reader.feed(data)
         # A yamux stream downstream (the agent) holds what this read produces (head, body,
         # FIN) and sends it as one frame.

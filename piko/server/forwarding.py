@@ -9,9 +9,11 @@ wire, with three differences: the node is chosen weighted by its upstream
 count (:meth:`ClusterState.lookup_endpoint`), connections to other nodes are
 kept alive and reused, and TLS is used whenever the proxy port serves TLS
 (Go #283 fails there).  A node that cannot be reached has its route dropped
-so the next request does not try it again before gossip says otherwise; a
-``GET``/``HEAD``/``OPTIONS`` request without a body whose node cannot be
-dialled is retried once on another node that has the endpoint.
+so the next request does not try it again before gossip says otherwise.  A
+request whose node fails before answering is sent again by the rules of
+:mod:`piko.server.retry` (always when it was never written; when written, for
+an idempotent method whose body is held): :meth:`RemoteForwarder.route` gives
+the routes, avoiding the nodes that failed it.
 
 A second hop, between our nodes only: a node that receives a forwarded
 request (``x-piko-forward: true``) for an endpoint it no longer has a local
@@ -34,7 +36,8 @@ Idle connections to other nodes are closed when the node stops
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from collections.abc import Set as AbstractSet
 from functools import partial
 from typing import Any
 
@@ -50,16 +53,14 @@ from piko.cluster.nodes import ClusterState, Node
 from piko.config import split_host_port
 from piko.http.head import RequestHead
 from piko.http.pool import ConnectionFactory, ConnectionPool, PooledConnection
-from piko.http.proxy import IUpstreamConnector, ProxyExchange
+from piko.http.proxy import IUpstreamConnector
 from piko.http.rewrite import BodyFraming, rewrite_request
 from piko.http.server import IServerExchange
+from piko.server.retry import NodeKey, RetryingRelay, Route
 
 #: The internal header of a second hop, and its value (see the module docstring).
 HOPS_HEADER = b"x-piko-hops"
 SECOND_HOP = b"2"
-
-#: Requests retried on another node when theirs cannot be dialled (when bodiless).
-_RETRYABLE_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS"))
 
 #: Builds the TLS creator for connections to a node's proxy port (``None``: plain TCP).
 TLSForHost = Callable[[str], IOpenSSLClientConnectionCreator | None]
@@ -67,31 +68,16 @@ TLSForHost = Callable[[str], IOpenSSLClientConnectionCreator | None]
 
 @implementer(IUpstreamConnector)
 class _RouteConnector:
-    """
-    A pooled connection to one node, dropping the route if the node cannot be reached.
+    """A pooled connection to one node, dropping the route if the node cannot be reached."""
 
-    :param fallback: another node's connector to try once when this one
-        cannot be dialled (``None``: no retry).
-    """
-
-    def __init__(
-        self,
-        pool: IUpstreamConnector,
-        on_unreachable: Callable[[], object],
-        fallback: Callable[[], IUpstreamConnector | None] | None = None,
-    ) -> None:
+    def __init__(self, pool: IUpstreamConnector, on_unreachable: Callable[[], object]) -> None:
         self.pool = pool
         self.on_unreachable = on_unreachable
-        self.fallback = fallback
 
     def connect(self, protocol: IProtocol) -> Deferred[IProtocol]:
-        def unreachable(failure: Failure) -> Any:
+        def unreachable(failure: Failure) -> Failure:
             self.on_unreachable()
-            other = self.fallback() if self.fallback is not None else None
-            if other is None:
-                return failure
-            self.pool = other
-            return other.connect(protocol)
+            return failure
 
         return self.pool.connect(protocol).addErrback(unreachable)
 
@@ -109,12 +95,6 @@ def _rewrite_hop(
     if len(headers) != len(head.headers) or second:
         head = evolve(head, headers=headers)
     return rewrite_request(head, framing, client_ip, close=False)
-
-
-def _bodiless(head: RequestHead) -> bool:
-    if head.method not in _RETRYABLE_METHODS or head.get(b"transfer-encoding") is not None:
-        return False
-    return head.get(b"content-length") in (None, b"0") and head.get(b"upgrade") is None
 
 
 class _NodeConnection(PooledConnection):
@@ -215,36 +195,60 @@ class RemoteForwarder:
         """
         Send ``exchange`` to a node with upstreams for ``endpoint_id``, if one may be used.
 
+        A node that fails before answering is replaced by another one that has the
+        endpoint, when :mod:`piko.server.retry` allows it, without waiting for one.
+
         :return: ``False`` when the request was already forwarded twice or no
             other node has the endpoint; the caller answers then.
+        """
+        route = self.route(exchange, endpoint_id)
+        if route is None:
+            return False
+        relay = RetryingRelay(
+            exchange,
+            partial(self.route, exchange, endpoint_id),
+            self.reactor,
+            endpoint_id=endpoint_id,
+            timeout=self.timeout,
+        )
+        relay.start(route)
+        return True
+
+    def route(
+        self,
+        exchange: IServerExchange,
+        endpoint_id: str,
+        exclude: AbstractSet[Hashable] = frozenset(),
+    ) -> Route | None:
+        """
+        A route for ``exchange`` to a node with upstreams for ``endpoint_id``.
+
+        :param exclude: keys of routes that failed this request already (the nodes of
+            :class:`~piko.server.retry.NodeKey` among them are not picked).
+        :return: ``None`` when the request was already forwarded twice or no other node
+            (but the excluded) has the endpoint.
         """
         head = exchange.head
         second = False
         if head.get(b"x-piko-forward") == b"true":
             # Our caller found no local upstream: the sender's table is stale.
             if head.get(HOPS_HEADER) is not None:
-                return False
+                return None
             second = True
-        node = self.cluster.lookup_endpoint(endpoint_id)
+        failed = {key.id for key in exclude if isinstance(key, NodeKey)} if exclude else ()
+        node = self.cluster.lookup_endpoint(endpoint_id, failed)
         if node is None:
-            return False
+            return None
+        if failed:
+            self.log.info("retrying on another node", endpoint_id=endpoint_id, node_id=node.id)
         if self.on_forward is not None:
             self.on_forward(node.id)
         peer = exchange.transport.getPeer()
-        fallback = None
-        if _bodiless(head):
-            fallback = partial(self._other_node, endpoint_id, node.id)
-        relay = ProxyExchange(
-            exchange,
-            _RouteConnector(
-                self._pool_for(node), partial(self._drop, node.id, endpoint_id), fallback
-            ),
-            self.reactor,
+        return Route(
+            NodeKey(node.id),
+            _RouteConnector(self._pool_for(node), partial(self._drop, node.id, endpoint_id)),
             partial(_rewrite_hop, client_ip=getattr(peer, "host", None), second=second),
-            timeout=self.timeout,
         )
-        relay.start()
-        return True
 
     def close(self) -> None:
         """
@@ -269,15 +273,6 @@ class RemoteForwarder:
                 endpoint = wrapClientTLS(tls, endpoint)
             pool = self._pools[node.proxy_addr] = NodeConnectionPool(self.reactor, endpoint)
         return pool
-
-    def _other_node(self, endpoint_id: str, failed_id: str) -> IUpstreamConnector | None:
-        node = self.cluster.lookup_endpoint(endpoint_id)
-        if node is None or node.id == failed_id:
-            return None
-        self.log.info("retrying on another node", endpoint_id=endpoint_id, node_id=node.id)
-        if self.on_forward is not None:
-            self.on_forward(node.id)
-        return self._pool_for(node)
 
     def _drop(self, node_id: str, endpoint_id: str) -> None:
         self.log.warn(

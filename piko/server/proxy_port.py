@@ -4,9 +4,13 @@ The proxy port: downstream HTTP requests, and raw TCP through ``/_piko/v1/tcp/<e
 
 HTTP requests name their endpoint by ``x-piko-endpoint`` or the first label
 of ``Host``; each is relayed on a new yamux stream to an upstream chosen
-round robin, rewritten as Go's ReverseProxy does.  ``GET /_piko/v1/tcp/<id>``
-opens the stream first (failures are answered with 502 JSON before any
-upgrade), then upgrades to a WebSocket spliced to the stream.
+round robin, rewritten as Go's ReverseProxy does; with no local upstream, it goes
+to another node that has one (:mod:`piko.server.forwarding`).  A request whose
+upstream or node fails before answering is sent again when that is safe, after
+waiting for the endpoint to come back if need be (:mod:`piko.server.retry`).
+
+``GET /_piko/v1/tcp/<id>`` opens the stream first (failures are answered with
+502 JSON before any upgrade), then upgrades to a WebSocket spliced to the stream.
 
 With auth on, every request is authenticated before routing (Go's
 ``router.Use``); once the endpoint is known it must be in the token's
@@ -15,7 +19,8 @@ With auth on, every request is authenticated before routing (Go's
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from collections.abc import Set as AbstractSet
 from functools import partial
 from urllib.parse import urlsplit
 
@@ -27,7 +32,7 @@ from piko.auth.http import RequestAuthenticator, endpoint_not_permitted
 from piko.auth.token import Token
 from piko.http import errors
 from piko.http.head import RequestHead, endpoint_id_from_request
-from piko.http.proxy import EndpointConnector, ProxyExchange
+from piko.http.proxy import EndpointConnector
 from piko.http.rewrite import BodyFraming, rewrite_request
 from piko.http.server import IRequestHandler, IServerExchange
 from piko.mux.endpoints import StreamClientEndpoint
@@ -35,6 +40,7 @@ from piko.mux.errors import MuxError, RemoteGoAway
 from piko.server._takeover import WebSocketTakeover
 from piko.server.forwarding import RemoteForwarder
 from piko.server.registry import IUpstreamRegistry
+from piko.server.retry import RetryingRelay, Route, UpstreamWaiters
 from piko.server.upstream_port import UpstreamSession, endpoint_from_path
 from piko.splice import SpliceProtocol, join
 from piko.ws.server import HandshakeRequest, WebSocketAcceptor
@@ -79,6 +85,11 @@ class ProxyPortHandler:
         self.timeout = timeout or None
         self.auth = auth
         self.forwarder = forwarder
+        #: Retried requests waiting for their endpoint to get an upstream again.
+        self.waiters = UpstreamWaiters(clock)
+        registry.observe(self.waiters.endpoint_changed)
+        if forwarder is not None:
+            forwarder.cluster.observe(self.waiters.cluster_changed)
 
     def request_received(self, exchange: IServerExchange) -> None:
         """Send the request to the TCP route or the HTTP proxy."""
@@ -98,22 +109,38 @@ class ProxyPortHandler:
                 return
         self._http(exchange, token)
 
+    def _permitted(self, exchange: IServerExchange, endpoint_id: str, token: Token) -> bool:
+        if token.endpoint_permitted(endpoint_id):
+            return True
+        self.log.warn(
+            "endpoint not permitted",
+            token_endpoints=list(token.endpoints or ()),
+            endpoint_id=endpoint_id,
+        )
+        exchange.respond(endpoint_not_permitted(exchange.head))
+        return False
+
+    def _local(self, endpoint_id: str, exclude: AbstractSet[Hashable]) -> UpstreamSession | None:
+        """The next local upstream for ``endpoint_id`` that is not leaving nor excluded."""
+        upstream: UpstreamSession | None = self.registry.select(endpoint_id)
+        skipped = 0
+        while upstream is not None and (upstream.remote_go_away or upstream in exclude):
+            if upstream.remote_go_away:
+                # It is leaving (its GoAway crossed our routing): pick another.
+                self.registry.remove(endpoint_id, upstream)
+            else:
+                skipped += 1
+                if skipped >= self.registry.endpoints().get(endpoint_id, 0):
+                    return None
+            upstream = self.registry.select(endpoint_id)
+        return upstream
+
     def _select(
         self, exchange: IServerExchange, endpoint_id: str, token: Token
     ) -> UpstreamSession | None:
-        if not token.endpoint_permitted(endpoint_id):
-            self.log.warn(
-                "endpoint not permitted",
-                token_endpoints=list(token.endpoints or ()),
-                endpoint_id=endpoint_id,
-            )
-            exchange.respond(endpoint_not_permitted(exchange.head))
+        if not self._permitted(exchange, endpoint_id, token):
             return None
-        upstream: UpstreamSession | None = self.registry.select(endpoint_id)
-        while upstream is not None and upstream.remote_go_away:
-            # It is leaving (its GoAway crossed our routing): pick another.
-            self.registry.remove(endpoint_id, upstream)
-            upstream = self.registry.select(endpoint_id)
+        upstream = self._local(endpoint_id, frozenset())
         # Local upstreams first; else one hop to a node that has one.
         if upstream is None and (
             self.forwarder is None or not self.forwarder.forward(exchange, endpoint_id)
@@ -130,25 +157,42 @@ class ProxyPortHandler:
             self.log.warn("request missing endpoint id")
             exchange.respond(errors.missing_endpoint_id)
             return
-        upstream = self._select(exchange, endpoint_id, token)
-        if upstream is None:
+        if not self._permitted(exchange, endpoint_id, token):
             return
-        if upstream.remote_go_away:
-            self.registry.remove(endpoint_id, upstream)
-            exchange.respond(errors.upstream_unreachable)
+        pick = partial(self._route, exchange, endpoint_id)
+        route = pick(frozenset())
+        if route is None:
+            self.log.warn("no available upstreams", endpoint_id=endpoint_id)
+            exchange.respond(errors.no_available_upstreams)
             return
-        peer = exchange.transport.getPeer()
-        rewrite: Callable[[RequestHead, BodyFraming], bytes] = partial(
-            rewrite_request, client_ip=getattr(peer, "host", None), close=True
-        )
-        relay = ProxyExchange(
+        relay = RetryingRelay(
             exchange,
-            EndpointConnector(StreamClientEndpoint(upstream)),
+            pick,
             self.clock,
-            rewrite,
+            endpoint_id=endpoint_id,
             timeout=self.timeout,
+            waiters=self.waiters,
         )
-        relay.start()
+        relay.start(route)
+
+    def _route(
+        self, exchange: IServerExchange, endpoint_id: str, exclude: AbstractSet[Hashable]
+    ) -> Route | None:
+        """
+        Where ``exchange`` goes now: a local upstream (round robin), else another node.
+
+        :param exclude: the upstreams and nodes that failed this request already.
+        """
+        upstream = self._local(endpoint_id, exclude)
+        if upstream is not None:
+            peer = exchange.transport.getPeer()
+            rewrite: Callable[[RequestHead, BodyFraming], bytes] = partial(
+                rewrite_request, client_ip=getattr(peer, "host", None), close=True
+            )
+            return Route(upstream, EndpointConnector(StreamClientEndpoint(upstream)), rewrite)
+        if self.forwarder is None:
+            return None
+        return self.forwarder.route(exchange, endpoint_id, exclude)
 
     # -- TCP ----------------------------------------------------------------
 

@@ -9,7 +9,7 @@ connection it holds is aborted, with no drain, no yamux GoAway and no
 gossip leave.  The agent loses its connection and reconnects through the
 balancer, which skips node 1 (it now refuses) for node 2; node 3 serves
 the endpoint again within 5 s (its forwarder drops node 1's route after
-the failed dial and retries bodyless GETs on another node), and the
+the failed dial and sends the request again where the endpoint is), and the
 failure detector later marks node 1 unreachable, not left.
 """
 

@@ -147,6 +147,8 @@ class ForwardingTests(SynchronousTestCase):
         pool = FakePool(refuse=True)
         cluster, handler, client, (protocol, _) = setup(pool)
         protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: ep.example.com\r\n\r\n")
+        # The retry looks for another node on the next turn: there is none.
+        handler.forwarder.reactor.advance(0)
         self.assertIn(b"502 Bad Gateway", client.value())
         self.assertIn(b'{"error":"upstream unreachable"}', client.value())
         self.assertIsNone(cluster.lookup_endpoint("ep"))
