@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from piko.config._addr import listen_endpoint_description
+from piko.config._addr import is_loopback_bind, listen_endpoint_description
 from piko.config._errors import ConfigValidationError
 from piko.config._models import (
     AccessLogConfig,
@@ -27,6 +27,7 @@ from piko.config._models import (
     ClusterTLSConfig,
     ConnectTLSConfig,
     ForwardConfig,
+    InspectConfig,
     ListenerConfig,
     LogConfig,
     PortConfig,
@@ -221,6 +222,22 @@ def _server(c: ServerConfig) -> None:
     _wrap("log", _log, c.log)
     if c.grace_period == 0:
         _fail("missing grace period")
+    if c.inspect.enabled:
+        _wrap("inspect", _inspect, c.inspect)
+
+
+def _inspect(c: InspectConfig) -> None:
+    _bind(c.bind_addr)
+    if not c.allow_remote and not is_loopback_bind(c.bind_addr):
+        _fail(
+            f"bind addr {c.bind_addr} is not loopback: the inspector shows every request "
+            "and replays them; pass --inspect.allow-remote (and set inspect.auth) to serve it "
+            "there"
+        )
+    if c.body_size < 0:
+        _fail("body size must not be negative")
+    if c.db_size <= 0:
+        _fail("db size must be positive")
     if c.workers < 0:
         _fail("workers: must not be negative")
 

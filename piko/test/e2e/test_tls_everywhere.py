@@ -26,6 +26,7 @@ from twisted.web import server
 
 from piko.agent.service import make_agent_service
 from piko.config import (
+    InspectConfig,
     AgentConfig,
     ClientTLSConfig,
     ConnectTLSConfig,
@@ -101,6 +102,7 @@ class TLSEverywhereTests(E2ETestCase):
         self.addCleanup(site.stopListening)
         agent = make_agent_service(
             AgentConfig(
+                inspect=InspectConfig(enabled=False),
                 connect=evolve(
                     AgentConfig().connect,
                     url=f"https://localhost:{self.port_of('upstream', node1)}",
