@@ -233,7 +233,7 @@ class InspectorResource(Resource):
     # -- guards
 
     def _guard(self, request: Request, method: str, path: list[str]) -> None:
-        host = (request.getHeader(b"host") or "").strip()
+        host = (_header(request, b"host") or "").strip()
         if self.loopback_only:
             name = urlsplit("//" + host).hostname or ""
             if name not in _LOOPBACK_HOSTS and not name.startswith("127."):
@@ -242,22 +242,20 @@ class InspectorResource(Resource):
             self._authenticate(request)
         if method in ("GET", "HEAD"):
             return
-        site = request.getHeader(b"sec-fetch-site")
+        site = _header(request, b"sec-fetch-site")
         if site is not None and site not in ("same-origin", "none"):
             raise _Refused(403, "cross-site request refused")
-        origin = request.getHeader(b"origin")
+        origin = _header(request, b"origin")
         if origin is not None and urlsplit(origin).netloc != host:
             raise _Refused(403, "cross-origin request refused")
         if method == "POST":
-            content_type = (request.getHeader(b"content-type") or "").split(";")[0].strip()
+            content_type = (_header(request, b"content-type") or "").split(";")[0].strip()
             if content_type.lower() != "application/json":
                 raise _Refused(415, "send application/json")
 
     def _authenticate(self, request: Request) -> None:
         assert self.verifier is not None
-        value = request.getHeader(b"x-piko-authorization") or request.getHeader(
-            b"authorization"
-        )
+        value = _header(request, b"x-piko-authorization") or _header(request, b"authorization")
         if not value:
             raise _Refused(401, "missing authorization")
         scheme, _, token = value.partition(" ")
@@ -331,6 +329,11 @@ class InspectorResource(Resource):
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
         return json.dumps(value).encode()
+
+
+def _header(request: Request, name: bytes) -> str | None:
+    value = request.getHeader(name)
+    return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
 def _arg(request: Request, name: bytes) -> str | None:
