@@ -68,11 +68,14 @@ def client_address(transport: object, head: RequestHead) -> str:
 class _CapturingReceiver:
     """Passes a request body on to the relay, keeping a copy up to the cap."""
 
-    __slots__ = ("body", "receiver")
+    __slots__ = ("body", "lost", "receiver")
 
-    def __init__(self, receiver: IRequestReceiver, body: BodyCapture) -> None:
+    def __init__(
+        self, receiver: IRequestReceiver, body: BodyCapture, lost: Callable[[], None]
+    ) -> None:
         self.receiver = receiver
         self.body = body
+        self.lost = lost
 
     def body_data(self, data: bytes) -> None:
         self.body.append(data)
@@ -83,6 +86,7 @@ class _CapturingReceiver:
 
     def connection_lost(self, reason: Failure) -> None:
         self.receiver.connection_lost(reason)
+        self.lost()
 
 
 class CapturingExchange(ObservedExchange):
@@ -105,7 +109,17 @@ class CapturingExchange(ObservedExchange):
         self._canned = b""
 
     def set_receiver(self, receiver: IRequestReceiver) -> None:
-        self._exchange.set_receiver(_CapturingReceiver(receiver, self._record.request_body))
+        self._exchange.set_receiver(
+            _CapturingReceiver(receiver, self._record.request_body, self._client_gone)
+        )
+
+    def _client_gone(self) -> None:
+        # The relay drops the exchange without answering (nothing reports an outcome): the
+        # record ends here, saying why.
+        if self._done_callback is None:
+            return
+        self._record.error = self._record.error or "the client closed the connection"
+        self._complete()
 
     def write(self, data: bytes) -> None:
         self._sent += len(data)

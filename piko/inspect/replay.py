@@ -154,8 +154,9 @@ class ReplayTransport(StringTransport):
             self.protocol.connectionLost(Failure(ConnectionError("replay over")))
         if not self.done.called:
             if self._record is not None:
-                self._record.waiters.remove(self._answered)
-                self.done.callback(self._record)
+                # The relay closes while it finishes the answer: the record completes just
+                # after, and :meth:`_answered` fires ``done`` then.
+                return
             else:
                 first = self.value().split(b"\r\n", 1)[0].decode("latin-1", "replace")
                 self.done.errback(ReplayError(f"the request was refused: {first}"))
