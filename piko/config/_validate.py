@@ -222,8 +222,8 @@ def _server(c: ServerConfig) -> None:
     _wrap("log", _log, c.log)
     if c.grace_period == 0:
         _fail("missing grace period")
-    if c.inspect.enabled:
-        _wrap("inspect", _inspect, c.inspect)
+    if c.workers < 0:
+        _fail("workers: must not be negative")
 
 
 def _inspect(c: InspectConfig) -> None:
@@ -238,8 +238,6 @@ def _inspect(c: InspectConfig) -> None:
         _fail("body size must not be negative")
     if c.db_size <= 0:
         _fail("db size must be positive")
-    if c.workers < 0:
-        _fail("workers: must not be negative")
 
 
 def _listener(c: ListenerConfig) -> None:
@@ -281,6 +279,8 @@ def _agent(c: AgentConfig) -> None:
     _wrap("log", _log, c.log)
     if c.grace_period == 0:
         _fail("missing grace period")
+    if c.inspect.enabled:
+        _wrap("inspect", _inspect, c.inspect)
 
 
 def _port(c: PortConfig) -> None:
