@@ -394,6 +394,7 @@ async function replay(changes) {
   try {
     const body = Object.assign({ id: original.id, wait: true }, changes || {});
     const record = await api("POST", "api/requests/http", body);
+    $("editor").hidden = true;
     state.replays.set(original.id, record);
     upsert(state.rows, state.order, record);
     renderList();
