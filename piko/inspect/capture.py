@@ -26,7 +26,7 @@ from twisted.internet.interfaces import IProtocol, IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
-from piko.http.head import RequestHead
+from piko.http.head import RequestHead, serialize_headers
 from piko.http.observe import ExchangeOutcome, ObservedExchange
 from piko.http.server import IRequestHandler, IRequestReceiver, IServerExchange
 from piko.inspect.store import (
@@ -38,7 +38,7 @@ from piko.inspect.store import (
 )
 from piko.server.traffic import CountedTunnel
 
-__all__ = ["CapturingExchange", "CapturingHandler", "IListenerInspector", "client_address"]
+__all__ = ["CapturingExchange", "CapturingHandler", "IListenerInspector"]
 
 
 class IListenerInspector(Interface):
@@ -51,42 +51,28 @@ class IListenerInspector(Interface):
         """The protocol to run a TCP listener's stream with instead of ``protocol``."""
 
 
-def client_address(transport: object, head: RequestHead) -> str:
-    """
-    The client's address: the last ``X-Forwarded-For`` hop (the one the Piko server
-    appended), else the transport's peer.
-    """
-    forwarded = head.get(b"x-forwarded-for")
-    if forwarded:
-        return forwarded.decode("latin-1").rsplit(",", 1)[-1].strip()
-    get_peer = getattr(transport, "getPeer", None)
-    host = getattr(get_peer(), "host", None) if get_peer is not None else None
-    return host if isinstance(host, str) else ""
 
 
 @implementer(IRequestReceiver)
 class _CapturingReceiver:
     """Passes a request body on to the relay, keeping a copy up to the cap."""
 
-    __slots__ = ("body", "lost", "receiver")
+    __slots__ = ("exchange", "receiver")
 
-    def __init__(
-        self, receiver: IRequestReceiver, body: BodyCapture, lost: Callable[[], None]
-    ) -> None:
+    def __init__(self, receiver: IRequestReceiver, exchange: CapturingExchange) -> None:
         self.receiver = receiver
-        self.body = body
-        self.lost = lost
+        self.exchange = exchange
 
     def body_data(self, data: bytes) -> None:
-        self.body.append(data)
         self.receiver.body_data(data)
+        self.exchange.captured(self.exchange._record.request_body, data)
 
     def body_end(self) -> None:
         self.receiver.body_end()
 
     def connection_lost(self, reason: Failure) -> None:
         self.receiver.connection_lost(reason)
-        self.lost()
+        self.exchange._client_gone()
 
 
 class CapturingExchange(ObservedExchange):
@@ -109,9 +95,13 @@ class CapturingExchange(ObservedExchange):
         self._canned = b""
 
     def set_receiver(self, receiver: IRequestReceiver) -> None:
-        self._exchange.set_receiver(
-            _CapturingReceiver(receiver, self._record.request_body, self._client_gone)
-        )
+        self._exchange.set_receiver(_CapturingReceiver(receiver, self))
+
+    def captured(self, body: BodyCapture, data: bytes) -> None:
+        """Copy ``data`` into ``body`` (up to its cap), charging the store for it."""
+        kept = body.append(data)
+        if kept:
+            self._store.charge(self._record, kept)
 
     def _client_gone(self) -> None:
         # The relay drops the exchange without answering (nothing reports an outcome): the
@@ -124,7 +114,7 @@ class CapturingExchange(ObservedExchange):
     def write(self, data: bytes) -> None:
         self._sent += len(data)
         self._exchange.write(data)
-        self._record.response_body.append(data)
+        self.captured(self._record.response_body, data)
 
     def respond(self, build: Callable[..., bytes]) -> None:
         def captured(date: bytes, **kwargs: Any) -> bytes:
@@ -142,11 +132,11 @@ class CapturingExchange(ObservedExchange):
     def _completed(self, outcome: ExchangeOutcome) -> None:
         record = self._record
         record.status = outcome.status
-        record.response_headers = tuple(outcome.headers)
+        record.response_lines = serialize_headers(outcome.headers)
         if self._canned:
             end = self._canned.find(b"\r\n\r\n")
             if end >= 0:
-                record.response_body.set(self._canned[end + 4 :])
+                self.captured(record.response_body, self._canned[end + 4 :])
         if outcome.reason:
             record.error = (
                 f"{outcome.reason}: {record.error}"
@@ -156,10 +146,10 @@ class CapturingExchange(ObservedExchange):
         elif outcome.status == 0 and not record.error:
             record.error = "the exchange ended before a response"
         record.ended = record.started + outcome.duration
-        self._store.charge(record, sum(len(n) + len(v) + 4 for n, v in record.response_headers))
+        self._store.charge(record, len(record.response_lines))
         self._store.completed(record)
-        waiters, record.waiters = record.waiters, []
-        for waiter in waiters:
+        waiters, record.waiters = record.waiters, None
+        for waiter in waiters or ():
             waiter(record)
 
 
@@ -203,20 +193,12 @@ class CapturingHandler:
             method=head.method,
             target=head.target,
             version=head.version,
-            request_headers=tuple(head.headers),
             raw_head=exchange.raw_head,
-            remote_addr=client_address(transport, head),
             request_body=BodyCapture(store.body_cap),
             response_body=BodyCapture(store.body_cap),
             replay_of=getattr(transport, "replay_of", ""),
-            cost=RECORD_OVERHEAD + 2 * len(exchange.raw_head),
+            cost=RECORD_OVERHEAD + len(exchange.raw_head),
         )
-
-        def charge(amount: int) -> None:
-            store.charge(record, amount)
-
-        record.request_body._charge = charge
-        record.response_body._charge = charge
         started = getattr(transport, "record_started", None)
         if started is not None:
             started(record)

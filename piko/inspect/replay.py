@@ -124,7 +124,7 @@ class ReplayTransport(StringTransport):
     def record_started(self, record: ExchangeRecord) -> None:
         """The capture made ``record`` for the replayed request."""
         self._record = record
-        record.waiters.append(self._answered)
+        record.waiters = [*(record.waiters or ()), self._answered]
 
     def _answered(self, record: ExchangeRecord) -> None:
         if not self.done.called:

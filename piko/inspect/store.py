@@ -21,7 +21,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from attrs import define, field
+from attrs import define
+
+from piko.http.head import header_get
 
 __all__ = [
     "DEFAULT_BODY_CAP",
@@ -31,6 +33,7 @@ __all__ = [
     "CaptureStore",
     "ConnectionRecord",
     "ExchangeRecord",
+    "parse_header_lines",
 ]
 
 #: Bytes of each body kept (ngrok keeps about as much for display).
@@ -48,27 +51,22 @@ class BodyCapture:
     :ivar size: bytes seen, kept or not.
     """
 
-    __slots__ = ("_charge", "cap", "data", "size")
+    __slots__ = ("cap", "data", "size")
 
-    def __init__(self, cap: int, charge: Callable[[int], None] | None = None) -> None:
+    def __init__(self, cap: int) -> None:
         self.cap = cap
         self.data = bytearray()
         self.size = 0
-        self._charge = charge
 
-    def append(self, chunk: bytes) -> None:
-        """Count ``chunk`` and keep what fits under the cap."""
+    def append(self, chunk: bytes) -> int:
+        """Count ``chunk`` and keep what fits under the cap; returns the bytes kept."""
         self.size += len(chunk)
         room = self.cap - len(self.data)
-        if room > 0:
-            kept = chunk[:room] if len(chunk) > room else chunk
-            self.data += kept
-            if self._charge is not None:
-                self._charge(len(kept))
-
-    def set(self, body: bytes) -> None:
-        """Capture a whole body at once (a canned response)."""
-        self.append(body)
+        if room <= 0:
+            return 0
+        kept = chunk[:room] if len(chunk) > room else chunk
+        self.data += kept
+        return len(kept)
 
     @property
     def truncated(self) -> bool:
@@ -78,6 +76,16 @@ class BodyCapture:
     def to_json(self) -> dict[str, Any]:
         """Length, kept length and the truncated flag (the bytes themselves go in ``raw``)."""
         return {"size": self.size, "captured": len(self.data), "truncated": self.truncated}
+
+
+def parse_header_lines(block: bytes) -> tuple[tuple[bytes, bytes], ...]:
+    """``(name, value)`` pairs of header lines (a head's, after its first line)."""
+    pairs = []
+    for line in block.split(b"\n"):
+        name, sep, value = line.partition(b":")
+        if sep and name and not name[:1].isspace():
+            pairs.append((name.strip(), value.strip()))
+    return tuple(pairs)
 
 
 @define(eq=False)
@@ -92,10 +100,10 @@ class ExchangeRecord:
     :ivar method: the request method.
     :ivar target: the request target as the client sent it.
     :ivar version: ``1.1`` or ``1.0``.
-    :ivar request_headers: the request headers in wire order and casing.
-    :ivar raw_head: the request head bytes as received.
+    :ivar raw_head: the request head bytes as received (its ``X-Forwarded-For`` names the
+        client, see :attr:`remote_addr`).
     :ivar status: the response status (0 before a head, or if the exchange was cut).
-    :ivar response_headers: the response headers as relayed.
+    :ivar response_lines: the response header lines as relayed.
     :ivar error: why the agent answered itself (502, 504) or the exchange broke.
     :ivar replay_of: the id of the exchange this one replays, if any.
     :ivar upgraded: the connection was handed over (a WebSocket): see the connection record.
@@ -107,25 +115,47 @@ class ExchangeRecord:
     method: bytes
     target: bytes
     version: bytes
-    request_headers: tuple[tuple[bytes, bytes], ...]
     raw_head: bytes
-    remote_addr: str
     request_body: BodyCapture
     response_body: BodyCapture
     ended: float | None = None
     status: int = 0
-    response_headers: tuple[tuple[bytes, bytes], ...] = ()
+    response_lines: bytes = b""
     error: str = ""
     replay_of: str = ""
     upgraded: bool = False
     cost: int = 0
     #: Called once with the record when it completes (the replay waiting for its answer).
-    waiters: list[Callable[[ExchangeRecord], None]] = field(factory=list)
+    waiters: list[Callable[[ExchangeRecord], None]] | None = None
+
+    # A record holds bytes, not tuples of headers: thousands of records kept must not be
+    # thousands of objects more for the garbage collector to walk on every full collection.
+
+    @property
+    def request_headers(self) -> tuple[tuple[bytes, bytes], ...]:
+        """The request headers in wire order and casing, read from :attr:`raw_head`."""
+        return parse_header_lines(self.raw_head.partition(b"\n")[2])
+
+    @property
+    def response_headers(self) -> tuple[tuple[bytes, bytes], ...]:
+        """The response headers as relayed."""
+        return parse_header_lines(self.response_lines)
 
     @property
     def complete(self) -> bool:
         """Whether the response is over."""
         return self.ended is not None
+
+    @property
+    def remote_addr(self) -> str:
+        """
+        The client's address: the last ``X-Forwarded-For`` hop, the one the Piko server in
+        front appended (worked out when shown, not on the relay's path).
+        """
+        forwarded = header_get(self.request_headers, b"x-forwarded-for")
+        if not forwarded:
+            return ""
+        return forwarded.decode("latin-1").rsplit(",", 1)[-1].strip()
 
     @property
     def duration(self) -> float:

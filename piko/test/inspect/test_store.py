@@ -20,28 +20,30 @@ def exchange(store, cost=RECORD_OVERHEAD):
         method=b"GET",
         target=b"/",
         version=b"1.1",
-        request_headers=(),
         raw_head=b"",
-        remote_addr="",
         request_body=BodyCapture(store.body_cap),
         response_body=BodyCapture(store.body_cap),
         cost=cost,
     )
-    record.response_body._charge = lambda n: store.charge(record, n)
     return record
+
+
+def capture(store, record, body, data):
+    """Capture ``data`` into ``body`` of ``record``, charging as the capture does."""
+    kept = body.append(data)
+    if kept:
+        store.charge(record, kept)
 
 
 class BodyCaptureTests(SynchronousTestCase):
     def test_keeps_up_to_cap_and_counts_all(self):
         """The first ``cap`` bytes are kept, every byte is counted, and truncation is flagged."""
-        charged = []
-        body = BodyCapture(5, charged.append)
-        body.append(b"abc")
+        body = BodyCapture(5)
+        self.assertEqual(body.append(b"abc"), 3)
         self.assertFalse(body.truncated)
-        body.append(b"defgh")
-        body.append(b"ijk")
+        self.assertEqual(body.append(b"defgh"), 2)
+        self.assertEqual(body.append(b"ijk"), 0)
         self.assertEqual((bytes(body.data), body.size, body.truncated), (b"abcde", 11, True))
-        self.assertEqual(charged, [3, 2])
         self.assertEqual(body.to_json(), {"size": 11, "captured": 5, "truncated": True})
 
     def test_zero_cap_keeps_nothing(self):
@@ -67,9 +69,9 @@ class CaptureStoreTests(SynchronousTestCase):
         old, new = exchange(store), exchange(store)
         store.add(old)
         store.add(new)
-        new.response_body.append(b"x" * RECORD_OVERHEAD)
+        capture(store, new, new.response_body, b"x" * RECORD_OVERHEAD)
         self.assertIsNotNone(store.get(old.id))
-        new.response_body.append(b"x")
+        capture(store, new, new.response_body, b"x")
         self.assertIsNone(store.get(old.id))
         self.assertEqual(store.used, new.cost)
 
