@@ -39,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._bench import child_env, proc_cpu_seconds, table  # noqa: E402
+from benchmarks._bench import child_env, proc_cpu_seconds, table
 
 ROOT = Path(__file__).resolve().parents[1]
 MiB = 1024 * 1024
@@ -302,11 +302,21 @@ def memory(args: argparse.Namespace, stack: Stack) -> None:
     peak = start
     sent = 200
     began = time.monotonic()
-    print(f"RSS after 200 warm-up requests: {start / MiB:.1f} MiB (budget {args.db_size / 1e6:.0f} MB)")
+    print(
+        f"RSS after 200 warm-up requests: {start / MiB:.1f} MiB "
+        f"(budget {args.db_size / 1e6:.0f} MB)"
+    )
     while sent < args.requests:
         batch = min(args.batch, args.requests - sent)
         done, failed, _ = asyncio.run(
-            load(stack.proxy, "on", args.connections, requests=batch, body_size=args.body_size, mixed=False)
+            load(
+                stack.proxy,
+                "on",
+                args.connections,
+                requests=batch,
+                body_size=args.body_size,
+                mixed=False,
+            )
         )
         sent += done + failed
         rss = stack.rss("on")

@@ -119,10 +119,11 @@ def run(reactor: Any, base: int, once: bool) -> Any:
         yield piko_server.stopService()
         reactor.stop()
         return
+    inspector = agent.inspector.url if agent.inspector is not None else "off"
     print(
         f"Running. Try: curl -H 'x-piko-endpoint: my-endpoint' http://127.0.0.1:{base}/\n"
         f"       or: curl http://127.0.0.1:{base + 2}/status/upstream/endpoints\n"
-        f"See every request, and replay it, in the inspector: {agent.inspector.url if agent.inspector else 'off'}\n"
+        f"See every request, and replay it, in the inspector: {inspector}\n"
         "Ctrl-C stops."
     )
     reactor.addSystemEventTrigger("before", "shutdown", agent.stopService)

@@ -40,9 +40,9 @@ from piko.agent.http_listener import HTTPListenerFactory, parse_target
 from piko.agent.metrics import AgentMetrics, AgentMetricsServer
 from piko.agent.pool import ConnectionPool
 from piko.agent.tcp_listener import TCPListenerFactory
+from piko.auth.load import load_verifier
 from piko.client.upstream import PikoListeningPort, Upstream
 from piko.config import AgentConfig, ListenerConfig, split_host_port
-from piko.auth.load import load_verifier
 from piko.http.access_log import AccessLog
 from piko.inspect import Inspector, inspector_service
 from piko.inspect.capture import IListenerInspector
@@ -93,10 +93,10 @@ def build_listener_factory(
             raise ValueError(f"invalid addr: {config.addr}")
         host, port = split_host_port(host_port)
         endpoint = endpoint_factory(reactor, host, int(port), config.timeout)
-        factory = TCPListenerFactory(
+        tcp = TCPListenerFactory(
             endpoint, config.endpoint_id, config.access_log, inspector=inspector, target=host_port
         )
-        return factory, None
+        return tcp, None
     url = config.url()
     if url is None:
         raise ValueError(f"invalid addr: {config.addr}")

@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 __all__ = [
     "ENDPOINT_TYPES",
     "ip_version",
-    "is_loopback_bind",
     "is_endpoint_description",
+    "is_loopback_bind",
     "join_host_port",
     "listen_endpoint_description",
     "local_host",

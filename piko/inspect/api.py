@@ -160,10 +160,10 @@ class InspectorResource(Resource):
 
     # -- dispatch
 
-    def render(self, request: Request) -> bytes | int:  # type: ignore[override]
+    def render(self, request: Request) -> bytes | int:
         request.setHeader(b"x-content-type-options", b"nosniff")
         request.setHeader(b"referrer-policy", b"no-referrer")
-        path = [p.decode("utf-8", "replace") for p in request.postpath]
+        path = [p.decode("utf-8", "replace") for p in request.postpath or ()]
         method = request.method.decode("latin-1")
         try:
             self._guard(request, method, path)
@@ -270,7 +270,7 @@ class InspectorResource(Resource):
 
     def _list(self, request: Request) -> bytes:
         limit = _int_arg(request, b"limit", _DEFAULT_LIMIT)
-        records = []
+        records: list[dict[str, Any]] = []
         for record in self.inspector.store.exchanges():
             if len(records) >= limit:
                 break
@@ -281,7 +281,7 @@ class InspectorResource(Resource):
         limit = _int_arg(request, b"limit", _DEFAULT_LIMIT)
         live = self.inspector.live
         now = self.inspector.wall()
-        out = []
+        out: list[dict[str, Any]] = []
         for record in self.inspector.store.connections():
             if len(out) >= limit:
                 break
@@ -292,7 +292,8 @@ class InspectorResource(Resource):
 
     def _replay(self, request: Request) -> bytes | int:
         try:
-            body = json.loads(request.content.read() or b"{}")
+            content = request.content.read() if request.content is not None else b""
+            body = json.loads(content or b"{}")
         except ValueError:
             raise _Refused(400, "the body is not JSON") from None
         if not isinstance(body, dict) or not isinstance(body.get("id"), str):
@@ -308,8 +309,12 @@ class InspectorResource(Resource):
             d.addErrback(lambda f: self.log.warn("replay failed", error=str(f.value)))
             request.setResponseCode(204)
             return b""
-        finished = []
-        request.notifyFinish().addBoth(finished.append)
+        finished: list[object] = []
+
+        def ended(result: object) -> None:
+            finished.append(result)
+
+        request.notifyFinish().addBoth(ended)
 
         def answered(record: ExchangeRecord) -> None:
             if not finished:
@@ -337,7 +342,8 @@ def _header(request: Request, name: bytes) -> str | None:
 
 
 def _arg(request: Request, name: bytes) -> str | None:
-    values = (request.args or {}).get(name)
+    args: dict[bytes, list[bytes]] = request.args or {}
+    values = args.get(name)
     return values[0].decode("utf-8", "replace") if values else None
 
 
@@ -419,5 +425,5 @@ class InspectorSite(Site):
         connections.add(protocol)
         return protocol
 
-    def log(self, request: Request) -> None:
+    def log(self, request: Any) -> None:
         """Nothing: the inspector's own requests are not worth a log line each."""

@@ -51,8 +51,6 @@ class IListenerInspector(Interface):
         """The protocol to run a TCP listener's stream with instead of ``protocol``."""
 
 
-
-
 @implementer(IRequestReceiver)
 class _CapturingReceiver:
     """Passes a request body on to the relay, keeping a copy up to the cap."""

@@ -141,8 +141,8 @@ class ReplayTransport(StringTransport):
 
     def registerProducer(self, producer: object, streaming: bool) -> None:
         """Take the relay's producer (replacing any other: nothing is buffered here)."""
-        self.producer = producer
-        self.streaming = streaming
+        self.producer = producer  # type: ignore[assignment]
+        self.streaming = streaming  # type: ignore[assignment]
 
     def loseConnection(self) -> None:
         """Close now: the protocol hears it at once (nothing is in flight)."""

@@ -65,7 +65,10 @@ class InspectorService(Service):
         first = int(port)
         ports = [first] if first == 0 else range(first, min(first + PORT_ATTEMPTS, 65536))
         return [
-            (join_host_port(host, str(p)), listen_endpoint_description(join_host_port(host, str(p))))
+            (
+                join_host_port(host, str(p)),
+                listen_endpoint_description(join_host_port(host, str(p))),
+            )
             for p in ports
         ]
 

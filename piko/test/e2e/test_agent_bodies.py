@@ -24,7 +24,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.web import resource, server
 
 from piko.agent.service import make_agent_service
-from piko.config import AgentConfig, ListenerConfig, InspectConfig
+from piko.config import AgentConfig, InspectConfig, ListenerConfig
 from piko.test.e2e.harness import E2ETestCase, reactor, wait_for_count
 
 ENDPOINT = b"bodies"

@@ -26,10 +26,10 @@ from twisted.web import server
 
 from piko.agent.service import make_agent_service
 from piko.config import (
-    InspectConfig,
     AgentConfig,
     ClientTLSConfig,
     ConnectTLSConfig,
+    InspectConfig,
     ListenerConfig,
     ServerTLSConfig,
 )

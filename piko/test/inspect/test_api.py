@@ -70,13 +70,17 @@ class APITests(SynchronousTestCase):
         self.assertEqual(item["start"], "2023-11-14T22:13:20Z")
         self.assertIsInstance(item["duration"], int)
         request, response = item["request"], item["response"]
-        self.assertEqual((request["method"], request["uri"], request["proto"]), ("POST", "/hook?x=1", "HTTP/1.1"))
+        self.assertEqual(
+            (request["method"], request["uri"], request["proto"]), ("POST", "/hook?x=1", "HTTP/1.1")
+        )
         self.assertEqual(request["headers"]["Content-Type"], ["application/json"])
         raw = base64.b64decode(request["raw"])
         self.assertTrue(raw.startswith(b"POST /hook?x=1 HTTP/1.1\r\n"))
         self.assertTrue(raw.endswith(b'\r\n\r\n{"a": 1}\n'))
         self.assertEqual((response["status"], response["status_code"]), ("200 OK", 200))
-        self.assertEqual(base64.b64decode(response["raw"]), b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.assertEqual(
+            base64.b64decode(response["raw"]), b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        )
         self.assertEqual(request["body"], {"size": 9, "captured": 9, "truncated": False})
 
     def test_limit(self):
@@ -87,7 +91,9 @@ class APITests(SynchronousTestCase):
 
     def test_get_one_and_404(self):
         """GET /api/requests/http/:id is the record; an unknown id is a 404 JSON error."""
-        self.assertEqual(self.get_json(f"/api/requests/http/{self.record.id}")["id"], self.record.id)
+        self.assertEqual(
+            self.get_json(f"/api/requests/http/{self.record.id}")["id"], self.record.id
+        )
         code, _, content = self.call("GET", "/api/requests/http/req_missing")
         self.assertEqual(code, 404)
         self.assertIn("no such request", json.loads(content)["error"])
@@ -124,11 +130,15 @@ class APITests(SynchronousTestCase):
         self.assertIn(b"\r\nX-Mod: 1\r\n", sent)
         self.assertTrue(sent.endswith("\r\n\r\nhéllo".encode()), sent)
         self.assertEqual(out, [])
-        self.endpoint.protocols[-1].dataReceived(b"HTTP/1.1 418 I'm a teapot\r\nContent-Length: 0\r\n\r\n")
+        self.endpoint.protocols[-1].dataReceived(
+            b"HTTP/1.1 418 I'm a teapot\r\nContent-Length: 0\r\n\r\n"
+        )
         self.pair.pump()
         self.stub.flush()
         [record] = out
-        self.assertEqual((record["replay_of"], record["response"]["status_code"]), (self.record.id, 418))
+        self.assertEqual(
+            (record["replay_of"], record["response"]["status_code"]), (self.record.id, 418)
+        )
 
     def test_replay_errors(self):
         """Unknown ids are 404, invalid changes and bodies 400, each with why."""
@@ -170,11 +180,15 @@ class APITests(SynchronousTestCase):
     def test_curl_truncated_noted(self):
         """A truncated body is said to be so in the curl export."""
         _, _, _, record = captured(body=b"q" * 40, body_cap=8)
-        self.assertTrue(curl_command(record, "http://p").endswith("# body truncated: 40 bytes, 8 kept"))
+        self.assertTrue(
+            curl_command(record, "http://p").endswith("# body truncated: 40 bytes, 8 kept")
+        )
 
     def test_connections(self):
         """GET /api/connections lists connection records (none here), DELETE clears them."""
-        self.assertEqual(self.get_json("/api/connections"), {"uri": "/api/connections", "connections": []})
+        self.assertEqual(
+            self.get_json("/api/connections"), {"uri": "/api/connections", "connections": []}
+        )
         self.assertEqual(self.call("DELETE", "/api/connections")[0], 204)
 
     def test_status(self):
@@ -186,7 +200,11 @@ class APITests(SynchronousTestCase):
 
     def test_page_and_assets(self):
         """The page and its two assets are served with a CSP that loads nothing external."""
-        for path, kind in (("/", "text/html"), ("/app.js", "text/javascript"), ("/app.css", "text/css")):
+        for path, kind in (
+            ("/", "text/html"),
+            ("/app.js", "text/javascript"),
+            ("/app.css", "text/css"),
+        ):
             code, headers, content = self.call("GET", path)
             self.assertEqual(code, 200)
             self.assertTrue(headers.getRawHeaders(b"content-type")[0].startswith(kind.encode()))
@@ -288,9 +306,7 @@ class GuardTests(SynchronousTestCase):
             {"Origin": ["http://127.0.0.1:9999"]},
         ):
             for method in ("POST", "DELETE"):
-                code = self.call(
-                    resource, method, "/api/requests/http", {**JSON, **headers}, b"{}"
-                )
+                code = self.call(resource, method, "/api/requests/http", {**JSON, **headers}, b"{}")
                 self.assertEqual(code, 403, (method, headers))
         self.assertEqual(len(list(self.inspector.store.exchanges())), 1)
         same = {**JSON, "Origin": [BASE], "Sec-Fetch-Site": ["same-origin"]}
@@ -299,11 +315,15 @@ class GuardTests(SynchronousTestCase):
     def test_rebound_host_refused(self):
         """On loopback, a Host that is not a loopback name (DNS rebinding) is refused 403."""
         resource = InspectorResource(self.inspector)
-        self.assertEqual(self.call(resource, "GET", "/api/requests/http", base="http://evil.example:4040"), 403)
+        self.assertEqual(
+            self.call(resource, "GET", "/api/requests/http", base="http://evil.example:4040"), 403
+        )
         for base in ("http://localhost:4040", "http://127.0.0.2:4040"):
             self.assertEqual(self.call(resource, "GET", "/api/requests/http", base=base), 200, base)
         remote = InspectorResource(self.inspector, loopback_only=False)
-        self.assertEqual(self.call(remote, "GET", "/api/requests/http", base="http://agent.lan:4040"), 200)
+        self.assertEqual(
+            self.call(remote, "GET", "/api/requests/http", base="http://agent.lan:4040"), 200
+        )
 
     def test_auth(self):
         """With a verifier, the API needs a good bearer token; the page itself does not."""
@@ -311,7 +331,9 @@ class GuardTests(SynchronousTestCase):
         self.assertEqual(self.call(resource, "GET", "/api/requests/http"), 401)
         bad = {"Authorization": ["Bearer nope"]}
         self.assertEqual(self.call(resource, "GET", "/api/requests/http", bad), 401)
-        self.assertEqual(self.call(resource, "GET", "/api/requests/http", {"Authorization": ["Basic x"]}), 401)
+        self.assertEqual(
+            self.call(resource, "GET", "/api/requests/http", {"Authorization": ["Basic x"]}), 401
+        )
         good = {"Authorization": ["Bearer good"]}
         self.assertEqual(self.call(resource, "GET", "/api/requests/http", good), 200)
         self.assertEqual(self.call(resource, "GET", "/"), 200)
@@ -323,4 +345,3 @@ class GuardTests(SynchronousTestCase):
         self.assertEqual(self.call(resource, "GET", "/etc/passwd"), 404)
         self.assertEqual(self.call(resource, "PUT", "/api/requests/http", JSON, b"{}"), 405)
         self.assertEqual(self.call(resource, "POST", "/", JSON, b"{}"), 405)
-

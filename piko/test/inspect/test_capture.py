@@ -119,8 +119,12 @@ class CaptureTests(SynchronousTestCase):
         )
         pair.pump()
         record = exchange(inspector)
-        self.assertEqual(record.request_body.to_json(), {"size": size, "captured": 1000, "truncated": True})
-        self.assertEqual(record.response_body.to_json(), {"size": size, "captured": 1000, "truncated": True})
+        self.assertEqual(
+            record.request_body.to_json(), {"size": size, "captured": 1000, "truncated": True}
+        )
+        self.assertEqual(
+            record.response_body.to_json(), {"size": size, "captured": 1000, "truncated": True}
+        )
         self.assertLess(inspector.store.used, 4000 + len(record.raw_head) * 2)
 
     def test_unreachable_502_with_why(self):
@@ -189,7 +193,9 @@ class CaptureTests(SynchronousTestCase):
         record = exchange(inspector)
         self.assertEqual((record.status, record.upgraded), (101, True))
         [conn] = list(inspector.store.connections())
-        self.assertEqual((conn.kind, conn.exchange_id, conn.target), ("websocket", record.id, "/ws"))
+        self.assertEqual(
+            (conn.kind, conn.exchange_id, conn.target), ("websocket", record.id, "/ws")
+        )
         recorder.transport.write(b"ping!")
         pair.pump()
         self.assertEqual(take(local), b"ping!")
@@ -224,7 +230,9 @@ class TCPCaptureTests(SynchronousTestCase):
         pair.pump()
         self.assertEqual(bytes(recorder.received), b"welcome!")
         [conn] = list(inspector.store.connections())
-        self.assertEqual((conn.kind, conn.endpoint_id, conn.target), ("tcp", "db", "localhost:5432"))
+        self.assertEqual(
+            (conn.kind, conn.endpoint_id, conn.target), ("tcp", "db", "localhost:5432")
+        )
         recorder.transport.loseConnection()
         pair.pump()
         endpoint.protocols[0].connectionLost(Failure(ConnectionDone()))

@@ -1,5 +1,5 @@
 # -*- test-case-name: piko.test.inspect.test_replay -*-
-"""Tests for :mod:`piko.inspect.replay`: building replayed requests, and replays through the relay."""
+"""Tests for :mod:`piko.inspect.replay`: building replayed requests, replays through the relay."""
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -71,7 +71,9 @@ class ReplayTests(SynchronousTestCase):
         """
         pair, endpoint, inspector, record = captured()
         results = []
-        inspector.replay(record.id, Modifications(headers=((b"Host", b"h"), (b"X-Test", b"2")))).addCallback(results.append)
+        inspector.replay(
+            record.id, Modifications(headers=((b"Host", b"h"), (b"X-Test", b"2")))
+        ).addCallback(results.append)
         pair.pump()
         sent = take(endpoint.transports[-1])
         self.assertTrue(sent.startswith(b"POST /hook?x=1 HTTP/1.1\r\nHost: h\r\n"), sent)
@@ -79,7 +81,9 @@ class ReplayTests(SynchronousTestCase):
         self.assertIn(b"\r\nX-Forwarded-For: 127.0.0.1\r\n", sent)
         self.assertTrue(sent.endswith(b'\r\n\r\n{"a": 1}\n'))
         self.assertEqual(results, [])
-        endpoint.protocols[-1].dataReceived(b"HTTP/1.1 202 Accepted\r\nContent-Length: 3\r\n\r\nyes")
+        endpoint.protocols[-1].dataReceived(
+            b"HTTP/1.1 202 Accepted\r\nContent-Length: 3\r\n\r\nyes"
+        )
         pair.pump()
         [replayed] = results
         self.assertEqual((replayed.replay_of, replayed.status), (record.id, 202))

@@ -14,8 +14,8 @@ from piko.agent.service import make_agent_service
 from piko.client.upstream import Upstream
 from piko.config import AgentConfig, ListenerConfig
 from piko.inspect import Inspector, InspectorResource, InspectorService, InspectorSite
-from piko.test.agent.test_service import FakeDial
 from piko.test.agent.helpers import FakeEndpoint
+from piko.test.agent.test_service import FakeDial
 
 
 class TakenPorts(MemoryReactorClock):
