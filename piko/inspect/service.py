@@ -96,7 +96,7 @@ class InspectorService(Service):
                 return
             self.port = port
             self.url = _url(shown, port)
-            self.log.info("inspector listening on {url}", url=self.url, addr=shown)
+            self.log.info("inspector listening", url=self.url, addr=shown)
             self.listening.callback(port)
 
         def failed(reason: Failure) -> None:
