@@ -11,8 +11,10 @@ A guided first run: a Piko server, an agent and a demo service, and one request 
 
 then sends one request through the proxy port, prints it, and keeps running
 so you can try ``curl -H 'x-piko-endpoint: my-endpoint' localhost:8000/``.
-``--once`` stops after the request; ``--base-port`` moves all five ports (the
-fifth, base + 4, is the server's gossip port, on loopback too).
+``--once`` stops after the request; ``--base-port`` moves all six ports (the
+fifth, base + 4, is the server's gossip port, on loopback too; the sixth, base + 5,
+the agent's request inspector, which otherwise takes ``127.0.0.1:4040`` or the next
+free port).
 """
 
 from __future__ import annotations
@@ -71,6 +73,11 @@ def _configs(base: int) -> tuple[ServerConfig, AgentConfig]:
             ListenerConfig(endpoint_id="my-endpoint", addr=f"127.0.0.1:{base + 3}", timeout=10.0),
         ),
         grace_period=2.0,
+        # The agent's default (4040, or the next free port), unless the ports were moved.
+        inspect=evolve(
+            agent_config.inspect,
+            bind_addr=agent_config.inspect.bind_addr if base == 8000 else f"127.0.0.1:{base + 5}",
+        ),
     )
     return server_config, agent_config
 
@@ -112,9 +119,11 @@ def run(reactor: Any, base: int, once: bool) -> Any:
         yield piko_server.stopService()
         reactor.stop()
         return
+    inspector = agent.inspector.url if agent.inspector is not None else "off"
     print(
         f"Running. Try: curl -H 'x-piko-endpoint: my-endpoint' http://127.0.0.1:{base}/\n"
         f"       or: curl http://127.0.0.1:{base + 2}/status/upstream/endpoints\n"
+        f"See every request, and replay it, in the inspector: {inspector}\n"
         "Ctrl-C stops."
     )
     reactor.addSystemEventTrigger("before", "shutdown", agent.stopService)

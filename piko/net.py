@@ -27,6 +27,7 @@ __all__ = [
     "ENDPOINT_TYPES",
     "ip_version",
     "is_endpoint_description",
+    "is_loopback_bind",
     "join_host_port",
     "listen",
     "listen_endpoint_description",
@@ -198,3 +199,33 @@ def listen(
     if tls is None:
         return endpoint.listen(factory)
     return endpoint.listen(TLSMemoryBIOFactory(tls, False, factory))
+
+
+def is_loopback_bind(bind_addr: str) -> bool:
+    """
+    Whether ``bind_addr`` listens on loopback only: a ``host:port`` whose host is
+    ``localhost`` or a loopback IP, or a ``tcp``/``tcp6`` endpoint description whose
+    ``interface`` is one, or a ``unix`` socket.  An empty host (every interface) is not.
+    """
+    if is_endpoint_description(bind_addr):
+        kind, _, rest = bind_addr.partition(":")
+        if kind.lower() == "unix":
+            return True
+        if kind.lower() not in ("tcp", "tcp6"):
+            return False
+        host = ""
+        for part in rest.replace("\\:", "\0").split(":"):
+            name, eq, value = part.partition("=")
+            if eq and name == "interface":
+                host = value.replace("\0", ":").replace("\\", "")
+    else:
+        try:
+            host, _ = split_host_port(bind_addr)
+        except ValueError:
+            return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False

@@ -42,6 +42,7 @@ from piko.http.pool import ConnectionPool, StaleConnection
 from piko.http.proxy import ProxyExchange
 from piko.http.rewrite import rewrite_request
 from piko.http.server import HTTPServerProtocol, IRequestHandler, IServerExchange
+from piko.inspect.capture import IListenerInspector
 
 __all__ = [
     "AgentProxyExchange",
@@ -198,6 +199,8 @@ class HTTPListenerFactory(Factory):
         0 for no limit.
     :param access_log: logs every answered request (``proxy.http.access``), if given.
     :param metrics: counts every answered request under ``endpoint_id``, if given.
+    :param inspector: captures every exchange (the request inspector), if given; it sees
+        what the relay does, inside the access log and metrics.
     """
 
     #: Started for every connection of the listener: no "Starting factory" line.
@@ -216,12 +219,15 @@ class HTTPListenerFactory(Factory):
         access_log: AccessLog | None = None,
         metrics: AgentMetrics | None = None,
         endpoint_id: str = "",
+        inspector: IListenerInspector | None = None,
     ) -> None:
         self.clock = clock
         self.pool = pool
         self.target = target
         self.timeout = timeout or None
         handler: IRequestHandler = _ProxyHandler(self)
+        if inspector is not None:
+            handler = inspector.wrap_http(handler, endpoint_id)
         if access_log is not None and not access_log.disabled:
             handler = AccessLoggedHandler(handler, access_log, clock)
         if metrics is not None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from attrs import define, field
 from twisted.application.service import IService, MultiService
@@ -38,10 +39,14 @@ from twisted.python.failure import Failure
 from piko.agent.http_listener import HTTPListenerFactory, parse_target
 from piko.agent.metrics import AgentMetrics, AgentMetricsServer
 from piko.agent.tcp_listener import TCPListenerFactory
+from piko.auth.load import load_verifier
 from piko.client.upstream import PikoListeningPort, Upstream
 from piko.config import AgentConfig, ListenerConfig, split_host_port
 from piko.http.access_log import AccessLog
 from piko.http.pool import ConnectionPool
+from piko.inspect import Inspector, inspector_service
+from piko.inspect.capture import IListenerInspector
+from piko.inspect.service import InspectorService
 from piko.logging import kept_from
 from piko.tls import client_tls, tls_for_url
 
@@ -72,11 +77,13 @@ def build_listener_factory(
     endpoint_factory: EndpointFactory = _hostname_endpoint,
     metrics: AgentMetrics | None = None,
     min_log_level: LogLevel | None = None,
+    inspector: IListenerInspector | None = None,
 ) -> tuple[IProtocolFactory, ConnectionPool | None]:
     """
     The stream factory of one listener (and its connection pool for HTTP), with its access
     log, and counted in ``metrics`` if given.  ``min_log_level`` is the lowest level the
-    agent's logging keeps for access records (none built below it).
+    agent's logging keeps for access records (none built below it).  ``inspector``
+    captures its traffic, if given.
 
     :raises ValueError: when ``addr`` is invalid for the protocol.
     """
@@ -86,7 +93,10 @@ def build_listener_factory(
             raise ValueError(f"invalid addr: {config.addr}")
         host, port = split_host_port(host_port)
         endpoint = endpoint_factory(reactor, host, int(port), config.timeout)
-        return TCPListenerFactory(endpoint, config.endpoint_id, config.access_log), None
+        tcp = TCPListenerFactory(
+            endpoint, config.endpoint_id, config.access_log, inspector=inspector, target=host_port
+        )
+        return tcp, None
     url = config.url()
     if url is None:
         raise ValueError(f"invalid addr: {config.addr}")
@@ -118,6 +128,7 @@ def build_listener_factory(
         access_log=access_log,
         metrics=metrics,
         endpoint_id=config.endpoint_id,
+        inspector=inspector,
     )
     return factory, pool
 
@@ -149,6 +160,8 @@ class AgentService(MultiService):
         self.on_failure = on_failure
         self.failed: Deferred[BaseException] = Deferred()
         self.ready: Deferred[None] = Deferred()
+        #: The request inspector's service, when it is on.
+        self.inspector: InspectorService | None = None
         self._stopping = False
 
     def startService(self) -> None:
@@ -277,6 +290,12 @@ def make_agent_service(
             keep_trying=True,
         )
     metrics = AgentMetrics() if config.server.enabled else None
+    inspect = config.inspect
+    inspector = (
+        Inspector(reactor, budget=inspect.db_size, body_cap=inspect.body_size)
+        if inspect.enabled
+        else None
+    )
     listeners = []
     for listener_config in config.listeners:
         factory, pool = build_listener_factory(
@@ -285,6 +304,7 @@ def make_agent_service(
             endpoint_factory,
             metrics,
             kept_from(config.log.level, config.log.subsystems, "proxy.http.access"),
+            inspector,
         )
         listeners.append(_Listener(listener_config, factory, pool))
 
@@ -297,5 +317,23 @@ def make_agent_service(
     if metrics is not None:
         server = AgentMetricsServer(reactor, config.server.bind_addr, metrics, service.fail)
         server.setServiceParent(service)
+    if inspector is not None:
+        verifier = load_verifier(inspect.auth, reactor, where="config: inspect: auth")
+        service.inspector = inspector_service(
+            inspect, reactor, inspector, verifier=verifier, proxy_url=_proxy_url(connect.url)
+        )
+        service.inspector.setServiceParent(service)
     IService(service)
     return service
+
+
+def _proxy_url(upstream_url: str) -> str:
+    """
+    A guess at the server's proxy URL from its upstream URL, for ``curl`` exports: the
+    same host on Go's default proxy port (the inspector page lets the user change it).
+    """
+    parts = urlsplit(upstream_url)
+    host = parts.hostname or "localhost"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme or 'http'}://{host}:8000"

@@ -16,11 +16,12 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.logger import ILogObserver, Logger, LogLevel
 from twisted.python.failure import Failure
 
 from piko.config import AccessLogConfig
+from piko.inspect.capture import IListenerInspector
 from piko.splice import DialingSplice
 
 __all__ = ["TCPListenerFactory"]
@@ -64,6 +65,7 @@ class TCPListenerFactory(Factory):
     :param access_log: the listener's ``access_log``: streams are logged opened and closed on
         ``proxy.tcp.access`` at info, or at debug when the access log is disabled (as Go does).
     :param observer: where access records go (default: the global log publisher).
+    :param inspector: records every connection (the request inspector), if given.
     """
 
     #: Started for every connection of the listener: no "Starting factory" line.
@@ -75,9 +77,13 @@ class TCPListenerFactory(Factory):
         endpoint_id: str = "",
         access_log: AccessLogConfig | None = None,
         observer: ILogObserver | None = None,
+        inspector: IListenerInspector | None = None,
+        target: str = "",
     ) -> None:
         self.endpoint = endpoint
         self.endpoint_id = endpoint_id
+        self.inspector = inspector
+        self.target = target
         disabled = access_log is not None and access_log.disable
         self.access_level = LogLevel.debug if disabled else LogLevel.info
         self.access_log = Logger(namespace="proxy.tcp.access", observer=observer)
@@ -86,5 +92,8 @@ class TCPListenerFactory(Factory):
         """Emit one access record for this listener."""
         self.access_log.emit(self.access_level, message, **{"endpoint-id": self.endpoint_id})
 
-    def buildProtocol(self, addr: Any) -> Protocol:
-        return _StreamSplice(self)
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = _StreamSplice(self)
+        if self.inspector is not None:
+            return self.inspector.wrap_tcp(protocol, self.endpoint_id, self.target)
+        return protocol

@@ -36,6 +36,7 @@ __all__ = [
     "ForwardConnectConfig",
     "GossipConfig",
     "HTTPServerConfig",
+    "InspectConfig",
     "JWKSConfig",
     "ListenerConfig",
     "ListenerHTTPClientConfig",
@@ -438,6 +439,25 @@ class AgentServerConfig:
 
 
 @frozen
+class InspectConfig:
+    """
+    The agent's request inspector (not in Go Piko): a web UI and ngrok's API on
+    ``bind_addr`` (the next free port if it is taken), capturing every exchange
+    the agent relays.  ``body_size`` bytes of each body are kept; ``db_size``
+    bounds the memory of all records (oldest dropped first).  A bind address
+    that is not loopback needs ``allow_remote``; ``auth`` (the admin JWT auth
+    keys) then protects the API.
+    """
+
+    enabled: bool = True
+    bind_addr: str = "127.0.0.1:4040"
+    allow_remote: bool = False
+    body_size: int = 64 * 1024
+    db_size: int = 50 * 1000 * 1000
+    auth: AuthConfig = field(factory=AuthConfig)
+
+
+@frozen
 class AgentConfig:
     """
     Everything ``piko agent`` / ``twistd piko-agent`` needs.
@@ -448,6 +468,7 @@ class AgentConfig:
     server: AgentServerConfig = field(factory=AgentServerConfig)
     log: LogConfig = field(factory=LogConfig)
     grace_period: float = duration(60.0)
+    inspect: InspectConfig = field(factory=InspectConfig)
 
 
 # --- forward ---------------------------------------------------------------

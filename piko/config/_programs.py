@@ -242,6 +242,21 @@ AGENT_OPTIONS = OptionTable(
         Option("server.bind_addr", "Address of the agent metrics server."),
         *_log(),
         Option("grace_period", "Maximum time to shut each listener down gracefully."),
+        Option(
+            "inspect.enabled",
+            "Serve the request inspector (web UI and API); --inspect=false turns it off.",
+            flag="inspect",
+        ),
+        Option(
+            "inspect.bind_addr",
+            "Address of the request inspector (the next free port if taken).",
+        ),
+        Option(
+            "inspect.allow_remote",
+            "Allow a non-loopback inspector address (use inspect.auth to protect it).",
+        ),
+        Option("inspect.body_size", "Bytes kept of each captured request and response body."),
+        Option("inspect.db_size", "Bytes of memory all captured records may hold."),
     ),
 )
 

@@ -26,13 +26,14 @@ from piko.config._models import (
     ClusterTLSConfig,
     ConnectTLSConfig,
     ForwardConfig,
+    InspectConfig,
     ListenerConfig,
     LogConfig,
     PortConfig,
     ServerConfig,
     ServerTLSConfig,
 )
-from piko.net import listen_endpoint_description
+from piko.net import is_loopback_bind, listen_endpoint_description
 
 __all__ = [
     "LOG_LEVELS",
@@ -225,6 +226,20 @@ def _server(c: ServerConfig) -> None:
         _fail("workers: must not be negative")
 
 
+def _inspect(c: InspectConfig) -> None:
+    _bind(c.bind_addr)
+    if not c.allow_remote and not is_loopback_bind(c.bind_addr):
+        _fail(
+            f"bind addr {c.bind_addr} is not loopback: the inspector shows every request "
+            "and replays them; pass --inspect.allow-remote (and set inspect.auth) to serve it "
+            "there"
+        )
+    if c.body_size < 0:
+        _fail("body size must not be negative")
+    if c.db_size <= 0:
+        _fail("db size must be positive")
+
+
 def _listener(c: ListenerConfig) -> None:
     if not c.endpoint_id:
         _fail("missing endpoint id")
@@ -264,6 +279,8 @@ def _agent(c: AgentConfig) -> None:
     _wrap("log", _log, c.log)
     if c.grace_period == 0:
         _fail("missing grace period")
+    if c.inspect.enabled:
+        _wrap("inspect", _inspect, c.inspect)
 
 
 def _port(c: PortConfig) -> None:

@@ -204,9 +204,16 @@ class ProxyExchange(Protocol):
             self._timer.cancel()
         self._timer = None
 
+    def _note(self, why: str) -> None:
+        # Tell an exchange that listens (the request inspector's) why this one failed.
+        note = getattr(self.exchange, "note_failure", None)
+        if note is not None:
+            note(why)
+
     def _connect_failed(self, reason: Failure) -> None:
         # Warn, as Go does: the service behind the route is down or refusing.
         self.log.warn("upstream unreachable", error=reason.getErrorMessage())
+        self._note(reason.getErrorMessage())
         self._fail_before_head()
 
     def _fail_before_head(self) -> None:
@@ -223,6 +230,7 @@ class ProxyExchange(Protocol):
         if self._done or self._got_head:
             return
         self._done = True
+        self._note(f"no response head within {self.timeout:g}s")
         self.exchange.respond(self.timed_out)
         self._close_upstream(abort=True)
 
@@ -273,8 +281,9 @@ class ProxyExchange(Protocol):
         while not self._relaying:
             try:
                 ev = self.reader.next_event()
-            except ParseError:
+            except ParseError as e:
                 self.log.warn("bad response from upstream")
+                self._note(f"bad response from upstream: {e}")
                 self._broken()
                 return
             if ev is NEED_DATA or ev is PAUSED:
@@ -334,6 +343,11 @@ class ProxyExchange(Protocol):
         self.connector.release(self, self._reusable and self._request_done)
 
     def _broken(self) -> None:
+        self._note(
+            "the local service closed the connection before a response"
+            if not self._got_head
+            else "the response broke off"
+        )
         if not self._got_head:
             self._fail_before_head()
             self._close_upstream(abort=True)

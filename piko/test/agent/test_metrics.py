@@ -21,7 +21,13 @@ from piko.agent.metrics import AgentMetrics, AgentMetricsHandler, AgentMetricsSe
 from piko.agent.service import make_agent_service
 from piko.agent.tcp_listener import TCPListenerFactory
 from piko.client.upstream import Upstream
-from piko.config import AccessLogConfig, AgentConfig, AgentServerConfig, ListenerConfig
+from piko.config import (
+    AccessLogConfig,
+    AgentConfig,
+    AgentServerConfig,
+    InspectConfig,
+    ListenerConfig,
+)
 from piko.http.access_log import AccessLog
 from piko.http.pool import ConnectionPool
 from piko.http.server import HTTPServerProtocol
@@ -210,6 +216,7 @@ class MetricsServerTests(SynchronousTestCase):
         config = AgentConfig(
             listeners=(ListenerConfig(endpoint_id="ep1", addr="3000", timeout=10.0),),
             server=AgentServerConfig(enabled=enabled, bind_addr="127.0.0.1:5999"),
+            inspect=InspectConfig(enabled=False),
         )
         upstream = Upstream(reactor, "http://piko:8001", dial=FakeDial())
         service = make_agent_service(

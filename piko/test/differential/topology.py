@@ -260,6 +260,7 @@ class Topology:
                 f"127.0.0.1:{port}",
                 "--connect.url",
                 f"http://127.0.0.1:{self.nodes[0].upstream}",
+                *(["--inspect=false"] if self.spec.agent != "go" else []),
             ],
             self.logdir,
         )

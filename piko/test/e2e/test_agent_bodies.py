@@ -24,7 +24,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.web import resource, server
 
 from piko.agent.service import make_agent_service
-from piko.config import AgentConfig, ListenerConfig
+from piko.config import AgentConfig, InspectConfig, ListenerConfig
 from piko.test.e2e.harness import E2ETestCase, reactor, wait_for_count
 
 ENDPOINT = b"bodies"
@@ -72,6 +72,7 @@ class ColdAgentBodiesTests(E2ETestCase):
         self.addCleanup(site.stopListening)
         agent = make_agent_service(
             AgentConfig(
+                inspect=InspectConfig(enabled=False),
                 connect=evolve(
                     AgentConfig().connect, url=f"http://127.0.0.1:{self.port_of('upstream')}"
                 ),

@@ -43,7 +43,7 @@ class DemoTests(TestCase):
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
         out, err, code = yield getProcessOutputAndValue(
             sys.executable,
-            ["-m", "piko.demo", "--once", "--base-port", str(free_port_block(5))],
+            ["-m", "piko.demo", "--once", "--base-port", str(free_port_block(6))],
             env=dict(os.environ, PYTHONPATH=root),
             path=root,
             reactor=reactor,

@@ -117,6 +117,8 @@ class GettingStartedTests(TestCase):
                         str(ports[words[4]]),
                         "--connect.url",
                         f"http://127.0.0.1:{ports['8001']}",
+                        "--inspect.bind-addr",
+                        "127.0.0.1:0",
                     ],
                     b"upstream connected",
                 )

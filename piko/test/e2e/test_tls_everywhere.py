@@ -29,6 +29,7 @@ from piko.config import (
     AgentConfig,
     ClientTLSConfig,
     ConnectTLSConfig,
+    InspectConfig,
     ListenerConfig,
     ServerTLSConfig,
 )
@@ -101,6 +102,7 @@ class TLSEverywhereTests(E2ETestCase):
         self.addCleanup(site.stopListening)
         agent = make_agent_service(
             AgentConfig(
+                inspect=InspectConfig(enabled=False),
                 connect=evolve(
                     AgentConfig().connect,
                     url=f"https://localhost:{self.port_of('upstream', node1)}",

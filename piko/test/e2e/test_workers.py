@@ -77,7 +77,7 @@ class WorkersTests(TestCase):
         yield server.ready
         agent, _ = self.spawn(
             [
-                "-m", "piko", "agent", "http", "ep", str(base + 5),
+                "-m", "piko", "agent", "http", "ep", str(base + 5), "--inspect=false",
                 "--connect.url", f"http://127.0.0.1:{base + 1}",
             ],
             b"upstream connected",
