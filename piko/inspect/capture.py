@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from piko.http.head import RequestHead, serialize_headers
-from piko.http.observe import ExchangeOutcome, ObservedExchange
+from piko.http.observe import CountedTunnel, ExchangeOutcome, ObservedExchange
 from piko.http.server import IRequestHandler, IRequestReceiver, IServerExchange
 from piko.inspect.store import (
     RECORD_OVERHEAD,
@@ -36,7 +36,6 @@ from piko.inspect.store import (
     ConnectionRecord,
     ExchangeRecord,
 )
-from piko.server.traffic import CountedTunnel
 
 __all__ = ["CapturingExchange", "CapturingHandler", "IListenerInspector"]
 

@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProtocol, IReactorTime
 from zope.interface import implementer
 
+from piko.http.observe import CountedTunnel
 from piko.http.server import IRequestHandler
 from piko.inspect.capture import CapturingHandler, IListenerInspector, counted
 from piko.inspect.replay import Modifications, ReplayError, build_request, replay
@@ -27,7 +28,6 @@ from piko.inspect.store import (
     ConnectionRecord,
     ExchangeRecord,
 )
-from piko.server.traffic import CountedTunnel
 
 __all__ = ["Inspector"]
 

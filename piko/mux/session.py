@@ -816,9 +816,7 @@ class Session(Protocol):
     def _arm_ping_timer(self) -> None:
         self._reads_at_ping = self._reads
         self._ping_grace = False
-        self._ping_timer = self.clock.callLater(
-            self.config.keepalive_timeout, self._ping_timed_out
-        )
+        self._ping_timer = self.clock.callLater(self.config.keepalive_timeout, self._ping_timed_out)
 
     def _ping_timed_out(self) -> None:
         """

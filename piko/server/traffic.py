@@ -29,12 +29,10 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from attrs import frozen
-from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol
-from twisted.python.failure import Failure
-from zope.interface import implementer
+from twisted.internet.interfaces import IProtocol
 
 from piko.http.head import RequestHead, endpoint_id_from_request
-from piko.http.observe import ExchangeOutcome
+from piko.http.observe import CountedTunnel, ExchangeOutcome
 
 #: Seconds per time-series bucket.
 BUCKET_SECONDS = 10
@@ -357,72 +355,3 @@ class Traffic:
                 for e in reversed(self.errors)
             ],
         }
-
-
-@implementer(IProtocol, IHalfCloseableProtocol)
-class CountedTunnel:
-    """
-    Wraps the protocol a connection is handed over to, counting the bytes either way; calls
-    ``ended(received, sent)`` when the connection is lost.  Half-closes are passed on when the
-    wrapped protocol takes them.
-    """
-
-    def __init__(self, protocol: IProtocol, ended: Callable[[int, int], None]) -> None:
-        self.protocol = protocol
-        self.ended = ended
-        self.received = 0
-        self.sent = 0
-        self.transport: Any = None
-
-    def makeConnection(self, transport: Any) -> None:
-        """
-        Count what is written to ``transport``, then connect the wrapped protocol to it.
-
-        The transport itself is handed on, not a wrapper: code beyond it checks its type and
-        interfaces (autobahn reads the TLS channel of a ``TLSMemoryBIOProtocol``).  So its
-        ``write`` is replaced on the instance, which from now on carries this tunnel only;
-        ``writeSequence`` joins and goes through it, so nothing is counted twice.
-        """
-        self.transport = transport
-        write = transport.write
-
-        def counted_write(data: bytes) -> None:
-            self.sent += len(data)
-            write(data)
-
-        def counted_sequence(data: list[bytes]) -> None:
-            counted_write(b"".join(data))
-
-        try:
-            transport.write = counted_write
-            transport.writeSequence = counted_sequence
-        except AttributeError:  # pragma: no cover - a transport with slots: count "in" only
-            pass
-        self.protocol.makeConnection(transport)
-
-    def connectionMade(self) -> None:
-        """Nothing: :meth:`makeConnection` connects the wrapped protocol."""
-
-    def dataReceived(self, data: bytes) -> None:
-        """Count and pass on."""
-        self.received += len(data)
-        self.protocol.dataReceived(data)
-
-    def readConnectionLost(self) -> None:
-        """Pass on, or close if the wrapped protocol does not take half-closes."""
-        if IHalfCloseableProtocol.providedBy(self.protocol):
-            self.protocol.readConnectionLost()
-        else:
-            self.transport.loseConnection()
-
-    def writeConnectionLost(self) -> None:
-        """Pass on."""
-        if IHalfCloseableProtocol.providedBy(self.protocol):
-            self.protocol.writeConnectionLost()
-
-    def connectionLost(self, reason: Failure) -> None:
-        """Pass on, then report the counts."""
-        try:
-            self.protocol.connectionLost(reason)
-        finally:
-            self.ended(self.received, self.sent)

@@ -10,8 +10,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from piko.agent.http_listener import HTTPListenerFactory, Target
-from piko.http.pool import ConnectionPool
 from piko.agent.tcp_listener import TCPListenerFactory
+from piko.http.pool import ConnectionPool
 from piko.inspect import IListenerInspector, Inspector
 from piko.test.agent.helpers import FakeEndpoint, ListenerPair, mask_date, take
 
