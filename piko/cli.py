@@ -83,6 +83,27 @@ def _load_factory(program: str) -> Callable[[Any, Any], IService]:
     return factory
 
 
+def _server_factory(values: Mapping[str, Any]) -> Callable[[Any, Any], IService]:
+    """
+    The server's factory, told which file its traffic policies are reloaded from, and
+    reloading them on ``SIGHUP`` (see :mod:`piko.policy.reload`).
+    """
+    from piko.config import LOAD_OPTIONS, LoadConfig, apply_values
+
+    source = apply_values(LoadConfig(), LOAD_OPTIONS, values)
+
+    def factory(config: Any, reactor: Any) -> IService:
+        make = _load_factory("server")
+        service: Any = make(config, reactor)
+        reloader = getattr(service, "policy_reloader", None)
+        if reloader is not None:
+            reloader.source = source
+            reloader.on_sighup(reactor)
+        return service
+
+    return factory
+
+
 def _start_logging(config: LogConfig, stream: IO[str]) -> None:
     """
     Send twisted.logger events to ``stream`` through the setup the twistd
@@ -352,7 +373,9 @@ def _dispatch(argv: Sequence[str], out: IO[str], err: IO[str]) -> int:
                 from piko.server.workers import run_workers
 
                 return run_workers(server, err)
-            return _run_service("server", server, server.log, err)
+            return _run_service(
+                "server", server, server.log, err, factory=_server_factory(parsed.values)
+            )
         if names[0] == "agent":
             agent = build_agent_config(names[1], parsed.positionals, parsed.values)
             return _run_service("agent", agent, agent.log, err)
