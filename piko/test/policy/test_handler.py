@@ -217,7 +217,8 @@ class HeaderTests(SynchronousTestCase):
         s = Setup(HEADERS, auto=False)
         proto, transport = s.connect()
         proto.dataReceived(
-            b"GET / HTTP/1.1\r\nHost: x\r\nx-piko-endpoint: api\r\nCookie: a=b\r\nX-Env: dev\r\n\r\n"
+            b"GET / HTTP/1.1\r\nHost: x\r\nx-piko-endpoint: api\r\n"
+            b"Cookie: a=b\r\nX-Env: dev\r\n\r\n"
         )
         (exchange,) = s.inner.exchanges
         self.assertIsNone(exchange.head.get(b"cookie"))
