@@ -222,8 +222,9 @@ def orchestrate(args: argparse.Namespace) -> None:
     print()
     print(
         f"per-IP limit, {r['keys']:,} distinct addresses, max_keys {args.max_keys:,}: "
-        f"{r['held']:,} buckets held, {r['evicted']:,} evicted, RSS {r['rss_before_kib'] / 1024:.1f}"
-        f" -> {r['rss_peak_kib'] / 1024:.1f} MiB, {r['us_per_take']:.2f} us per request"
+        f"{r['held']:,} buckets held, {r['evicted']:,} evicted, "
+        f"RSS {r['rss_before_kib'] / 1024:.1f} -> {r['rss_peak_kib'] / 1024:.1f} MiB, "
+        f"{r['us_per_take']:.2f} us per request"
     )
 
 

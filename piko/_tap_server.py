@@ -54,10 +54,11 @@ def makeService(options: usage.Options) -> IService:
 
     invocation = options.invocation  # type: ignore[attr-defined]
     source = apply_values(LoadConfig(), LOAD_OPTIONS, invocation.parsed.values)
-    service = build_or_exit(
-        "twistd piko-server", lambda: make_server_service(config, reactor, policy_source=source)
-    )
-    # Traffic policies reload on SIGHUP (piko.policy.reload).
-    service.policy_reloader.on_sighup(reactor)
+    service = build_or_exit("twistd piko-server", lambda: make_server_service(config, reactor))
+    # Traffic policies reload from the same file on SIGHUP (piko.policy.reload).
+    reloader = getattr(service, "policy_reloader", None)
+    if reloader is not None:
+        reloader.source = source
+        reloader.on_sighup(reactor)
     exit_when_failed(service, reactor)
     return service

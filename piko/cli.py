@@ -83,25 +83,24 @@ def _load_factory(program: str) -> Callable[[Any, Any], IService]:
     return factory
 
 
-def _server_factory(values: Mapping[str, Any]) -> Callable[[Any, Any], IService]:
-    """
-    The server's factory, told which file its traffic policies are reloaded from, and
-    reloading them on ``SIGHUP`` (see :mod:`piko.policy.reload`).
-    """
+#: The file ``piko server`` reloads its traffic policies from (set by :func:`_dispatch`).
+_POLICY_SOURCE: list[Any] = []
+
+
+def _policy_source(values: Mapping[str, Any]) -> Any:
+    """``--config.path`` and ``--config.expand-env``, for reloading the traffic policies."""
     from piko.config import LOAD_OPTIONS, LoadConfig, apply_values
 
-    source = apply_values(LoadConfig(), LOAD_OPTIONS, values)
+    return apply_values(LoadConfig(), LOAD_OPTIONS, values)
 
-    def factory(config: Any, reactor: Any) -> IService:
-        make = _load_factory("server")
-        service: Any = make(config, reactor)
-        reloader = getattr(service, "policy_reloader", None)
-        if reloader is not None:
-            reloader.source = source
-            reloader.on_sighup(reactor)
-        return service
 
-    return factory
+def _watch_policies(service: Any, reactor: Any) -> None:
+    """Reload the server's traffic policies on ``SIGHUP`` (see :mod:`piko.policy.reload`)."""
+    reloader = getattr(service, "policy_reloader", None)
+    if reloader is None or not _POLICY_SOURCE:
+        return
+    reloader.source = _POLICY_SOURCE[0]
+    reloader.on_sighup(reactor)
 
 
 def _start_logging(config: LogConfig, stream: IO[str]) -> None:
@@ -170,6 +169,8 @@ def _run_service(
     except ConfigError as e:
         stderr.write(f"{e}\n")
         return 1
+    if program == "server":
+        _watch_policies(service, reactor)
     _start_logging(log_config, stderr)
     status = [0]
 
@@ -373,9 +374,8 @@ def _dispatch(argv: Sequence[str], out: IO[str], err: IO[str]) -> int:
                 from piko.server.workers import run_workers
 
                 return run_workers(server, err)
-            return _run_service(
-                "server", server, server.log, err, factory=_server_factory(parsed.values)
-            )
+            _POLICY_SOURCE[:] = [_policy_source(parsed.values)]
+            return _run_service("server", server, server.log, err)
         if names[0] == "agent":
             agent = build_agent_config(names[1], parsed.positionals, parsed.values)
             return _run_service("agent", agent, agent.log, err)
