@@ -17,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 
-from attrs import frozen
+from attrs import field, frozen
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -44,8 +44,26 @@ def parse_networks(cidrs: Iterable[str], where: str) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
+#: Parsed peer addresses, by text: a server sees the same peers again and again, and
+#: :func:`ipaddress.ip_address` costs microseconds.  Bounded (cleared when full).
+_PARSED: dict[str, IPAddress | None] = {}
+CACHE_SIZE = 4096
+
+
 def parse_ip(text: str) -> IPAddress | None:
     """An address (IPv4-mapped IPv6 as IPv4; a zone or brackets removed), or None."""
+    try:
+        return _PARSED[text]
+    except KeyError:
+        pass
+    address = _parse_ip(text)
+    if len(_PARSED) >= CACHE_SIZE:
+        _PARSED.clear()
+    _PARSED[text] = address
+    return address
+
+
+def _parse_ip(text: str) -> IPAddress | None:
     text = text.strip()
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
@@ -99,14 +117,28 @@ def client_address(
 class IPRules:
     """
     Deny first, then allow: an address in ``deny`` is refused; with an
-    ``allow`` list, an address must be in it.
+    ``allow`` list, an address must be in it.  Verdicts are remembered per
+    address (bounded), as the same clients come back.
     """
 
     allow: tuple[IPNetwork, ...] = ()
     deny: tuple[IPNetwork, ...] = ()
+    _verdicts: dict[IPAddress | str, bool] = field(factory=dict, eq=False, repr=False)
 
     def permits(self, address: IPAddress | str) -> bool:
         """Whether ``address`` may pass (a non-IP or unknown client passes only without lists)."""
+        verdicts = self._verdicts
+        try:
+            return verdicts[address]
+        except KeyError:
+            pass
+        verdict = self._permits(address)
+        if len(verdicts) >= CACHE_SIZE:
+            verdicts.clear()
+        verdicts[address] = verdict
+        return verdict
+
+    def _permits(self, address: IPAddress | str) -> bool:
         if not isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address):
             return not self.allow and not self.deny
         if self.deny and contains(self.deny, address):

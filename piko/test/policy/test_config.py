@@ -55,14 +55,15 @@ class ConfigTests(SynchronousTestCase):
 
     def test_errors_name_the_policy(self):
         """Bad values are refused naming the policy and key."""
+        head = "  - name: a\n    endpoints: [x]\n"
         cases = {
             "  - endpoints: [x]\n": r"policies\[0\]: missing name",
             "  - name: a\n": r"policies\[0\] \(a\): endpoints: at least one",
-            "  - name: a\n    endpoints: [x]\n    ip: {allow: [1.2.3]}\n": "invalid CIDR '1.2.3'",
-            "  - name: a\n    endpoints: [x]\n    rate_limit: {requests: 1, key: ip}\n": "key must be",
-            "  - name: a\n    endpoints: [x]\n    basic_auth: {users: [{user: u, hash: x}]}\n": "unsupported hash",
-            "  - name: a\n    endpoints: [x]\n    headers: {request: {add: ['X: a\\r\\nY: b']}}\n": "line break",
-            "  - name: a\n    endpoints: [x]\n  - name: a\n    endpoints: [y]\n": "used twice",
+            head + "    ip: {allow: [1.2.3]}\n": "invalid CIDR '1.2.3'",
+            head + "    rate_limit: {requests: 1, key: ip}\n": "key must be",
+            head + "    basic_auth: {users: [{user: u, hash: x}]}\n": "unsupported hash",
+            head + '    headers: {request: {add: ["X: a\\r\\nY: b"]}}\n': "line break",
+            head + "  - name: a\n    endpoints: [y]\n": "used twice",
         }
         for body, message in cases.items():
             with self.assertRaisesRegex(PolicyConfigError, message):
