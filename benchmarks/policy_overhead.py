@@ -132,6 +132,56 @@ def run_store(args: argparse.Namespace) -> None:
     )
 
 
+def run_micro(args: argparse.Namespace) -> None:
+    """
+    In a child: the policy layer's own cost per request, without sockets: requests through
+    :class:`~piko.http.server.HTTPServerProtocol` over a ``StringTransport`` to a handler that
+    answers at once, with no policy handler, with one and no policies, and with the ten
+    policies.  Best of several alternating runs (the minimum is what the code costs; the rest
+    is other load on the machine).
+    """
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+
+    from piko.config import ServerConfig, apply_yaml
+    from piko.http.server import HTTPServerProtocol
+    from piko.policy.config import compile_policies
+    from piko.policy.handler import PolicyHandler
+
+    class Answer:
+        def request_received(self, exchange):
+            exchange.start_response(200, ((b"Content-Length", b"2"),))
+            exchange.write(b"ok")
+            exchange.finish()
+
+    clock = Clock()
+    request = f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nx-piko-endpoint: {ENDPOINT}\r\n\r\n"
+
+    def per_request(handler, n=20_000) -> float:
+        proto = HTTPServerProtocol(handler, clock, date=lambda: b"D")
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+        proto.makeConnection(transport)
+        data = request.encode()
+        start = time.process_time()
+        for _ in range(n):
+            proto.dataReceived(data)
+            transport.clear()
+        return (time.process_time() - start) / n * 1e6
+
+    ten = apply_yaml(ServerConfig(), ten_policies(), "ten").policies
+    variants = {
+        "bare": Answer(),
+        "handler, no policies": PolicyHandler(Answer(), clock),
+        "10 policies": PolicyHandler(Answer(), clock, compile_policies(ten, clock.seconds)),
+    }
+    best = {name: float("inf") for name in variants}
+    for _ in range(args.rounds * 2):
+        for name, handler in variants.items():
+            best[name] = min(best[name], per_request(handler))
+    emit("RESULT", best)
+
+
 def reload(admin: int) -> dict:
     request = urllib.request.Request(
         f"http://127.0.0.1:{admin}/policy/reload", data=b"", method="POST"
@@ -224,6 +274,18 @@ def orchestrate(args: argparse.Namespace) -> None:
             echo.stop()
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
+    micro = Child([__file__, "--role", "micro", "--rounds", str(args.rounds)], "micro")
+    try:
+        m = micro.result(600)
+    finally:
+        micro.stop()
+    print()
+    print("== the policy layer alone (HTTP server over StringTransport, best of runs)")
+    print(table(["handler", "CPU us/request"], [[k, v] for k, v in m.items()]))
+    print(
+        f"10 policies add {m['10 policies'] - m['bare']:.1f} us per request "
+        f"(an empty policy set {m['handler, no policies'] - m['bare']:.1f} us)"
+    )
     store = Child(
         [__file__, "--role", "store", "--keys", str(args.keys), "--max-keys", str(args.max_keys)],
         "store",
@@ -252,7 +314,7 @@ def main() -> None:
     ap.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
     ap.add_argument("--keys", type=int, default=1_000_000, help="distinct client addresses")
     ap.add_argument("--max-keys", type=int, default=100_000, help="the store's hard cap")
-    ap.add_argument("--role", choices=("server", "store"), help=argparse.SUPPRESS)
+    ap.add_argument("--role", choices=("server", "store", "micro"), help=argparse.SUPPRESS)
     ap.add_argument("--policy-file", help=argparse.SUPPRESS)
     ap.add_argument("--max-seconds", type=float, default=600, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -260,6 +322,8 @@ def main() -> None:
         run_server(args)
     elif args.role == "store":
         run_store(args)
+    elif args.role == "micro":
+        run_micro(args)
     else:
         orchestrate(args)
 

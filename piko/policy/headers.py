@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from attrs import frozen
+from attrs import field, frozen
 
 Pairs = tuple[tuple[bytes, bytes], ...]
 
@@ -38,6 +38,12 @@ class HeaderOps:
     remove: frozenset[bytes] = frozenset()
     set: Pairs = ()
     add: Pairs = ()
+    #: the names whose values go: ``remove`` and those ``set`` replaces (computed once)
+    drop: frozenset[bytes] = field(init=False, eq=False)
+
+    @drop.default
+    def _drop_default(self) -> frozenset[bytes]:
+        return self.remove | {n.lower() for n, _ in self.set}
 
     @classmethod
     def parse(
@@ -54,8 +60,8 @@ class HeaderOps:
         return bool(self.remove or self.set or self.add)
 
     def apply(self, headers: Sequence[tuple[bytes, bytes]]) -> Pairs:
-        """The edited headers (order kept; set headers where the first one was, else last)."""
-        drop = self.remove | {n.lower() for n, _ in self.set}
+        """The edited headers (order kept; removed and set ones dropped, set and added last)."""
+        drop = self.drop
         out = [(n, v) for n, v in headers if n.lower() not in drop]
         out.extend(self.set)
         out.extend(self.add)
