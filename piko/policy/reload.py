@@ -85,7 +85,7 @@ class PolicyReloader:
         except ConfigError as error:
             kept = tuple(names(current.policies))
             self.log.error(
-                "policy reload refused; keeping the policies in force: {error}",
+                "policy reload refused; keeping the policies in force",
                 error=str(error),
                 policies=list(kept),
             )
