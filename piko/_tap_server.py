@@ -50,6 +50,15 @@ def makeService(options: usage.Options) -> IService:
     from piko.server.service import make_server_service
 
     config: ServerConfig = options.config  # type: ignore[attr-defined]
+    from piko.config import LOAD_OPTIONS, LoadConfig, apply_values
+
+    invocation = options.invocation  # type: ignore[attr-defined]
+    source = apply_values(LoadConfig(), LOAD_OPTIONS, invocation.parsed.values)
     service = build_or_exit("twistd piko-server", lambda: make_server_service(config, reactor))
+    # Traffic policies reload from the same file on SIGHUP (piko.policy.reload).
+    reloader = getattr(service, "policy_reloader", None)
+    if reloader is not None:
+        reloader.source = source
+        reloader.on_sighup(reactor)
     exit_when_failed(service, reactor)
     return service

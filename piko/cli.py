@@ -63,6 +63,26 @@ PIKO_COMMAND = CommandSpec(
 _STATUS_TIMEOUT = 15.0
 
 
+#: The file ``piko server`` reloads its traffic policies from (set by :func:`_dispatch`).
+_POLICY_SOURCE: list[Any] = []
+
+
+def _policy_source(values: Mapping[str, Any]) -> Any:
+    """``--config.path`` and ``--config.expand-env``, for reloading the traffic policies."""
+    from piko.config import LOAD_OPTIONS, LoadConfig, apply_values
+
+    return apply_values(LoadConfig(), LOAD_OPTIONS, values)
+
+
+def _watch_policies(service: Any, reactor: Any) -> None:
+    """Reload the server's traffic policies on ``SIGHUP`` (see :mod:`piko.policy.reload`)."""
+    reloader = getattr(service, "policy_reloader", None)
+    if reloader is None or not _POLICY_SOURCE:
+        return
+    reloader.source = _POLICY_SOURCE[0]
+    reloader.on_sighup(reactor)
+
+
 def _http_get(reactor: Any, url: str, headers: Mapping[str, str]) -> Deferred[tuple[int, bytes]]:
     """
     GET ``url`` with treq and return ``(status, body)`` (tests replace this).
@@ -230,7 +250,8 @@ def _dispatch(argv: Sequence[str], out: IO[str], err: IO[str]) -> int:
                 from piko.server.workers import run_workers
 
                 return run_workers(server, err)
-            return run_service("server", server, server.log, err)
+            _POLICY_SOURCE[:] = [_policy_source(parsed.values)]
+            return run_service("server", server, server.log, err, prepare=_watch_policies)
         if names[0] == "agent":
             agent = build_agent_config(names[1], parsed.positionals, parsed.values)
             return run_service("agent", agent, agent.log, err)

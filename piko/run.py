@@ -91,9 +91,13 @@ def run_service(
     log_config: LogConfig,
     stderr: IO[str],
     factory: Callable[[Any, Any], IService] | None = None,
+    prepare: Callable[[IService, Any], None] | None = None,
 ) -> int:
     """
     Run the ``program`` service under the global reactor until a signal.
+
+    ``prepare(service, reactor)``, if given, runs once the service is built and before
+    it starts (``piko server`` installs its ``SIGHUP`` policy reload there).
 
     SIGINT/SIGTERM make the reactor stop, which first waits for
     ``service.stopService()`` (a "before shutdown" trigger), as twistd does.
@@ -113,6 +117,8 @@ def run_service(
     except ConfigError as e:
         stderr.write(f"{e}\n")
         return 1
+    if prepare is not None:
+        prepare(service, reactor)
     start_logging_to(log_config, stderr)
     status = [0]
 

@@ -160,6 +160,7 @@ def load_port_authenticator(
         auth, clock, http_client=http_client, where=f"config: {port}: auth"
     )
     tenants: dict[str, ITokenVerifier] = {}
+    owners: dict[str, tuple[str, ...]] = {}
     if port == "upstream":
         for tenant in config.upstream.tenants:
             verifier = load_verifier(
@@ -173,6 +174,8 @@ def load_port_authenticator(
                     f"config: upstream: tenant: {tenant.id}: tenant auth disabled"
                 )
             tenants[tenant.id] = verifier
+            if tenant.endpoints:
+                owners[tenant.id] = tuple(tenant.endpoints)
     if default is None and not tenants:
         return None
-    return RequestAuthenticator(MultiTenantVerifier(default, tenants))
+    return RequestAuthenticator(MultiTenantVerifier(default, tenants, owners))

@@ -10,6 +10,8 @@ with its own 401 body, and anything else with an empty 500.
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
+
 from attrs import frozen
 from zope.interface import Interface
 
@@ -56,15 +58,28 @@ class Token:
     :ivar endpoints: the ``piko.endpoints`` claim; ``None`` (missing or
         empty) allows every endpoint, as in Go.
     :ivar tenant_id: the tenant whose verifier accepted it, for logs only.
+    :ivar owned: the endpoint patterns (ids or globs) its tenant owns, when the
+        tenant is configured with ``endpoints`` (not in Go): only these are permitted.
+    :ivar foreign: the patterns other tenants own: never permitted.
     """
 
     expiry: float | None = None
     endpoints: tuple[str, ...] | None = None
     tenant_id: str = ""
+    owned: tuple[str, ...] | None = None
+    foreign: tuple[str, ...] = ()
 
     def endpoint_permitted(self, endpoint_id: str) -> bool:
         """Whether the token may listen on or connect to ``endpoint_id``."""
-        return self.endpoints is None or endpoint_id in self.endpoints
+        if self.endpoints is not None and endpoint_id not in self.endpoints:
+            return False
+        if self.owned is not None and not _matches(self.owned, endpoint_id):
+            return False
+        return not (self.foreign and _matches(self.foreign, endpoint_id))
+
+
+def _matches(patterns: tuple[str, ...], endpoint_id: str) -> bool:
+    return any(p == endpoint_id or fnmatchcase(endpoint_id, p) for p in patterns)
 
 
 class ITokenVerifier(Interface):

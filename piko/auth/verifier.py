@@ -280,15 +280,19 @@ class MultiTenantVerifier:
 
     With tenants configured, a request without a tenant id is refused
     (``unknown tenant``); without tenants, any tenant id is refused (a Go
-    quirk kept on the proxy and admin ports).  Tenants do not namespace
-    endpoints; the id is only carried on the token for logs.
+    quirk kept on the proxy and admin ports).  As in Go, tenants do not
+    namespace endpoints unless they own some (``owners``, not in Go): a tenant
+    that owns patterns may use only endpoints matching them, and no tenant may
+    use an endpoint another one owns.
 
     :ivar default: the port's own verifier, or ``None`` when only tenants are configured.
     :ivar tenants: the tenants' verifiers by id.
+    :ivar owners: the endpoint patterns each tenant owns (tenants owning none are absent).
     """
 
     default: ITokenVerifier | None
     tenants: dict[str, ITokenVerifier] = field(factory=dict)
+    owners: dict[str, tuple[str, ...]] = field(factory=dict)
 
     def verify(self, token: str, tenant_id: str = "") -> Token:
         """Verify ``token`` with the verifier ``tenant_id`` selects."""
@@ -300,7 +304,12 @@ class MultiTenantVerifier:
         if verifier is None:
             raise UnknownTenant("unknown tenant")
         verified = verifier.verify(token)
-        return Token(verified.expiry, verified.endpoints, tenant_id)
+        if not self.owners:
+            return Token(verified.expiry, verified.endpoints, tenant_id)
+        foreign = tuple(p for t, ps in self.owners.items() if t != tenant_id for p in ps)
+        return Token(
+            verified.expiry, verified.endpoints, tenant_id, self.owners.get(tenant_id), foreign
+        )
 
     def start(self) -> None:
         """Start every verifier's key refresh."""

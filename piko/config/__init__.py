@@ -61,6 +61,7 @@ from piko.config._options import (
     resolve_command,
     visible_options,
 )
+from piko.config._policies import HeaderOpsConfig, PolicyConfig
 from piko.config._programs import (
     AGENT_COMMAND,
     AGENT_HTTP_OPTIONS,
@@ -136,6 +137,7 @@ __all__ = [
     "ForwardConnectConfig",
     "GossipConfig",
     "HTTPServerConfig",
+    "HeaderOpsConfig",
     "InspectConfig",
     "Invocation",
     "JWKSConfig",
@@ -146,6 +148,7 @@ __all__ = [
     "Option",
     "OptionTable",
     "ParsedArgs",
+    "PolicyConfig",
     "PortConfig",
     "ProxyConfig",
     "RebalanceConfig",

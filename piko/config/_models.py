@@ -19,6 +19,8 @@ from typing import Any
 import attrs
 from attrs import field, frozen
 
+from piko.config._policies import PolicyConfig
+
 __all__ = [
     "AccessLogConfig",
     "AccessLogHeaderConfig",
@@ -273,6 +275,9 @@ class TenantConfig:
 
     id: str = ""
     auth: AuthConfig = field(factory=AuthConfig)
+    #: Endpoint ids or globs this tenant owns (not in Go): its upstreams may register only
+    #: these, and no other tenant may register them.  Empty: Go's behaviour.
+    endpoints: tuple[str, ...] = ()
 
 
 @frozen
@@ -361,6 +366,8 @@ class ServerConfig:
     grace_period: float = duration(60.0)
     #: Worker processes sharing the listening ports (1: this process serves; 0: one per CPU).
     workers: int = 1
+    #: Traffic policies per endpoint (not in Go; see :mod:`piko.policy`).
+    policies: tuple[PolicyConfig, ...] = ()
 
 
 # --- agent -----------------------------------------------------------------

@@ -222,6 +222,10 @@ class AccessLog:
 
         # Go's order: the logger's fields (the agent's ``endpoint-id``), then ``request``.
         fields = {**self.fields, "request": request, ACCESS_SUMMARY: summary}
+        if outcome.policy:
+            # Not in Go: which traffic policy refused the request (piko.policy).
+            fields["policy"] = outcome.policy
+            fields["policy_action"] = outcome.policy_action
         self.log.emit(level, "request", **fields)
 
 

@@ -21,6 +21,7 @@ from http import HTTPStatus
 from itertools import repeat
 from operator import itemgetter
 from typing import overload
+from urllib.parse import unquote
 
 from attrs import field, frozen
 
@@ -472,3 +473,17 @@ def serialize_response_head(head: ResponseHead) -> bytes:
         + serialize_headers(head.headers)
         + b"\r\n"
     )
+
+
+def endpoint_from_path(path: str, route: str) -> str | None:
+    """
+    The endpoint id of ``route + <id>``: one non-empty, unescaped path segment.
+
+    Mirrors gin's ``:endpointID`` parameter, matched on the decoded path.
+    """
+    if not path.startswith(route):
+        return None
+    endpoint_id = unquote(path[len(route) :])
+    if not endpoint_id or "/" in endpoint_id:
+        return None
+    return endpoint_id

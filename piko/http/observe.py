@@ -38,6 +38,8 @@ class ExchangeOutcome:
     :ivar ended: the clock's time when the response completed.
     :ivar transport: the client's transport, for its address (the access log's console line).
     :ivar reason: for a canned error response (5xx), its JSON ``error`` message, if any.
+    :ivar policy: the traffic policy that refused the request (:mod:`piko.policy`), or ``""``.
+    :ivar policy_action: the policy's action that refused it (``rate_limit``...), or ``""``.
     """
 
     head: RequestHead
@@ -49,6 +51,8 @@ class ExchangeOutcome:
     ended: float
     transport: object = None
     reason: str = ""
+    policy: str = ""
+    policy_action: str = ""
 
     @property
     def duration(self) -> float:
@@ -144,10 +148,15 @@ class ObservedExchange:
         self._headers: Headers = ()
         self._sent = 0
         self._reason = ""
+        self._policy = ("", "")
         copy_request_attributes(self, exchange)
 
     def __getattr__(self, name: str) -> Any:
         return forward_attribute(self, self._exchange, name)
+
+    def note_policy(self, policy: str, action: str) -> None:
+        """A traffic policy refused this request (for the access log and the dashboard)."""
+        self._policy = (policy, action)
 
     def respond(self, build: Callable[..., bytes]) -> None:
         def observed(date: bytes, **kwargs: Any) -> bytes:
@@ -200,6 +209,8 @@ class ObservedExchange:
                 ended=self._clock.seconds(),
                 transport=getattr(exchange, "transport", None),
                 reason=self._reason,
+                policy=self._policy[0],
+                policy_action=self._policy[1],
             )
         )
 

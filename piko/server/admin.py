@@ -13,6 +13,9 @@ our own, :data:`DASHBOARD_PREFIX` (Go's routes are left exactly as they are):
   (see :mod:`piko.server.traffic`), its upstream sessions and its recent errors.  With
   ``?forward=<node-id>`` the request goes to that node's admin port, like any admin route, so
   a browser talking to one node sees the whole cluster.
+* ``POST /policy/reload``: reload the traffic policies from the configuration file
+  (:mod:`piko.policy.reload`); 200 with the policies now in force, or 400 with the error
+  (the old policies stay).
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ NOT_FOUND = AdminResponse(404, _TEXT, b"404 page not found")
 DASHBOARD = AdminResponse(200, PAGE_HEADERS, PAGE)
 REDIRECT_TO_DASHBOARD = AdminResponse(302, ((b"Location", b"/ui"),))
 EMPTY_NOT_FOUND = AdminResponse(404)
+#: Reloads the traffic policies (``POST``; not in Go).
+POLICY_RELOAD = "/policy/reload"
 #: Our own admin routes (the dashboard's data), apart from Go's ``/status/...`` ones.
 DASHBOARD_PREFIX = "/status/dashboard/"
 
@@ -96,7 +101,11 @@ class AdminRoutes:
         cluster: ClusterState | None = None,
         gossip: Callable[[], GossipState | None] | None = None,
         traffic: Traffic | None = None,
+        reload_policies: Callable[[], tuple[int, dict[str, object]]] | None = None,
     ) -> None:
+        #: ``POST /policy/reload`` (not in Go): reloads the traffic policies, returning the
+        #: status and the JSON report (see :mod:`piko.policy.reload`).
+        self.reload_policies = reload_policies
         self.node = node
         self.registry = registry
         self.is_ready = is_ready
@@ -122,6 +131,9 @@ class AdminRoutes:
             if remote is None or not remote.admin_addr:
                 return EMPTY_NOT_FOUND
             return ForwardTo(remote.id, remote.admin_addr)
+        if path == POLICY_RELOAD and method == b"POST" and self.reload_policies is not None:
+            status, report = self.reload_policies()
+            return self._json(report, status)
         if method not in (b"GET", b"HEAD"):
             return NOT_FOUND
         if path == "/health":
@@ -203,8 +215,8 @@ class AdminRoutes:
     def _remotes(self) -> list[Node]:
         return [] if self.cluster is None else self.cluster.nodes()[1:]
 
-    def _json(self, value: object) -> AdminResponse:
-        return AdminResponse(200, _JSON, go_json(value))
+    def _json(self, value: object, status: int = 200) -> AdminResponse:
+        return AdminResponse(status, _JSON, go_json(value))
 
     def _node_summary(self) -> GoStruct:
         endpoints = self.registry.endpoints()

@@ -137,7 +137,8 @@ _PAGE = """<!DOCTYPE html>
       <th class="num">Requests</th><th class="num">Errors</th><th class="num">Error %</th>
       <th class="num">p50</th><th class="num">p99</th>
       <th class="num">Bytes in</th><th class="num">Bytes out</th>
-      <th class="num">Upstreams</th></tr></thead><tbody></tbody></table>
+      <th class="num">Upstreams</th><th class="num">Refused</th></tr></thead>
+      <tbody></tbody></table>
   </section>
   <section class="wide">
     <h2>Nodes</h2>
@@ -238,13 +239,13 @@ _PAGE = """<!DOCTYPE html>
         var m = merged[key];
         if (!m) {
           m = merged[key] = {endpoint: e.endpoint, kind: e.kind, requests: 0, errors: 0,
-            bytes_in: 0, bytes_out: 0, rps: 0, eps: 0, forwarded_in: 0, latency: [],
+            bytes_in: 0, bytes_out: 0, rps: 0, eps: 0, forwarded_in: 0, refused: 0, latency: [],
             series: {requests: [], errors: [], bytes: [], p99: []}};
         }
         m.requests += e.requests; m.errors += e.errors;
         m.bytes_in += e.bytes_in; m.bytes_out += e.bytes_out;
         m.rps += e.requests_per_second; m.eps += e.errors_per_second;
-        m.forwarded_in += e.forwarded_in;
+        m.forwarded_in += e.forwarded_in; m.refused += e.refused || 0;
         addInto(m.latency, e.latency_histogram);
         addInto(m.series.requests, e.series.requests);
         addInto(m.series.errors, e.series.errors);
@@ -384,7 +385,7 @@ _PAGE = """<!DOCTYPE html>
     });
     if (!keys.length) {
       var td = el("td", "No traffic and no upstream in the last 15 minutes.", "empty");
-      td.colSpan = 12;
+      td.colSpan = 13;
       body.appendChild(el("tr")).appendChild(td);
       return;
     }
@@ -409,6 +410,8 @@ _PAGE = """<!DOCTYPE html>
       tr.appendChild(numCell(e.bytes_out, fmtBytes(e.bytes_out), "bytes-out"));
       var ups = upstreamsByEndpoint[e.endpoint] || 0;
       tr.appendChild(numCell(ups, String(ups), "upstreams" + (ups ? "" : " zero")));
+      // Requests a traffic policy refused (piko.policy); their 4xx/5xx count as errors too.
+      tr.appendChild(numCell(e.refused, String(e.refused), "refused" + (e.refused ? " bad" : "")));
       body.appendChild(tr);
     });
   }

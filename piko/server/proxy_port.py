@@ -31,7 +31,7 @@ from zope.interface import implementer
 from piko.auth.http import RequestAuthenticator, endpoint_not_permitted
 from piko.auth.token import Token
 from piko.http import errors
-from piko.http.head import RequestHead, endpoint_id_from_request
+from piko.http.head import RequestHead, endpoint_from_path, endpoint_id_from_request
 from piko.http.proxy import EndpointConnector
 from piko.http.rewrite import BodyFraming, rewrite_request
 from piko.http.server import IRequestHandler, IServerExchange
@@ -41,7 +41,7 @@ from piko.server._takeover import WebSocketTakeover
 from piko.server.forwarding import RemoteForwarder
 from piko.server.registry import IUpstreamRegistry
 from piko.server.retry import RetryingRelay, Route, UpstreamWaiters
-from piko.server.upstream_port import UpstreamSession, endpoint_from_path
+from piko.server.upstream_port import UpstreamSession
 from piko.splice import SpliceProtocol, join
 from piko.ws.server import HandshakeRequest, WebSocketAcceptor
 

@@ -71,12 +71,17 @@ from piko.cluster.nodes import ClusterState, Node
 from piko.cluster.service import GossipService, GossipSettings
 from piko.cluster.syncer import Syncer
 from piko.cluster.transport import TLSTransport, cluster_tls_options
-from piko.config import ServerConfig, listen_endpoint_description
+from piko.config import LoadConfig, ServerConfig, listen_endpoint_description, split_host_port
 from piko.http.access_log import AccessLog
 from piko.http.listening import HTTPPortFactory
+from piko.http.server import IServerExchange
 from piko.logging import kept_from
 from piko.mux.session import SessionConfig
 from piko.net import listen
+from piko.policy.config import compile_policies
+from piko.policy.handler import PolicyHandler
+from piko.policy.metrics import PolicyMetrics
+from piko.policy.reload import PolicyReloader, ReloadResult
 from piko.server.admin import AdminRoutes, LocalNode
 from piko.server.admin_port import AdminPortHandler
 from piko.server.forwarding import RemoteForwarder
@@ -186,7 +191,12 @@ class PikoServerService(MultiService):
         http_client: Any = None,
         stop_reactor_on_failure: bool = False,
         shared_sockets: dict[str, tuple[int, int]] | None = None,
+        policy_source: LoadConfig | None = None,
     ) -> None:
+        """
+        :param policy_source: the configuration file (``--config.path``) that
+            :meth:`reload_policies` reads the traffic policies from again.
+        """
         super().__init__()
         #: Listening sockets bound by a parent process (``piko server --workers``),
         #: by port name: ``(file descriptor, address family)``.  Each is adopted
@@ -236,6 +246,8 @@ class PikoServerService(MultiService):
             auth=self.auth["proxy"],
             forwarder=self.forwarder,
         )
+        # Unusable policies raise here, before anything listens: fail closed.
+        policies = compile_policies(config.policies, reactor.seconds)
         self.rebalancer = Rebalancer(
             reactor,
             self.cluster,
@@ -244,6 +256,21 @@ class PikoServerService(MultiService):
         )
         self.metrics = ServerMetrics()
         self.metrics.watch(self.registry)
+        # Traffic policy (piko.policy): applied in front of the proxy handler.
+        policy_metrics = PolicyMetrics(self.metrics.registry)
+        self.policy_handler = PolicyHandler(
+            self.proxy_handler,
+            reactor,
+            policies,
+            metrics=policy_metrics,
+            from_node=self._from_node,
+        )
+        self.policy_reloader = PolicyReloader(
+            self.policy_handler,
+            policy_source or LoadConfig(),
+            reactor.seconds,
+            metrics=policy_metrics,
+        )
         self.metrics.watch_cluster(self.cluster)
         #: The dashboard's per-endpoint figures (fed by the proxy port's request observer).
         self.traffic = Traffic(reactor.seconds)
@@ -287,6 +314,7 @@ class PikoServerService(MultiService):
             self.cluster,
             gossip=lambda: self.gossip.state,
             traffic=self.traffic,
+            reload_policies=self._reload_policies,
         )
         # Unusable TLS settings raise here, before anything listens: fail closed.
         self.tls = {
@@ -309,7 +337,7 @@ class PikoServerService(MultiService):
             "proxy": HTTPPortFactory(
                 # Metrics and the access log watch the same exchange (one wrapper per request).
                 MeteredHandler(
-                    self.proxy_handler,
+                    self.policy_handler,
                     self.metrics,
                     reactor,
                     also=None if access_log.disabled else access_log.record,
@@ -323,6 +351,32 @@ class PikoServerService(MultiService):
                 max_header_bytes=http.max_header_bytes,
             ),
         }
+
+    def _from_node(self, exchange: IServerExchange) -> bool:
+        """
+        Whether a request was forwarded here by another node (so its entry node applied
+        the policies): it says so (``x-piko-forward``) and comes from a known node's address.
+        """
+        if exchange.head.get(b"x-piko-forward") is None:
+            return False
+        host = getattr(exchange.transport.getPeer(), "host", None)
+        for node in self.cluster.nodes()[1:]:
+            if node.proxy_addr and split_host_port(node.proxy_addr)[0].strip("[]") == host:
+                return True
+        return False
+
+    def reload_policies(self) -> ReloadResult:
+        """Reload the traffic policies from the configuration file (``SIGHUP``, admin)."""
+        return self.policy_reloader.reload()
+
+    def _reload_policies(self) -> tuple[int, dict[str, object]]:
+        result = self.reload_policies()
+        report: dict[str, object] = {
+            "ok": result.ok,
+            "message": result.message,
+            "policies": list(result.policies),
+        }
+        return (200 if result.ok else 400), report
 
     def startService(self) -> None:
         """Listen on admin, upstream and proxy in that order, then turn ready."""
@@ -609,7 +663,11 @@ def _addr(port: IListeningPort) -> str:
 
 
 def make_server_service(
-    config: ServerConfig, reactor: Any, *, http_client: Any = None
+    config: ServerConfig,
+    reactor: Any,
+    *,
+    http_client: Any = None,
+    policy_source: LoadConfig | None = None,
 ) -> PikoServerService:
     """
     Build the server node service (what ``twistd piko-server`` and ``piko server`` run).
@@ -618,4 +676,10 @@ def make_server_service(
     :raises piko.config.ConfigError: when TLS or auth is configured but
         cannot be loaded; the server must not start without it.
     """
-    return PikoServerService(config, reactor, http_client=http_client, stop_reactor_on_failure=True)
+    return PikoServerService(
+        config,
+        reactor,
+        http_client=http_client,
+        stop_reactor_on_failure=True,
+        policy_source=policy_source,
+    )

@@ -102,12 +102,14 @@ class Series:
     :ivar forwarded_in: requests that came forwarded from another node, not in the buckets.
     """
 
-    __slots__ = ("buckets", "forwarded_in", "last_seen")
+    __slots__ = ("buckets", "forwarded_in", "last_seen", "refused")
 
     def __init__(self) -> None:
         self.buckets: deque[list[int]] = deque()
         self.forwarded_in = 0
         self.last_seen = 0.0
+        #: requests refused by a traffic policy, by action (at most five keys)
+        self.refused: dict[str, int] = {}
 
     def _bucket(self, index: int) -> list[int]:
         buckets = self.buckets
@@ -184,6 +186,8 @@ class Series:
             "bytes_in": totals[2],
             "bytes_out": totals[3],
             "forwarded_in": self.forwarded_in,
+            "refused": sum(self.refused.values()),
+            "refused_by": dict(self.refused),
             "requests_per_second": recent[0] / RATE_SECONDS,
             "errors_per_second": recent[1] / RATE_SECONDS,
             "error_ratio": totals[1] / totals[0] if totals[0] else 0.0,
@@ -299,6 +303,9 @@ class Traffic:
             series.last_seen = now
             return
         status = outcome.status
+        if outcome.policy_action:
+            action = outcome.policy_action
+            series.refused[action] = series.refused.get(action, 0) + 1
         error = is_error(status)
         series.add(now, error, outcome.request_size, outcome.sent, outcome.duration)
         if error:

@@ -35,7 +35,7 @@ the server closes it, so no stream it opens races the upstream's close.
 from __future__ import annotations
 
 from functools import partial
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -47,6 +47,7 @@ from piko.auth.http import RequestAuthenticator, endpoint_not_permitted
 from piko.auth.token import Token
 from piko.cluster.syncer import MAX_ENDPOINT_ID_BYTES
 from piko.http import errors
+from piko.http.head import endpoint_from_path
 from piko.http.server import IRequestHandler, IServerExchange
 from piko.mux.frames import GoAwayCode
 from piko.mux.session import Session, SessionConfig
@@ -55,20 +56,6 @@ from piko.server.registry import IUpstreamRegistry
 from piko.ws.server import HandshakeRequest, WebSocketAcceptor
 
 UPSTREAM_ROUTE = "/piko/v1/upstream/"
-
-
-def endpoint_from_path(path: str, route: str) -> str | None:
-    """
-    The endpoint id of ``route + <id>``: one non-empty, unescaped path segment.
-
-    Mirrors gin's ``:endpointID`` parameter, matched on the decoded path.
-    """
-    if not path.startswith(route):
-        return None
-    endpoint_id = unquote(path[len(route) :])
-    if not endpoint_id or "/" in endpoint_id:
-        return None
-    return endpoint_id
 
 
 class UpstreamSession(Session):

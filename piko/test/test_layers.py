@@ -33,7 +33,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("piko.logging", "piko.tls"),
     ("piko.mux", "piko.http", "piko.ws"),
     ("piko.auth", "piko.client", "piko.cluster", "piko.run"),
-    ("piko.inspect",),
+    ("piko.inspect", "piko.policy"),
     ("piko.server", "piko.agent", "piko.forward"),
     ("piko._twistd", "piko._tap_exit", "piko.cli", "piko.demo"),
     ("piko._tap_server", "piko._tap_agent", "piko._tap_forward", "piko.__main__"),
