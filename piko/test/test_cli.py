@@ -24,7 +24,7 @@ class CLITestMixin:
         self.requests = []
         self.responses = {}
 
-        def run_service(program, config, log_config, stderr):
+        def run_service(program, config, log_config, stderr, prepare=None):
             self.services.append((program, config, log_config))
             return 0
 
