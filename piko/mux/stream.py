@@ -191,6 +191,11 @@ class Stream:
             return
         self._write_closing = True
         self.disconnecting = True
+        if self._close_timer is None:
+            # As Go's Stream.Close starts its closeTimer: a FIN still queued behind data
+            # the peer never grants window for must not hold the stream for ever.
+            self._close_timer = True
+            self._session._close_deadlines.arm(self)
         if self._producer is not None and not self._streaming_producer:
             # A pull producer would never be asked again; drop it.
             self._producer = None

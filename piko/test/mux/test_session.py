@@ -597,6 +597,30 @@ class CloseTests(SynchronousTestCase):
         pair.pump()
         self.assertIsInstance(accepted.built[0].lost.value, StreamReset)
 
+    def test_close_timeout_counts_from_close_not_from_fin(self) -> None:
+        """
+        A close whose FIN waits behind data the peer never grants window for is reset
+        after the close timeout, counted from ``loseConnection`` as Go's ``Close`` does.
+        """
+        pair = SessionPair()
+        accepted = RecorderFactory(HalfCloseRecorder)
+        pair.client.listen(accepted)
+        opener = Recorder()
+        stream = pair.server.open_stream(opener)
+        stream.write(b"q")
+        pair.pump()
+        pair.clock.advance(SessionConfig().control_delay)  # the held ACK goes out
+        pair.pump()
+        [agent] = accepted.built
+        agent.transport.pauseProducing()  # never reads again: no window comes back
+        stream.write(b"x" * (2 * WINDOW))
+        stream.loseConnection()
+        pair.pump()
+        self.assertIsNone(opener.lost)
+        pair.clock.advance(300)
+        self.assertIsInstance(opener.lost.value, StreamReset)
+        self.assertEqual(pair.server.stream_count, 0)
+
     def test_session_close_ends_streams(self) -> None:
         """Closing the session ends every stream with SessionClosed and drops the transport."""
         pair = SessionPair()
