@@ -34,6 +34,7 @@ from twisted.internet.interfaces import (
     IPushProducer,
     ITransport,
 )
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -57,6 +58,8 @@ _RST = int(Flag.RST)
 #: The reason every cleanly closed stream gives, shared as Twisted shares
 #: ``protocol.connectionDone``: building a Failure per stream is costly.
 _STREAM_CLOSED = Failure(ConnectionDone("stream closed"))
+
+_log = Logger(namespace="piko.mux.stream")
 
 #: Pause a registered producer when this much outgoing data waits.
 HIGH_WATER = 64 * 1024
@@ -135,8 +138,28 @@ class Stream:
     def _connect(self, protocol: IProtocol) -> None:
         self.protocol = protocol
         self.connected = True
-        protocol.makeConnection(self)
+        try:
+            protocol.makeConnection(self)
+        except Exception:
+            self._protocol_failed("makeConnection")
+            return
         self._deliver()
+
+    def _protocol_failed(self, callback: str) -> None:
+        """
+        The stream's protocol raised: log it and reset this stream only.
+
+        As a TCP transport loses its connection when its protocol raises, and as the
+        README promises that any ``Factory`` can be served on an endpoint: one stream's
+        faulty protocol must not take the session, and every other stream on it, down.
+        Called from inside an ``except`` block.
+        """
+        _log.failure(
+            "stream protocol raised in {callback}; stream reset",
+            callback=callback,
+            stream_id=self.stream_id,
+        )
+        self.abortConnection()
 
     def _send_pending_control(self) -> None:
         """Send a SYN or ACK that found no Data frame to ride on."""
@@ -380,7 +403,10 @@ class Stream:
             self._session._close_deadlines.arm(self)
         protocol = self.protocol
         if protocol is not None and IHalfCloseableProtocol.providedBy(protocol):
-            protocol.writeConnectionLost()
+            try:
+                protocol.writeConnectionLost()
+            except Exception:
+                self._protocol_failed("writeConnectionLost")
 
     def _pause_producer(self) -> None:
         # Like Twisted's own transports, ask again on every write over the mark:
@@ -430,7 +456,11 @@ class Stream:
             self._recv_buffer.append(data)
             self._recv_buffered += size
             return
-        protocol.dataReceived(data)
+        try:
+            protocol.dataReceived(data)
+        except Exception:
+            self._protocol_failed("dataReceived")
+            return
         self._grant_window()
 
     def _deliver(self) -> None:
@@ -442,7 +472,11 @@ class Stream:
         while buffer and not self._reading_paused and not self.finished:
             data = buffer.pop(0)
             self._recv_buffered -= len(data)
-            protocol.dataReceived(data)
+            try:
+                protocol.dataReceived(data)
+            except Exception:
+                self._protocol_failed("dataReceived")
+                return
         if not self.finished:
             self._grant_window()
         if not buffer and self._fin_received and not self._reading_paused:
@@ -473,7 +507,10 @@ class Stream:
             return
         protocol = self.protocol
         if protocol is not None and IHalfCloseableProtocol.providedBy(protocol):
-            protocol.readConnectionLost()
+            try:
+                protocol.readConnectionLost()
+            except Exception:
+                self._protocol_failed("readConnectionLost")
         else:
             self.loseConnection()
 
@@ -512,4 +549,7 @@ class Stream:
             producer.stopProducing()
         protocol, self.protocol = self.protocol, None
         if protocol is not None:
-            protocol.connectionLost(reason)
+            try:
+                protocol.connectionLost(reason)
+            except Exception:
+                _log.failure("stream protocol raised in connectionLost", stream_id=self.stream_id)

@@ -990,3 +990,57 @@ class HostileInputTests(SynchronousTestCase):
         pair.client.dataReceived(bytes.fromhex("010100010000000200000000"))
         self.assertTrue(pair.client.closed)
         self.assertEqual(pair.take_client_output(), encode_frame(FrameType.GO_AWAY, 0, 0, 1))
+
+
+class FaultIsolationTests(SynchronousTestCase):
+    """An exception from one stream's protocol resets that stream and nothing else."""
+
+    def test_raising_protocol_resets_only_its_stream(self) -> None:
+        """
+        A protocol that raises in ``dataReceived`` gets its stream reset (and
+        ``connectionLost``); the session and a second stream on it go on, and the
+        failure is logged.
+        """
+
+        class Faulty(Recorder):
+            def dataReceived(self, data: bytes) -> None:
+                if data == b"boom":
+                    raise ZeroDivisionError("bug in a user's protocol")
+                super().dataReceived(data)
+
+        pair = SessionPair()
+        accepted = RecorderFactory(Faulty)
+        pair.client.listen(accepted)
+        bad_opener, good_opener = Recorder(), Recorder()
+        bad = pair.server.open_stream(bad_opener)
+        good = pair.server.open_stream(good_opener)
+        bad.write(b"boom")
+        good.write(b"fine")
+        pair.pump()
+        bad_peer, good_peer = accepted.built
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertIsInstance(bad_peer.lost.value, StreamReset)
+        self.assertIsInstance(bad_opener.lost.value, StreamReset)
+        self.assertFalse(pair.server.closed or pair.client.closed)
+        good_peer.transport.write(b"still here")
+        good.write(b" and more")
+        pair.pump()
+        self.assertEqual(bytes(good_peer.received), b"fine and more")
+        self.assertEqual(bytes(good_opener.received), b"still here")
+        self.assertIsNone(good_opener.lost)
+
+    def test_raising_connection_made_resets_the_stream(self) -> None:
+        """A protocol that raises in ``connectionMade`` never takes the session down."""
+
+        class FaultyStart(Recorder):
+            def connectionMade(self) -> None:
+                raise ZeroDivisionError("bug at start")
+
+        pair = SessionPair()
+        pair.client.listen(RecorderFactory(FaultyStart))
+        opener = Recorder()
+        pair.server.open_stream(opener).write(b"hello")
+        pair.pump()
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertIsInstance(opener.lost.value, StreamReset)
+        self.assertFalse(pair.server.closed or pair.client.closed)
