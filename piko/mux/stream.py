@@ -155,7 +155,7 @@ class Stream:
         Called from inside an ``except`` block.
         """
         _log.failure(
-            "stream protocol raised in {callback}; stream reset",
+            "stream protocol raised; stream reset",
             callback=callback,
             stream_id=self.stream_id,
         )
