@@ -31,13 +31,12 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SkipTest
 from twisted.web import resource, server
 
 from piko.agent.service import make_agent_service
 from piko.config import AgentConfig, ListenerConfig
 from piko.test.e2e.harness import E2ETestCase, reactor
-from piko.test.e2e.test_dashboard import _Collect, chromium_path
+from piko.test.e2e.test_dashboard import _Collect, require_chromium
 
 #: Where ``PIKO_UPDATE_SCREENSHOT=1`` puts the screenshot.
 DOCS_SCREENSHOT = os.path.join(
@@ -158,16 +157,7 @@ class InspectorBrowserTests(E2ETestCase):
     timeout = 120
 
     def require_chromium(self) -> str:
-        binary = chromium_path()
-        if binary is None:
-            reason = (
-                "chromium is not installed: the inspector test needs Debian's chromium "
-                "(apt-get install -y chromium; .ci/run installs it)"
-            )
-            if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-                self.fail(reason)
-            raise SkipTest(reason)
-        return binary
+        return require_chromium("inspector")
 
     @inlineCallbacks
     def start_agent(self, service_port: int) -> Any:
