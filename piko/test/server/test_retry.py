@@ -12,17 +12,14 @@ from collections.abc import Set as AbstractSet
 from functools import partial
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.error import ConnectionLost, ConnectionRefusedError
+from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 
 from piko.cluster.nodes import ClusterState, Node
-from piko.http.proxy import IUpstreamConnector
 from piko.http.rewrite import rewrite_request
 from piko.http.server import HTTPServerProtocol
 from piko.server.forwarding import RemoteForwarder
@@ -35,32 +32,15 @@ from piko.server.retry import (
     Route,
     UpstreamWaiters,
 )
+from piko.test.server.test_forwarding import FakePool
 from piko.ws.server import WebSocketAcceptor
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 UNREACHABLE = b'{"error":"upstream unreachable"}\n'
 
 
-@implementer(IUpstreamConnector)
-class FakeConnector:
-    """Connects each protocol to a fresh StringTransport, or refuses."""
-
-    def __init__(self, refuse: bool = False) -> None:
-        self.refuse = refuse
-        self.transports: list[StringTransport] = []
-        self.protocols: list[IProtocol] = []
-
-    def connect(self, protocol: IProtocol) -> Deferred[IProtocol]:
-        if self.refuse:
-            return fail(ConnectionRefusedError())
-        transport = StringTransport()
-        protocol.makeConnection(transport)
-        self.transports.append(transport)
-        self.protocols.append(protocol)
-        return succeed(protocol)
-
-    def release(self, protocol: IProtocol, reusable: bool) -> None:
-        pass
+class FakeConnector(FakePool):
+    """:class:`FakePool` whose last connection can drop before the response."""
 
     def die(self) -> None:
         """The last connection drops before any byte of the response."""
