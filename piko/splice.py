@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from piko._tcp import tune
-from piko.interfaces import lose_write
+from piko.interfaces import abort, lose_write
 
 
 @implementer(IHalfCloseableProtocol)
@@ -111,11 +111,10 @@ class SpliceProtocol(Protocol):
                 # A transport already stopped for good has nothing to resume.
                 with contextlib.suppress(RuntimeError):
                     transport.resumeProducing()
-            abort = getattr(transport, "abortConnection", None)
-            if abort is not None and not reason.check(ConnectionDone):
-                abort()
-            else:
+            if reason.check(ConnectionDone):
                 transport.loseConnection()
+            else:
+                abort(transport)
 
     # -- internals ----------------------------------------------------------
 

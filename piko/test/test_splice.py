@@ -7,12 +7,12 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from piko.interfaces import IHalfCloseableTransport
+from piko.interfaces import IAbortableTransport, IHalfCloseableTransport
 from piko.splice import SpliceProtocol, join
 from piko.test.mux.helpers import HalfCloseRecorder, RecorderFactory, SessionPair
 
 
-@implementer(IHalfCloseableTransport)
+@implementer(IHalfCloseableTransport, IAbortableTransport)
 class HalfCloseTransport(StringTransport):
     """A StringTransport that records write-half shutdowns like a TCP transport."""
 
